@@ -1,0 +1,39 @@
+# Everything runs from the project's own virtual environments (emulators/install.sh builds them).
+PY := .venv/bin/python
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: install up down status seed test test-fast lint typecheck bench bench-serving package clean
+
+install:  ## build .venv and the emulators' virtual environments
+	bash emulators/install.sh
+
+up: install  ## bring the local stack up with data and print where each part listens
+	$(PY) emulators/stack.py up
+
+down:  ## stop what `make up` started
+	$(PY) emulators/stack.py down
+
+status:
+	$(PY) emulators/stack.py status
+
+seed: install  ## load USERS synthetic users (default 1,000,000) into the stack's database
+	. .local/stack.env 2>/dev/null; $(PY) -m feature_store.cli.migrate && \
+	  $(PY) -m feature_store.cli.generate seed --users $${USERS:-1000000} --seed $${SEED:-42}
+
+test: install  ## the whole suite against real PostgreSQL, Redis and the emulators
+	$(PY) -m pytest -q
+
+test-fast:
+	$(PY) -m pytest -q -m "not slow"
+
+lint:
+	$(PY) -m ruff check shared functions tests emulators bench
+	$(PY) -m mypy
+
+bench: bench-serving
+
+bench-serving: install
+	$(PY) bench/serving.py
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs everything the project runs with, idempotently:
+#   .venv                 the package (editable) with its dev extras
+#   .local/venvs/bq       the BigQuery emulator (bqemulator + DuckDB's spatial extension, offline)
+#   .local/venvs/wf       workflows-emulator (its pins conflict with bqemulator's)
+# Each virtual environment is rebuilt only when missing or when its inputs changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+mkdir -p .local/venvs
+
+stamp_ok() { [ -f "$1/.stamp" ] && [ "$(cat "$1/.stamp")" = "$2" ]; }
+
+main_inputs=$(sha256sum pyproject.toml | cut -c1-16)
+if ! stamp_ok .venv "$main_inputs"; then
+  echo "[install] .venv (feature_store + dev extras)"
+  [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[dev]'
+  echo "$main_inputs" > .venv/.stamp
+fi
+
+BQ_PINS="bqemulator==1.4.* duckdb==1.5.5 duckdb-extension-spatial==1.5.5 numpy"
+if ! stamp_ok .local/venvs/bq "$BQ_PINS"; then
+  echo "[install] .local/venvs/bq (BigQuery emulator)"
+  [ -x .local/venvs/bq/bin/python ] || "$PYTHON" -m venv .local/venvs/bq
+  .local/venvs/bq/bin/pip install -q --upgrade pip
+  # shellcheck disable=SC2086
+  .local/venvs/bq/bin/pip install -q $BQ_PINS
+  echo "$BQ_PINS" > .local/venvs/bq/.stamp
+fi
+
+WF_PINS="workflows-emulator==1.10.* uvicorn"
+if ! stamp_ok .local/venvs/wf "$WF_PINS"; then
+  echo "[install] .local/venvs/wf (workflows-emulator)"
+  [ -x .local/venvs/wf/bin/python ] || "$PYTHON" -m venv .local/venvs/wf
+  .local/venvs/wf/bin/pip install -q --upgrade pip
+  # shellcheck disable=SC2086
+  .local/venvs/wf/bin/pip install -q $WF_PINS
+  echo "$WF_PINS" > .local/venvs/wf/.stamp
+fi
+echo "[install] done"

@@ -1,0 +1,126 @@
+"""The error tree. Every error carries a stable machine ``code`` and a sentence for a human.
+
+    FeatureStoreError
+    ├── PermanentError                 give up: retrying cannot help
+    │   ├── InputError (400)           the caller sent something wrong
+    │   │   ├── InvalidUserId          invalid_user_id
+    │   │   ├── UnknownFeature         unknown_feature
+    │   │   ├── InvalidBody            invalid_body
+    │   │   ├── BatchTooLarge          batch_too_large
+    │   │   └── InvalidParameter       invalid_parameter
+    │   ├── MethodNotAllowed (405)     method_not_allowed
+    │   ├── NotFound (404)             not_found
+    │   │   └── UnknownUser            unknown_user
+    │   ├── Conflict (409)             conflict
+    │   ├── PoisonMessage              poison_message: logged, counted, acknowledged
+    │   ├── SettingsError              invalid_settings
+    │   └── MigrationError             migration_*
+    └── TransientError (503)           retry: a dependency is down or slow
+        └── DependencyUnavailable      dependency_unavailable (postgres / redis / bigquery)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class FeatureStoreError(Exception):
+    """Root of every error this package raises on purpose."""
+
+    code: str = "internal"
+    status: int = 500
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+class PermanentError(FeatureStoreError):
+    """Retrying the same input gives the same failure."""
+
+
+class InputError(PermanentError):
+    code = "invalid_request"
+    status = 400
+
+
+class InvalidUserId(InputError):
+    code = "invalid_user_id"
+
+
+class UnknownFeature(InputError):
+    code = "unknown_feature"
+
+
+class InvalidBody(InputError):
+    code = "invalid_body"
+
+
+class BatchTooLarge(InputError):
+    code = "batch_too_large"
+
+
+class InvalidParameter(InputError):
+    code = "invalid_parameter"
+
+
+class MethodNotAllowed(PermanentError):
+    code = "method_not_allowed"
+    status = 405
+
+
+class NotFound(PermanentError):
+    code = "not_found"
+    status = 404
+
+
+class UnknownUser(NotFound):
+    code = "unknown_user"
+
+
+class Conflict(PermanentError):
+    code = "conflict"
+    status = 409
+
+
+class PoisonMessage(PermanentError):
+    """A change event that can never be applied: log it, count it, acknowledge it."""
+
+    code = "poison_message"
+    status = 400
+
+
+class SettingsError(PermanentError):
+    """One or more environment variables are missing or wrong; each problem names its variable."""
+
+    code = "invalid_settings"
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("invalid settings: " + "; ".join(self.problems))
+
+
+class MigrationError(PermanentError):
+    code = "migration_failed"
+
+
+class TransientError(FeatureStoreError):
+    """A dependency failed in a way that may pass: retry later."""
+
+    code = "unavailable"
+    status = 503
+    retry_after_s = 1
+
+
+class DependencyUnavailable(TransientError):
+    code = "dependency_unavailable"
+
+    def __init__(self, dependency: str, detail: str = "") -> None:
+        self.dependency = dependency
+        text = f"{dependency} is unavailable"
+        super().__init__(f"{text}: {detail}" if detail else text)

@@ -1,0 +1,147 @@
+"""Online reads: Redis first, PostgreSQL for misses, degraded answers when Redis fails.
+
+One Redis round trip reads every requested user (MGET); the misses are computed with one
+set-based source query and written back compare-and-set. Features are finished at the
+instant of the request, so velocity windows are exact even for a vector cached long ago.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from feature_store.domain.catalog import FeatureSet, Instant
+from feature_store.domain.state import UserState
+from feature_store.errors import DependencyUnavailable
+from feature_store.logs import get_logger
+from feature_store.services.breaker import CircuitBreaker
+from feature_store.stores.redis_online import Entry, RedisOnlineStore, Tombstone
+from feature_store.stores.source import SourceStore
+
+log = get_logger(__name__)
+
+Status = Literal["ok", "unknown_user", "unavailable"]
+
+
+@dataclass(frozen=True, slots=True)
+class VectorResult:
+    user_id: str
+    status: Status
+    features: dict[str, dict[str, Any]] | None = None
+    computed_at: float | None = None
+    watermark: int | None = None
+    cache_hit: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOutcome:
+    results: list[VectorResult]  # in request order, duplicates included
+    as_of: float
+    degraded_reason: str | None = None  # set when Redis was skipped or failed
+
+    @property
+    def degraded(self) -> bool:
+        return self.degraded_reason is not None
+
+
+class HitCounter:
+    """Hits and misses per feature set version, counted in-process (services/stats flushes them)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: dict[tuple[str, int], list[int]] = {}
+
+    def add(self, fs: FeatureSet, hits: int, misses: int) -> None:
+        with self._lock:
+            c = self.counts.setdefault((fs.name, fs.version), [0, 0])
+            c[0] += hits
+            c[1] += misses
+
+    def drain(self) -> dict[tuple[str, int], tuple[int, int]]:
+        with self._lock:
+            out = {k: (v[0], v[1]) for k, v in self.counts.items() if v[0] or v[1]}
+            self.counts.clear()
+            return out
+
+
+class Reader:
+    """Reads feature vectors of one or many users."""
+
+    def __init__(self, online: Callable[[FeatureSet], RedisOnlineStore], source: SourceStore,
+                 redis_breaker: CircuitBreaker, source_breaker: CircuitBreaker,
+                 counter: HitCounter | None = None, clock: Callable[[], float] = time.time) -> None:
+        self._online = online
+        self._source = source
+        self._redis_breaker = redis_breaker
+        self._source_breaker = source_breaker
+        self.counter = counter or HitCounter()
+        self._clock = clock
+
+    def read(self, feature_set: FeatureSet, user_ids: Sequence[str],
+             names: Sequence[str] | None = None) -> ReadOutcome:
+        selected = feature_set.select(names)
+        unique = list(dict.fromkeys(user_ids))
+        store = self._online(feature_set)
+        cached, degraded = self._from_cache(store, unique)
+        misses = [u for u, e in zip(unique, cached, strict=True) if e is None]
+        computed, source_failed = self._from_source(misses)
+        if computed and degraded is None:
+            self._write_back(store, list(computed.values()))
+        at = Instant(self._clock())
+        by_id: dict[str, VectorResult] = {}
+        for user_id, entry in zip(unique, cached, strict=True):
+            if isinstance(entry, UserState):
+                by_id[user_id] = _result(feature_set, entry, at, selected, cache_hit=True)
+            elif isinstance(entry, Tombstone):
+                by_id[user_id] = VectorResult(user_id, "unknown_user", cache_hit=True)
+            elif user_id in computed:
+                by_id[user_id] = _result(feature_set, computed[user_id], at, selected, cache_hit=False)
+            else:
+                by_id[user_id] = VectorResult(user_id, "unavailable" if source_failed else "unknown_user")
+        if degraded is None:
+            self.counter.add(feature_set, len(unique) - len(misses), len(misses))
+        return ReadOutcome([by_id[u] for u in user_ids], as_of=at.epoch, degraded_reason=degraded)
+
+    def _from_cache(self, store: RedisOnlineStore, ids: list[str]) -> tuple[list[Entry | None], str | None]:
+        if not self._redis_breaker.allow():
+            return [None] * len(ids), "redis_circuit_open"
+        try:
+            entries = store.get_many(ids)
+        except DependencyUnavailable as exc:
+            self._redis_breaker.failure()
+            reason = "redis_timeout" if "Timeout" in exc.message else "redis_unavailable"
+            log.warning("online store read failed; answering from the source",
+                        extra={"fields": {"reason": reason, "breaker": self._redis_breaker.state}})
+            return [None] * len(ids), reason
+        self._redis_breaker.success()
+        return entries, None
+
+    def _from_source(self, misses: list[str]) -> tuple[dict[str, UserState], bool]:
+        if not misses:
+            return {}, False
+        if not self._source_breaker.allow():
+            return {}, True
+        try:
+            states = self._source.states_for(misses)
+        except DependencyUnavailable:
+            self._source_breaker.failure()
+            log.warning("source read failed", extra={"fields": {"breaker": self._source_breaker.state}})
+            return {}, True
+        self._source_breaker.success()
+        return states, False
+
+    def _write_back(self, store: RedisOnlineStore, states: list[UserState]) -> None:
+        try:
+            store.put_if_newer(states)
+        except DependencyUnavailable:
+            # The answer is already computed; the next read recomputes. Not worth failing for.
+            self._redis_breaker.failure()
+            log.warning("online store write-back failed")
+
+
+def _result(fs: FeatureSet, state: UserState, at: Instant, selected: Any, cache_hit: bool) -> VectorResult:
+    return VectorResult(state.user_id, "ok", fs.evaluate(state, at, selected), state.computed_at,
+                        state.watermark, cache_hit)

@@ -1,0 +1,176 @@
+"""Settings: the one place that reads the environment.
+
+Every variable is ``FS_<SECTION>_<FIELD>`` (for example ``FS_POSTGRES_HOST``), plus the
+standard ``PUBSUB_EMULATOR_HOST`` of Google's client libraries. ``Settings.from_env`` reads
+a mapping once (``os.environ`` by default) and reports every bad variable by name.
+There are no silent localhost defaults: the local stack (emulators/) supplies local values.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from feature_store.errors import SettingsError
+
+PREFIX = "FS_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PostgresSettings(_Section):
+    """The source of truth: PostgreSQL (direct or Cloud SQL connector) or CockroachDB."""
+
+    host: str | None = None
+    port: int = Field(5432, ge=1, le=65535)
+    database: str = "feature_store"
+    user: str = "postgres"
+    password: SecretStr | None = None
+    # "project:region:instance": connect through cloud-sql-python-connector instead of host/port.
+    instance_connection_name: str | None = Field(None, pattern=r"^[a-z0-9-]+:[a-z0-9-]+:[a-z0-9-]+$")
+    dialect: Literal["postgresql", "cockroachdb"] = "postgresql"
+    ssl: bool = False
+    pool_size: int = Field(8, ge=1, le=256)
+    connect_timeout_s: float = Field(5.0, gt=0)
+    statement_timeout_ms: int = Field(5000, ge=1)
+
+    @model_validator(mode="after")
+    def _one_way_to_connect(self) -> PostgresSettings:
+        if self.host is None and self.instance_connection_name is None:
+            raise ValueError("neither FS_POSTGRES_HOST nor FS_POSTGRES_INSTANCE_CONNECTION_NAME is set")
+        return self
+
+
+class RedisSettings(_Section):
+    """The online store: Memorystore for Redis (or any Redis 6+)."""
+
+    url: str = Field(pattern=r"^(redis|rediss|unix)://")
+    # Reads slower than this fall back to PostgreSQL and are marked degraded.
+    socket_timeout_ms: int = Field(25, ge=1)
+    connect_timeout_ms: int = Field(200, ge=1)
+    max_connections: int = Field(64, ge=1)
+    ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
+    tombstone_ttl_seconds: int = Field(24 * 3600, ge=60)
+    key_prefix: str = Field("fs", pattern=r"^[a-z][a-z0-9_]{0,15}$")
+
+
+class BigQuerySettings(_Section):
+    """The offline store."""
+
+    project: str | None = None
+    dataset: str = Field("feature_store", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
+    location: str = "US"
+    # http://127.0.0.1:9050 for the local emulator; unset in production.
+    api_endpoint: str | None = None
+    timeout_s: float = Field(30.0, gt=0)
+
+
+class PubSubSettings(_Section):
+    """Change events arrive through Pub/Sub."""
+
+    project: str | None = None
+    topic: str = "cdc-changes"
+    emulator_host: str | None = None
+
+
+class ServingSettings(_Section):
+    """Online read path."""
+
+    feature_set: str = "credit_decision"
+    batch_max: int = Field(1000, ge=1, le=10000)
+    breaker_failures: int = Field(5, ge=1)
+    breaker_reset_s: float = Field(5.0, gt=0)
+
+
+class Settings(BaseModel):
+    """All configuration of one function instance or CLI run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    postgres: PostgresSettings
+    redis: RedisSettings | None = None  # required by the online paths: see require_redis()
+    bigquery: BigQuerySettings = BigQuerySettings()
+    pubsub: PubSubSettings = PubSubSettings()
+    serving: ServingSettings = ServingSettings()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``FS_*`` variables; raise SettingsError naming each bad one."""
+        env = os.environ if environ is None else environ
+        raw: dict[str, Any] = {}
+        sections = _sections()
+        known = {f"{PREFIX}LOG_LEVEL"}
+        for section, model in sections.items():
+            values: dict[str, str] = {}
+            for field_name in model.model_fields:
+                var = env_var(section, field_name)
+                known.add(var)
+                if var in env and env[var] != "":
+                    values[field_name] = env[var]
+            if values or section == "postgres":
+                raw[section] = values
+        if env.get("PUBSUB_EMULATOR_HOST"):
+            raw.setdefault("pubsub", {}).setdefault("emulator_host", env["PUBSUB_EMULATOR_HOST"])
+        if env.get(f"{PREFIX}LOG_LEVEL"):
+            raw["log_level"] = env[f"{PREFIX}LOG_LEVEL"].upper()
+        unknown = sorted(k for k in env if k.startswith(PREFIX) and k not in known)
+        problems = [f"{var}: not a setting this package reads" for var in unknown]
+        try:
+            settings = cls.model_validate(raw)
+        except ValidationError as exc:
+            problems += [_describe(err) for err in exc.errors()]
+            raise SettingsError(problems) from None
+        if problems:
+            raise SettingsError(problems)
+        return settings
+
+    def require_redis(self) -> RedisSettings:
+        """The Redis section, or SettingsError naming the variable that would set it."""
+        if self.redis is None:
+            raise SettingsError([f"{env_var('redis', 'url')}: required but not set"])
+        return self.redis
+
+
+def env_var(section: str, field_name: str) -> str:
+    """The environment variable that sets ``section.field_name``."""
+    return f"{PREFIX}{section.upper()}_{field_name.upper()}"
+
+
+def known_env_vars() -> frozenset[str]:
+    """Every variable Settings reads: used to check deployment manifests."""
+    names = {f"{PREFIX}LOG_LEVEL", "PUBSUB_EMULATOR_HOST"}
+    for name, model in _sections().items():
+        names.update(env_var(name, f) for f in model.model_fields)
+    return frozenset(names)
+
+
+def _sections() -> dict[str, type[_Section]]:
+    """Section name -> model, unwrapping optional sections."""
+    out: dict[str, type[_Section]] = {}
+    for name, field in Settings.model_fields.items():
+        for candidate in (field.annotation, *getattr(field.annotation, "__args__", ())):
+            if isinstance(candidate, type) and issubclass(candidate, _Section):
+                out[name] = candidate
+    return out
+
+
+def _describe(err: Mapping[str, Any]) -> str:
+    loc = [str(part) for part in err.get("loc", ())]
+    if len(loc) >= 2:
+        var = env_var(loc[0], loc[1])
+    elif len(loc) == 1 and loc[0] == "log_level":
+        var = f"{PREFIX}LOG_LEVEL"
+    elif len(loc) == 1:
+        var = f"{PREFIX}{loc[0].upper()}"
+    else:
+        var = "settings"
+    message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    if err.get("type") == "missing":
+        message = "required but not set"
+    return f"{var}: {message}"

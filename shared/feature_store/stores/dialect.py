@@ -1,0 +1,55 @@
+"""SQL dialects of the source of truth: PostgreSQL and CockroachDB (same driver, pg8000).
+
+The differences the code must handle live here; docs/cockroachdb.md lists the schema ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+WATERMARK_HEX_DIGITS = 24  # 96 bits: a PostgreSQL LSN (64) or a CockroachDB HLC (wall ns << 32 | logical)
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    # An expression giving the position of the statement's snapshot in the source's history.
+    watermark_sql: str
+    # Declarative monthly partitions of transactions (PostgreSQL) or one range-split table.
+    partitions_transactions: bool
+
+    def watermark(self, value: Any) -> int:
+        """The snapshot position as a non-negative integer that grows with every commit."""
+        if self.name == "cockroachdb":
+            hlc = Decimal(str(value))
+            wall = int(hlc)
+            logical = int((hlc - wall) * 10**10)
+            return (wall << 32) | logical
+        return int(value)
+
+
+POSTGRESQL = Dialect(
+    name="postgresql",
+    # pg_current_wal_lsn() is read while the statement's snapshot is held, so every change the
+    # snapshot sees lies at or below it.
+    watermark_sql="(pg_current_wal_lsn() - CAST('0/0' AS pg_lsn))",
+    partitions_transactions=True,
+)
+
+COCKROACHDB = Dialect(
+    name="cockroachdb",
+    # Fixes the transaction's timestamp: every read of the statement is exactly as of it.
+    watermark_sql="cluster_logical_timestamp()",
+    partitions_transactions=False,
+)
+
+DIALECTS = {d.name: d for d in (POSTGRESQL, COCKROACHDB)}
+
+
+def format_watermark(dialect: Dialect, value: int) -> str:
+    """A watermark as its source writes it: ``16/B374D848`` (LSN) or ``<wall>.<logical>`` (HLC)."""
+    if dialect.name == "cockroachdb":
+        return f"{value >> 32}.{value & 0xFFFFFFFF:010d}"
+    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"

@@ -1,0 +1,175 @@
+"""PostgreSQL (and CockroachDB) connections: a small thread-safe pool of pg8000 connections.
+
+Each pooled connection prepares a statement the first time it runs it and reuses it after
+(pg8000 prepared ~170 µs per key read, unprepared ~425 µs). Connections come from
+cloud-sql-python-connector when an instance connection name is configured, else straight
+from host and port. A broken connection is dropped, never handed out again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pg8000.native
+from pg8000.core import CoreConnection
+
+from feature_store.errors import DependencyUnavailable
+from feature_store.settings import PostgresSettings
+
+_DISCONNECTS = (pg8000.native.InterfaceError, OSError, socket.timeout, EOFError)
+
+
+class Connection:
+    """One open connection with its own cache of prepared statements."""
+
+    def __init__(self, raw: CoreConnection) -> None:
+        self.raw = raw
+        self._prepared: dict[str, pg8000.native.PreparedStatement] = {}
+
+    def run(self, sql: str, **params: Any) -> list[list[Any]]:
+        """Run ``sql`` (``:name`` placeholders) as a prepared statement, preparing it once."""
+        statement = self._prepared.get(sql)
+        if statement is None:
+            statement = pg8000.native.PreparedStatement(self.raw, sql)
+            self._prepared[sql] = statement
+        rows = statement.run(**params)
+        return rows if rows is not None else []
+
+    def columns(self, sql: str) -> list[str]:
+        """Column names of a statement this connection has run."""
+        return [c["name"] for c in self._prepared[sql].columns]
+
+    def execute(self, sql: str) -> None:
+        """Run unprepared SQL with no parameters (DDL, SET, BEGIN/COMMIT)."""
+        self.raw.execute_simple(sql)
+
+    def close(self) -> None:
+        # Closing a broken socket may fail; the connection is gone either way.
+        with contextlib.suppress(Exception):
+            self.raw.close()
+
+
+def connect(settings: PostgresSettings, application_name: str = "feature_store",
+            generic_plans: bool = False) -> CoreConnection:
+    """Open one raw pg8000 connection as configured (Cloud SQL connector or host/port).
+
+    ``generic_plans`` suits the point reads: their plan does not depend on the ids, and planning
+    the user-state statement over every monthly partition costs more than running it.
+    """
+    if settings.instance_connection_name:
+        connector = _cloud_sql_connector()
+        raw: CoreConnection = connector.connect(
+            settings.instance_connection_name,
+            "pg8000",
+            user=settings.user,
+            password=_secret(settings),
+            db=settings.database,
+        )
+    else:
+        ssl_context = ssl.create_default_context() if settings.ssl else None
+        raw = pg8000.native.Connection(
+            user=settings.user,
+            host=settings.host,
+            port=settings.port,
+            database=settings.database,
+            password=_secret(settings),
+            timeout=settings.connect_timeout_s,
+            ssl_context=ssl_context,
+            application_name=application_name,
+        )
+    raw.execute_simple(f"SET statement_timeout = {int(settings.statement_timeout_ms)}")
+    raw.execute_simple("SET TIME ZONE 'UTC'")
+    if settings.dialect == "postgresql":
+        # JIT compilation costs tens of milliseconds and these statements run in a few.
+        raw.execute_simple("SET jit = off")
+        if generic_plans:
+            raw.execute_simple("SET plan_cache_mode = force_generic_plan")
+    return raw
+
+
+def _secret(settings: PostgresSettings) -> str | None:
+    return settings.password.get_secret_value() if settings.password else None
+
+
+_connector_lock = threading.Lock()
+_connector: Any = None
+
+
+def _cloud_sql_connector() -> Any:
+    global _connector
+    with _connector_lock:
+        if _connector is None:
+            from google.cloud.sql.connector import Connector
+
+            _connector = Connector(refresh_strategy="lazy")
+        return _connector
+
+
+class PostgresPool:
+    """Up to ``size`` connections, opened on first use, shared by the threads of one instance."""
+
+    def __init__(self, settings: PostgresSettings,
+                 factory: Callable[[], CoreConnection] | None = None, generic_plans: bool = False) -> None:
+        self.settings = settings
+        self._factory = factory or (lambda: connect(settings, generic_plans=generic_plans))
+        self._idle: queue.LifoQueue[Connection] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(settings.pool_size)
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """Borrow a connection; a driver or network failure drops it and raises DependencyUnavailable."""
+        if not self._slots.acquire(timeout=self.settings.connect_timeout_s):
+            raise DependencyUnavailable("postgres", "connection pool exhausted")
+        conn: Connection | None = None
+        try:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                try:
+                    conn = Connection(self._factory())
+                except _DISCONNECTS as exc:
+                    raise DependencyUnavailable("postgres", type(exc).__name__) from exc
+            try:
+                yield conn
+            except _DISCONNECTS as exc:
+                conn.close()
+                conn = None
+                raise DependencyUnavailable("postgres", type(exc).__name__) from exc
+            except pg8000.native.DatabaseError as exc:
+                # The server answered: the connection is healthy unless a transaction is left open.
+                if conn.raw._transaction_status != b"I":
+                    conn.close()
+                    conn = None
+                if _is_transient(exc):
+                    raise DependencyUnavailable("postgres", _sqlstate(exc)) from exc
+                raise
+        finally:
+            if conn is not None:
+                self._idle.put(conn)
+            self._slots.release()
+
+    def close(self) -> None:
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
+
+
+def _sqlstate(exc: pg8000.native.DatabaseError) -> str:
+    args = exc.args[0] if exc.args else {}
+    return str(args.get("C", "")) if isinstance(args, dict) else ""
+
+
+def _is_transient(exc: pg8000.native.DatabaseError) -> bool:
+    # 57P01 admin shutdown, 57P03 cannot connect now, 53300 too many connections,
+    # 40001 serialization failure (CockroachDB retries), 57014 statement timeout.
+    state = _sqlstate(exc)
+    return state in {"57P01", "57P02", "57P03", "53300", "40001", "40P01", "57014"} or state.startswith("08")

@@ -1,0 +1,128 @@
+"""The online store on Redis: one key per (feature set, version, user), written compare-and-set.
+
+Key layout (docs/redis-keys.md, pinned byte-for-byte by tests/unit/test_redis_layout.py):
+
+    {prefix}:{feature_set}:v{version}:u:{user_id}   -> value (below), with a TTL
+    {prefix}:{feature_set}:active                   -> served version number, e.g. "1"
+
+Value: 24 lowercase hex digits of the source watermark, then either ``{json}`` (the
+compact UserState list, domain/state.py) or ``-`` (a tombstone: the user was deleted at
+that watermark). The fixed-width prefix lets the Lua script compare watermarks as strings:
+a write lands only when its watermark is at least the stored one, so duplicate, redelivered
+or reordered writes can never replace newer data with older.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import redis
+
+from feature_store.domain.state import UserState
+from feature_store.errors import DependencyUnavailable
+from feature_store.stores.dialect import WATERMARK_HEX_DIGITS
+
+TOMBSTONE = "-"
+
+# KEYS[1] key; ARGV[1] new value (watermark prefix first); ARGV[2] ttl in ms.
+# Returns 1 when written, 0 when the stored watermark is newer.
+_PUT_IF_NEWER = f"""
+local cur = redis.call('GET', KEYS[1])
+if cur and string.sub(cur, 1, {WATERMARK_HEX_DIGITS}) > string.sub(ARGV[1], 1, {WATERMARK_HEX_DIGITS}) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """The user was deleted at ``watermark``."""
+
+    user_id: str
+    watermark: int
+
+
+Entry = UserState | Tombstone
+
+
+class KeyLayout:
+    """Builds the keys of one feature set version; the only place key strings are made."""
+
+    def __init__(self, prefix: str, feature_set: str, version: int) -> None:
+        self.prefix, self.feature_set, self.version = prefix, feature_set, version
+        self._user_prefix = f"{prefix}:{feature_set}:v{version}:u:"
+
+    def user(self, user_id: str) -> str:
+        return self._user_prefix + user_id
+
+    def user_pattern(self) -> str:
+        """A SCAN pattern matching every user key of this version."""
+        return self._user_prefix + "*"
+
+    @staticmethod
+    def active(prefix: str, feature_set: str) -> str:
+        return f"{prefix}:{feature_set}:active"
+
+
+def encode(entry: Entry) -> str:
+    head = f"{entry.watermark:0{WATERMARK_HEX_DIGITS}x}"
+    if isinstance(entry, Tombstone):
+        return head + TOMBSTONE
+    return head + json.dumps(entry.to_compact(), separators=(",", ":"))
+
+
+def decode(user_id: str, raw: bytes | str) -> Entry:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    watermark = int(text[:WATERMARK_HEX_DIGITS], 16)
+    body = text[WATERMARK_HEX_DIGITS:]
+    if body == TOMBSTONE:
+        return Tombstone(user_id, watermark)
+    return UserState.from_compact(user_id, watermark, json.loads(body))
+
+
+class RedisOnlineStore:
+    """Reads and compare-and-set writes of feature vectors; each call is one round trip."""
+
+    def __init__(self, client: redis.Redis, layout: KeyLayout, ttl_s: int, tombstone_ttl_s: int) -> None:
+        self.client = client
+        self.layout = layout
+        self.ttl_ms = ttl_s * 1000
+        self.tombstone_ttl_ms = tombstone_ttl_s * 1000
+        self._put = client.register_script(_PUT_IF_NEWER)
+
+    def get_many(self, user_ids: Sequence[str]) -> list[Entry | None]:
+        """Entries in the order asked, ``None`` where nothing is cached (one MGET)."""
+        if not user_ids:
+            return []
+        try:
+            raws = self.client.mget([self.layout.user(u) for u in user_ids])
+        except redis.RedisError as exc:
+            raise DependencyUnavailable("redis", type(exc).__name__) from exc
+        return [None if raw is None else decode(u, raw) for u, raw in zip(user_ids, raws, strict=True)]
+
+    def put_if_newer(self, entries: Sequence[Entry]) -> int:
+        """Write each entry unless a newer watermark is stored; return how many were written."""
+        if not entries:
+            return 0
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for entry in entries:
+                ttl = self.tombstone_ttl_ms if isinstance(entry, Tombstone) else self.ttl_ms
+                self._put(keys=[self.layout.user(entry.user_id)], args=[encode(entry), ttl], client=pipe)
+            results = pipe.execute()
+        except redis.RedisError as exc:
+            raise DependencyUnavailable("redis", type(exc).__name__) from exc
+        return sum(int(r) for r in results)
+
+    def delete_many(self, user_ids: Sequence[str]) -> int:
+        """Drop the cached vectors of these users (the next read recomputes them)."""
+        if not user_ids:
+            return 0
+        try:
+            return int(self.client.unlink(*[self.layout.user(u) for u in user_ids]))
+        except redis.RedisError as exc:
+            raise DependencyUnavailable("redis", type(exc).__name__) from exc

@@ -1,0 +1,111 @@
+"""Wiring: builds pools, stores and services once per function instance, on first use.
+
+``services()`` returns the process-wide container; every attribute is built lazily under a
+lock the first time a request needs it and then reused for the life of the instance.
+Services receive stores, never settings.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from functools import cached_property
+from typing import Any
+
+import redis
+
+from feature_store import logs
+from feature_store.domain.catalog import FeatureSet
+from feature_store.services.breaker import CircuitBreaker
+from feature_store.services.reader import Reader
+from feature_store.settings import Settings
+from feature_store.stores.dialect import DIALECTS, Dialect
+from feature_store.stores.postgres import PostgresPool
+from feature_store.stores.redis_online import KeyLayout, RedisOnlineStore
+from feature_store.stores.source import SourceStore
+
+
+class Services:
+    """Everything one instance needs, each piece built on first access."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.RLock()
+        self._online_stores: dict[tuple[str, int], RedisOnlineStore] = {}
+
+    def _once(self, name: str, build: Any) -> Any:
+        with self._lock:
+            if name not in self.__dict__:
+                self.__dict__[name] = build()
+            return self.__dict__[name]
+
+    @cached_property
+    def dialect(self) -> Dialect:
+        return DIALECTS[self.settings.postgres.dialect]
+
+    @cached_property
+    def postgres(self) -> PostgresPool:
+        return self._once("postgres", lambda: PostgresPool(self.settings.postgres, generic_plans=True))  # type: ignore[no-any-return]
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        """The online client: short timeouts, so a slow Redis degrades reads instead of stalling them."""
+        cfg = self.settings.require_redis()
+        return self._once("redis", lambda: redis.Redis.from_url(  # type: ignore[no-any-return]
+            cfg.url,
+            socket_timeout=cfg.socket_timeout_ms / 1000,
+            socket_connect_timeout=cfg.connect_timeout_ms / 1000,
+            max_connections=cfg.max_connections,
+            health_check_interval=30,
+        ))
+
+    def online_store(self, feature_set: FeatureSet) -> RedisOnlineStore:
+        key = (feature_set.name, feature_set.version)
+        store = self._online_stores.get(key)
+        if store is None:
+            cfg = self.settings.require_redis()
+            with self._lock:
+                store = self._online_stores.get(key) or RedisOnlineStore(
+                    self.redis, KeyLayout(cfg.key_prefix, feature_set.name, feature_set.version),
+                    cfg.ttl_seconds, cfg.tombstone_ttl_seconds)
+                self._online_stores[key] = store
+        return store
+
+    @cached_property
+    def source(self) -> SourceStore:
+        return self._once("source", lambda: SourceStore(self.postgres, self.dialect))  # type: ignore[no-any-return]
+
+    @cached_property
+    def reader(self) -> Reader:
+        serving = self.settings.serving
+        return self._once("reader", lambda: Reader(  # type: ignore[no-any-return]
+            self.online_store, self.source,
+            CircuitBreaker("redis", serving.breaker_failures, serving.breaker_reset_s),
+            CircuitBreaker("postgres", serving.breaker_failures, serving.breaker_reset_s),
+        ))
+
+
+_services: Services | None = None
+_services_lock = threading.Lock()
+
+
+def services(environ: Mapping[str, str] | None = None) -> Services:
+    """The instance's services, built from the environment on first call."""
+    global _services
+    if _services is None:
+        with _services_lock:
+            if _services is None:
+                settings = Settings.from_env(environ)
+                logs.configure(settings.log_level)
+                _services = Services(settings)
+    return _services
+
+
+def reset() -> None:
+    """Forget the instance's services (tests that change the environment)."""
+    global _services
+    with _services_lock:
+        pool = _services.__dict__.get("postgres") if _services is not None else None
+        if pool is not None:
+            pool.close()
+        _services = None

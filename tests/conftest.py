@@ -1,0 +1,176 @@
+"""Fixtures over real services: PostgreSQL databases made per session, Redis key prefixes per test.
+
+The servers come from FS_POSTGRES_HOST/PORT and FS_REDIS_URL when set (``source .local/stack.env``)
+and otherwise from the machine's standard ports. Nothing here mocks a store.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pg8000.native
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_HOST = os.environ.get("FS_POSTGRES_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("FS_POSTGRES_PORT", "5432"))
+PG_USER = os.environ.get("FS_POSTGRES_USER", "postgres")
+REDIS_URL = os.environ.get("FS_REDIS_URL", "redis://127.0.0.1:6379/0")
+SEED_USERS = 3000
+
+
+def admin_connection(database: str = "postgres") -> pg8000.native.Connection:
+    return pg8000.native.Connection(user=PG_USER, host=PG_HOST, port=PG_PORT, database=database)
+
+
+def base_env(database: str, prefix: str | None = None) -> dict[str, str]:
+    env = {
+        "FS_POSTGRES_HOST": PG_HOST,
+        "FS_POSTGRES_PORT": str(PG_PORT),
+        "FS_POSTGRES_USER": PG_USER,
+        "FS_POSTGRES_DATABASE": database,
+        "FS_REDIS_URL": REDIS_URL,
+        "FS_LOG_LEVEL": "WARNING",
+    }
+    if prefix:
+        env["FS_REDIS_KEY_PREFIX"] = prefix
+    return env
+
+
+class Databases:
+    """Creates throw-away databases and drops them at the end of the session."""
+
+    def __init__(self) -> None:
+        self.created: list[str] = []
+
+    def create(self, migrated: bool = True) -> str:
+        name = f"fst_{secrets.token_hex(4)}"
+        admin = admin_connection()
+        try:
+            admin.run(f'CREATE DATABASE "{name}"')
+        finally:
+            admin.close()
+        self.created.append(name)
+        if migrated:
+            migrate(name)
+        return name
+
+    def drop_all(self) -> None:
+        admin = admin_connection()
+        try:
+            for name in self.created:
+                admin.run("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n", n=name)
+                admin.run(f'DROP DATABASE IF EXISTS "{name}"')
+        finally:
+            admin.close()
+
+
+def migrate(database: str) -> None:
+    from feature_store.services.migrations import ensure_partitions, load_migrations, month_start
+    from feature_store.services.migrations import migrate as run_migrations
+    from feature_store.settings import Settings
+    from feature_store.stores.postgres import PostgresPool
+    from feature_store.stores.sql_files import sql_root
+
+    pool = PostgresPool(Settings.from_env(base_env(database)).postgres)
+    try:
+        with pool.connection() as conn:
+            run_migrations(conn, load_migrations(sql_root() / "postgres"))
+            today = datetime.now(UTC).date()
+            ensure_partitions(conn, month_start(today, -40), month_start(today, 3))
+    finally:
+        pool.close()
+
+
+@pytest.fixture(scope="session")
+def databases() -> Iterator[Databases]:
+    try:
+        admin_connection().close()
+    except Exception as exc:
+        pytest.fail(f"PostgreSQL at {PG_HOST}:{PG_PORT} is not reachable ({exc}); start it (see README)")
+    dbs = Databases()
+    yield dbs
+    dbs.drop_all()
+
+
+@pytest.fixture(scope="session")
+def seeded_database(databases: Databases) -> dict[str, Any]:
+    """A migrated database with SEED_USERS synthetic users, as of the start of the session."""
+    from feature_store.cli.generate import seed
+    from feature_store.settings import Settings
+    from feature_store.stores.postgres import PostgresPool
+
+    name = databases.create()
+    as_of = datetime.now(UTC).replace(microsecond=0)
+    pool = PostgresPool(Settings.from_env(base_env(name)).postgres)
+    try:
+        with pool.connection() as conn:
+            counts = seed(conn, SEED_USERS, 42, as_of, workers=1, reset=False)
+    finally:
+        pool.close()
+    return {"database": name, "as_of": as_of, "counts": counts}
+
+
+@pytest.fixture
+def redis_client() -> redis.Redis:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"Redis at {REDIS_URL} is not reachable ({exc}); start it (see README)")
+    return client
+
+
+@pytest.fixture
+def redis_prefix(redis_client: redis.Redis) -> Iterator[str]:
+    """A key prefix of this test alone; its keys are deleted afterwards."""
+    prefix = "t" + secrets.token_hex(5)
+    yield prefix
+    keys = list(redis_client.scan_iter(f"{prefix}:*", count=1000))
+    if keys:
+        redis_client.delete(*keys)
+
+
+@pytest.fixture
+def env(seeded_database: dict[str, Any], redis_prefix: str) -> dict[str, str]:
+    """Settings of the seeded database and this test's Redis prefix."""
+    return base_env(seeded_database["database"], redis_prefix)
+
+
+@pytest.fixture
+def use_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[dict[str, str]], None]]:
+    """Make ``env`` the process environment for wiring.services(), and forget built services after."""
+    from feature_store import wiring
+
+    def apply(env: dict[str, str]) -> None:
+        for key in [k for k in os.environ if k.startswith("FS_")]:
+            monkeypatch.delenv(key)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        wiring.reset()
+
+    yield apply
+    wiring.reset()
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def function_client(name: str) -> Any:
+    """The function's own Flask app, as functions-framework serves it (never ``import main``)."""
+    from functions_framework import create_app
+
+    source = ROOT / "functions" / name / "main.py"
+    kind = "cloudevent" if "cloud_event" in source.read_text() else "http"
+    return create_app(target=name, source=str(source), signature_type=kind).test_client()

@@ -1,0 +1,76 @@
+"""Settings read the environment once and name every bad variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from feature_store.errors import SettingsError
+from feature_store.settings import Settings, known_env_vars
+
+GOOD = {"FS_POSTGRES_HOST": "127.0.0.1", "FS_REDIS_URL": "redis://127.0.0.1:6379/0"}
+
+
+def problems(env: dict[str, str]) -> list[str]:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env)
+    return caught.value.problems
+
+
+def test_minimal_environment_gives_documented_defaults() -> None:
+    settings = Settings.from_env(GOOD)
+    assert settings.postgres.host == "127.0.0.1"
+    assert settings.postgres.port == 5432
+    assert settings.postgres.dialect == "postgresql"
+    assert settings.require_redis().url == "redis://127.0.0.1:6379/0"
+    assert settings.serving.batch_max == 1000
+
+
+def test_missing_connection_names_both_variables() -> None:
+    (problem,) = problems({})
+    assert "FS_POSTGRES_HOST" in problem and "FS_POSTGRES_INSTANCE_CONNECTION_NAME" in problem
+
+
+def test_each_bad_variable_is_named_with_what_is_wrong() -> None:
+    found = problems({**GOOD, "FS_POSTGRES_PORT": "fivefour", "FS_REDIS_URL": "http://x",
+                      "FS_SERVING_BATCH_MAX": "0"})
+    assert any(p.startswith("FS_POSTGRES_PORT:") and "integer" in p for p in found)
+    assert any(p.startswith("FS_REDIS_URL:") and "redis" in p for p in found)
+    assert any(p.startswith("FS_SERVING_BATCH_MAX:") and "greater than or equal to 1" in p for p in found)
+    assert len(found) == 3
+
+
+def test_unknown_prefixed_variable_is_refused() -> None:
+    assert problems({**GOOD, "FS_POSTGRES_HOTS": "x"}) == ["FS_POSTGRES_HOTS: not a setting this package reads"]
+
+
+def test_redis_is_required_only_where_used() -> None:
+    settings = Settings.from_env({"FS_POSTGRES_HOST": "db"})
+    with pytest.raises(SettingsError) as caught:
+        settings.require_redis()
+    assert caught.value.problems == ["FS_REDIS_URL: required but not set"]
+
+
+def test_password_never_appears_in_repr() -> None:
+    settings = Settings.from_env({**GOOD, "FS_POSTGRES_PASSWORD": "hunter2"})
+    assert "hunter2" not in repr(settings)
+    assert settings.postgres.password is not None
+    assert settings.postgres.password.get_secret_value() == "hunter2"
+
+
+def test_cloud_sql_instance_name_is_checked() -> None:
+    found = problems({"FS_POSTGRES_INSTANCE_CONNECTION_NAME": "not a name", "FS_REDIS_URL": "redis://r"})
+    assert any(p.startswith("FS_POSTGRES_INSTANCE_CONNECTION_NAME:") for p in found)
+    ok = Settings.from_env({"FS_POSTGRES_INSTANCE_CONNECTION_NAME": "proj:europe-west1:fs-db"})
+    assert ok.postgres.instance_connection_name == "proj:europe-west1:fs-db"
+
+
+def test_pubsub_emulator_host_is_read_under_its_standard_name() -> None:
+    settings = Settings.from_env({**GOOD, "PUBSUB_EMULATOR_HOST": "127.0.0.1:8085"})
+    assert settings.pubsub.emulator_host == "127.0.0.1:8085"
+
+
+def test_known_env_vars_lists_every_field() -> None:
+    names = known_env_vars()
+    assert {"FS_POSTGRES_HOST", "FS_REDIS_URL", "FS_BIGQUERY_API_ENDPOINT", "FS_LOG_LEVEL",
+            "PUBSUB_EMULATOR_HOST"} <= names
+    assert "FS_POSTGRES_HOTS" not in names
