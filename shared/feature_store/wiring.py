@@ -72,6 +72,24 @@ class Services:
         return store
 
     @cached_property
+    def bigquery(self) -> Any:
+        """A google-cloud-bigquery client; anonymous against the local emulator's endpoint."""
+        cfg = self.settings.bigquery
+
+        def build() -> Any:
+            from google.cloud import bigquery
+
+            if cfg.api_endpoint:
+                from google.api_core.client_options import ClientOptions
+                from google.auth.credentials import AnonymousCredentials
+
+                return bigquery.Client(project=cfg.project, credentials=AnonymousCredentials(),
+                                       client_options=ClientOptions(api_endpoint=cfg.api_endpoint))
+            return bigquery.Client(project=cfg.project, location=cfg.location)
+
+        return self._once("bigquery", build)
+
+    @cached_property
     def source(self) -> SourceStore:
         return self._once("source", lambda: SourceStore(self.postgres, self.dialect))  # type: ignore[no-any-return]
 
