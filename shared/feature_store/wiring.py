@@ -83,7 +83,7 @@ class Services:
                 from google.api_core.client_options import ClientOptions
                 from google.auth.credentials import AnonymousCredentials
 
-                return bigquery.Client(project=cfg.project, credentials=AnonymousCredentials(),
+                return bigquery.Client(project=cfg.project, credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
                                        client_options=ClientOptions(api_endpoint=cfg.api_endpoint))
             return bigquery.Client(project=cfg.project, location=cfg.location)
 
