@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS seed_blocks (
     PRIMARY KEY (run_key, block)
 )
 """
+_SEED_LOCK = 7_301_557_042
 _TABLES = ("installments", "installment_plans", "risk_scores", "transactions", "users")
 _COPY_COLUMNS = {
     "users": "user_id, age, location_country, signup_date, verification_status, income_bracket, "
@@ -106,6 +107,18 @@ def seed(conn: Connection, users: int, seed_value: int, as_of: datetime | None, 
          reset: bool) -> dict[str, int]:
     """Load ``users`` synthetic users (resuming a matching unfinished run); return row counts."""
     conn.execute(_BOOKKEEPING)
+    # One loader per database: a second one would copy the same blocks again.
+    if not conn.run("SELECT pg_try_advisory_lock(:k)", k=_SEED_LOCK)[0][0]:
+        raise Conflict("another fs-generate seed is loading this database; wait for it or stop it",
+                       code="seed_in_progress")
+    try:
+        return _seed_locked(conn, users, seed_value, as_of, workers, reset)
+    finally:
+        conn.run("SELECT pg_advisory_unlock(:k)", k=_SEED_LOCK)
+
+
+def _seed_locked(conn: Connection, users: int, seed_value: int, as_of: datetime | None, workers: int,
+                 reset: bool) -> dict[str, int]:
     if reset:
         conn.execute(f"TRUNCATE {', '.join(_TABLES)}, seed_runs, seed_blocks")
     pending_runs = conn.run("SELECT run_key, as_of FROM seed_runs WHERE seed = :s AND users = :u "
