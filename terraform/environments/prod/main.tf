@@ -1,0 +1,314 @@
+# Production: every function, topic, store, workflow, job and alert of the feature store.
+# Plan and apply: docs/deploy.md. Cloud Build (cloudbuild.yaml) packages the functions,
+# uploads one zip per function to the source bucket, then runs `terraform apply` here with
+# source_version = the commit.
+
+locals {
+  labels = {
+    app         = "feature-store"
+    environment = "prod"
+  }
+
+  cloudsql = var.source_of_truth == "cloudsql"
+
+  apis = toset([
+    "artifactregistry.googleapis.com",
+    "bigquery.googleapis.com",
+    "cloudbuild.googleapis.com",
+    "cloudfunctions.googleapis.com",
+    "cloudscheduler.googleapis.com",
+    "compute.googleapis.com",
+    "logging.googleapis.com",
+    "monitoring.googleapis.com",
+    "pubsub.googleapis.com",
+    "redis.googleapis.com",
+    "run.googleapis.com",
+    "secretmanager.googleapis.com",
+    "servicenetworking.googleapis.com",
+    "sqladmin.googleapis.com",
+    "vpcaccess.googleapis.com",
+    "workflowexecutions.googleapis.com",
+    "workflows.googleapis.com",
+  ])
+
+  # Every workflows/*.yaml is deployed as a workflow named after the file: a new file needs no
+  # change here (tests/infra/test_terraform.py checks this fileset covers workflows/).
+  workflows_dir  = "${path.module}/../../../workflows"
+  workflow_files = fileset("${path.module}/../../../workflows", "*.yaml")
+  workflows      = { for f in local.workflow_files : trimsuffix(f, ".yaml") => file("${local.workflows_dir}/${f}") }
+}
+
+resource "google_project_service" "this" {
+  for_each = local.apis
+
+  project            = var.project_id
+  service            = each.value
+  disable_on_destroy = false
+}
+
+# ---- network and stores ---------------------------------------------------------------------
+
+module "network" {
+  source = "../../modules/network"
+
+  project_id = var.project_id
+  region     = var.region
+
+  depends_on = [google_project_service.this]
+}
+
+module "redis" {
+  source = "../../modules/redis"
+
+  project_id                  = var.project_id
+  region                      = var.region
+  network_id                  = module.network.network_id
+  private_services_connection = module.network.private_services_connection
+}
+
+module "cloudsql" {
+  source = "../../modules/cloudsql"
+  count  = local.cloudsql ? 1 : 0
+
+  project_id                  = var.project_id
+  region                      = var.region
+  network_id                  = module.network.network_id
+  private_services_connection = module.network.private_services_connection
+}
+
+module "bigquery" {
+  source = "../../modules/bigquery"
+
+  project_id = var.project_id
+  location   = var.bigquery_location
+  labels     = local.labels
+
+  depends_on = [google_project_service.this]
+}
+
+module "secrets" {
+  source = "../../modules/secrets"
+
+  project_id = var.project_id
+  region     = var.region
+  labels     = local.labels
+
+  secrets = {
+    fs-postgres-password  = "Password of the functions' Cloud SQL login (FS_POSTGRES_PASSWORD); written by Terraform."
+    fs-redis-url          = "FS_REDIS_URL: rediss:// URL of Memorystore carrying its AUTH string and CA; written by Terraform."
+    fs-cockroach-password = "Password of the functions' CockroachDB login (FS_POSTGRES_PASSWORD when source_of_truth = cockroachdb); added by an operator."
+  }
+  managed_versions = concat(["fs-redis-url"], local.cloudsql ? ["fs-postgres-password"] : [])
+  values = {
+    fs-redis-url         = module.redis.url
+    fs-postgres-password = local.cloudsql ? module.cloudsql[0].password : ""
+  }
+
+  depends_on = [google_project_service.this]
+}
+
+# ---- what each kind of access gives a function ----------------------------------------------
+# Only names from feature_store.settings.known_env_vars() may appear as environment variables
+# (checked by tests/infra/test_terraform.py).
+
+locals {
+  common_env = {
+    FS_LOG_LEVEL = var.log_level
+  }
+
+  # The source of truth, switched by var.source_of_truth.
+  source_env = {
+    cloudsql = {
+      # Through the Cloud SQL Python connector: TLS and authorisation by IAM (cloudsql.client).
+      FS_POSTGRES_INSTANCE_CONNECTION_NAME = local.cloudsql ? module.cloudsql[0].connection_name : ""
+      FS_POSTGRES_DATABASE                 = local.cloudsql ? module.cloudsql[0].database : ""
+      FS_POSTGRES_USER                     = local.cloudsql ? module.cloudsql[0].user : ""
+      FS_POSTGRES_DIALECT                  = "postgresql"
+    }
+    cockroachdb = {
+      FS_POSTGRES_HOST     = var.cockroach_host
+      FS_POSTGRES_PORT     = tostring(var.cockroach_port)
+      FS_POSTGRES_DATABASE = var.cockroach_database
+      FS_POSTGRES_USER     = var.cockroach_user
+      FS_POSTGRES_DIALECT  = "cockroachdb"
+      FS_POSTGRES_SSL      = "true"
+    }
+  }
+  source_secret_env = {
+    cloudsql    = { FS_POSTGRES_PASSWORD = module.secrets.ids["fs-postgres-password"] }
+    cockroachdb = { FS_POSTGRES_PASSWORD = module.secrets.ids["fs-cockroach-password"] }
+  }
+
+  access_env = {
+    postgres = local.source_env[var.source_of_truth]
+    redis    = {}
+    bigquery = {
+      FS_BIGQUERY_PROJECT  = var.project_id
+      FS_BIGQUERY_DATASET  = module.bigquery.dataset_id
+      FS_BIGQUERY_LOCATION = var.bigquery_location
+    }
+    serving = {
+      FS_SERVING_FEATURE_SET = var.feature_set
+    }
+  }
+
+  access_secret_env = {
+    postgres = local.source_secret_env[var.source_of_truth]
+    redis    = { FS_REDIS_URL = module.secrets.ids["fs-redis-url"] }
+    bigquery = {}
+    serving  = {}
+  }
+
+  access_project_roles = {
+    postgres = local.cloudsql ? ["roles/cloudsql.client"] : []
+    redis    = []
+    # Running a query or load job is a project permission; the data grant is on the dataset.
+    bigquery = ["roles/bigquery.jobUser"]
+    serving  = []
+  }
+
+  access_dataset_roles = {
+    postgres = {}
+    redis    = {}
+    bigquery = { (module.bigquery.dataset_id) = "roles/bigquery.dataEditor" }
+    serving  = {}
+  }
+
+  callers = {
+    clients     = { for member in var.read_clients : member => member }
+    deployer    = var.deployer_member == "" ? {} : { deployer = var.deployer_member }
+    pubsub_push = { pubsub_push = module.pubsub.push_member }
+    scheduler   = { scheduler = module.scheduler.service_account_member }
+    workflows   = { workflows = module.workflows.service_account_member }
+  }
+
+  ingest_function = one([for name, fn in var.functions : name if fn.trigger == "pubsub"])
+}
+
+# ---- functions ------------------------------------------------------------------------------
+
+resource "google_storage_bucket" "function_sources" {
+  #checkov:skip=CKV_GCP_62:Access logs of this bucket would only record Cloud Build uploads and Cloud Functions builds reading their zip; Cloud Audit Logs already record both.
+  project                     = var.project_id
+  name                        = "${var.project_id}-fs-function-sources"
+  location                    = var.region
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = false
+  labels                      = local.labels
+
+  versioning {
+    enabled = true
+  }
+
+  lifecycle_rule {
+    condition {
+      age = 90
+    }
+    action {
+      type = "Delete"
+    }
+  }
+}
+
+# Cloud Build builds each function's container as this identity (not the default compute one).
+resource "google_service_account" "function_build" {
+  project      = var.project_id
+  account_id   = "fs-function-build"
+  display_name = "Feature store function builds"
+}
+
+resource "google_project_iam_member" "function_build" {
+  for_each = toset(["roles/logging.logWriter", "roles/artifactregistry.writer"])
+
+  project = var.project_id
+  role    = each.value
+  member  = "serviceAccount:${google_service_account.function_build.email}"
+}
+
+resource "google_storage_bucket_iam_member" "function_build_reads_sources" {
+  bucket = google_storage_bucket.function_sources.name
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${google_service_account.function_build.email}"
+}
+
+module "function" {
+  source   = "../../modules/function"
+  for_each = var.functions
+
+  project_id            = var.project_id
+  region                = var.region
+  name                  = each.key
+  description           = each.value.description
+  labels                = local.labels
+  source_bucket         = google_storage_bucket.function_sources.name
+  source_object         = "functions/${each.key}/${var.source_version}.zip"
+  build_service_account = google_service_account.function_build.id
+  vpc_connector         = module.network.connector_id
+
+  min_instances = each.value.min_instances
+  max_instances = each.value.max_instances
+  concurrency   = each.value.concurrency
+  cpu           = each.value.cpu
+  memory        = each.value.memory
+  timeout_s     = each.value.timeout_s
+  ingress       = each.value.ingress
+
+  environment        = merge(concat([local.common_env], [for a in each.value.access : local.access_env[a]], [each.value.env])...)
+  secret_environment = merge(concat([{}], [for a in each.value.access : local.access_secret_env[a]])...)
+  project_roles      = toset(flatten([for a in each.value.access : local.access_project_roles[a]]))
+  dataset_roles      = merge(concat([{}], [for a in each.value.access : local.access_dataset_roles[a]])...)
+  invokers           = merge(concat([{}], [for c in each.value.invokers : local.callers[c]])...)
+
+  depends_on = [google_project_service.this, google_storage_bucket_iam_member.function_build_reads_sources]
+}
+
+# ---- events, orchestration, schedules -------------------------------------------------------
+
+module "pubsub" {
+  source = "../../modules/pubsub"
+
+  project_id           = var.project_id
+  topic                = "cdc-changes"
+  push_endpoint        = module.function[local.ingest_function].uri
+  ack_deadline_seconds = var.functions[local.ingest_function].timeout_s
+  publishers           = { for member in var.cdc_publishers : member => member }
+  labels               = local.labels
+}
+
+module "workflows" {
+  source = "../../modules/workflows"
+
+  project_id = var.project_id
+  region     = var.region
+  workflows  = local.workflows
+  labels     = local.labels
+  # RUN_ETL_URL, REFRESH_CACHE_URL, ...: the workflows call the functions by these.
+  env = { for name, fn in module.function : "${upper(name)}_URL" => fn.uri }
+
+  depends_on = [google_project_service.this]
+}
+
+module "scheduler" {
+  source = "../../modules/scheduler"
+
+  project_id      = var.project_id
+  region          = var.region
+  etl_workflow_id = module.workflows.ids[var.etl_workflow]
+  refresh_url     = module.function["refresh_cache"].uri
+
+  depends_on = [google_project_service.this]
+}
+
+# ---- alerts ---------------------------------------------------------------------------------
+
+module "monitoring" {
+  source = "../../modules/monitoring"
+
+  project_id            = var.project_id
+  services              = { for name, fn in module.function : name => basename(fn.service) }
+  read_latency_p95_ms   = { for name, fn in var.functions : name => fn.p95_target_ms if fn.p95_target_ms != null }
+  notification_channels = var.notification_channels
+
+  depends_on = [google_project_service.this]
+}

@@ -1,0 +1,225 @@
+variable "project_id" {
+  description = "Google Cloud project to deploy into."
+  type        = string
+}
+
+variable "region" {
+  description = "Region of the functions, stores, workflows and jobs."
+  type        = string
+  default     = "us-central1"
+}
+
+variable "bigquery_location" {
+  description = "Location of the BigQuery dataset (FS_BIGQUERY_LOCATION)."
+  type        = string
+  default     = "US"
+}
+
+variable "source_version" {
+  description = "Version of the packaged function sources to deploy: the commit Cloud Build uploaded as functions/<name>/<version>.zip."
+  type        = string
+}
+
+variable "source_of_truth" {
+  description = "Where the functions read the source of truth: \"cloudsql\" (Cloud SQL for PostgreSQL 15, declared here) or \"cockroachdb\" (an existing cluster, see the cockroach_* variables)."
+  type        = string
+  default     = "cloudsql"
+
+  validation {
+    condition     = contains(["cloudsql", "cockroachdb"], var.source_of_truth)
+    error_message = "source_of_truth must be \"cloudsql\" or \"cockroachdb\"."
+  }
+}
+
+variable "cockroach_host" {
+  description = "CockroachDB SQL host (when source_of_truth = \"cockroachdb\"); its password is the secret fs-cockroach-password."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.cockroach_host == "" || can(regex("^[A-Za-z0-9.-]+$", var.cockroach_host))
+    error_message = "cockroach_host must be a host name or address."
+  }
+}
+
+variable "cockroach_port" {
+  description = "CockroachDB SQL port."
+  type        = number
+  default     = 26257
+}
+
+variable "cockroach_database" {
+  description = "CockroachDB database."
+  type        = string
+  default     = "feature_store"
+}
+
+variable "cockroach_user" {
+  description = "CockroachDB login of the functions."
+  type        = string
+  default     = "feature_store"
+}
+
+variable "feature_set" {
+  description = "Feature set served when a request names none (FS_SERVING_FEATURE_SET)."
+  type        = string
+  default     = "credit_decision"
+}
+
+variable "log_level" {
+  description = "FS_LOG_LEVEL of every function."
+  type        = string
+  default     = "INFO"
+}
+
+variable "read_clients" {
+  description = "IAM members (e.g. serviceAccount:decisions@...) allowed to call the read functions."
+  type        = list(string)
+  default     = []
+}
+
+variable "deployer_member" {
+  description = "IAM member Cloud Build runs as; it may call read_features for the post-deploy smoke test. Empty: none."
+  type        = string
+  default     = ""
+}
+
+variable "cdc_publishers" {
+  description = "IAM members (the CDC relay) allowed to publish to cdc-changes."
+  type        = list(string)
+  default     = []
+}
+
+variable "notification_channels" {
+  description = "Monitoring notification channel ids for every alert."
+  type        = list(string)
+  default     = []
+}
+
+variable "etl_workflow" {
+  description = "Name of the workflow the daily scheduler job runs (a file workflows/<name>.yaml)."
+  type        = string
+  default     = "etl"
+}
+
+# The functions, one entry per folder functions/<name>/ (name = folder = entry point).
+# tests/infra/test_terraform.py enforces that this map matches functions/: every folder with
+# a main.py has an entry whose name is a function defined in that main.py, with the decorator
+# matching its trigger, and every entry has a folder (or is listed there as planned).
+#   trigger  "http" (called over HTTPS) or "pubsub" (fed by the cdc-changes push subscription;
+#            the code is a CloudEvent function, see modules/pubsub)
+#   access   what it talks to; sets its environment, secrets and IAM (locals in main.tf):
+#            postgres | redis | bigquery | serving
+#   invokers who may call it: clients (var.read_clients) | deployer | pubsub_push | scheduler | workflows
+#   p95_target_ms  alert when its P95 latency is above this (read path only)
+#   env      extra plain settings; names must be in feature_store.settings.known_env_vars()
+variable "functions" {
+  description = "Function name => deployment settings."
+  type = map(object({
+    description   = string
+    trigger       = string
+    access        = list(string)
+    invokers      = list(string)
+    min_instances = number
+    max_instances = number
+    concurrency   = number
+    cpu           = string
+    memory        = string
+    timeout_s     = number
+    ingress       = string
+    p95_target_ms = optional(number)
+    env           = optional(map(string), {})
+  }))
+
+  default = {
+    read_features = {
+      description = "GET one user's feature vector: Redis first, PostgreSQL on a miss."
+      trigger     = "http"
+      access      = ["postgres", "redis", "serving"]
+      invokers    = ["clients", "deployer"]
+      # Warm instances: a cold start costs seconds and the read path promises 40 ms at P95.
+      min_instances = 2
+      max_instances = 100
+      concurrency   = 40
+      cpu           = "1"
+      memory        = "512Mi"
+      timeout_s     = 10
+      ingress       = "ALLOW_ALL"
+      p95_target_ms = 40
+      env = {
+        FS_REDIS_SOCKET_TIMEOUT_MS = "25"
+      }
+    }
+    read_features_batch = {
+      description   = "POST many user ids, get one vector each (one Redis round trip per batch)."
+      trigger       = "http"
+      access        = ["postgres", "redis", "serving"]
+      invokers      = ["clients"]
+      min_instances = 1
+      max_instances = 50
+      concurrency   = 8
+      cpu           = "2"
+      memory        = "1Gi"
+      timeout_s     = 30
+      ingress       = "ALLOW_ALL"
+      p95_target_ms = 250
+      env = {
+        FS_SERVING_BATCH_MAX = "1000"
+      }
+    }
+    ingest_changes = {
+      description   = "Apply change events from cdc-changes to the online store (compare-and-set on the watermark)."
+      trigger       = "pubsub"
+      access        = ["postgres", "redis"]
+      invokers      = ["pubsub_push"]
+      min_instances = 0
+      max_instances = 20
+      concurrency   = 8
+      cpu           = "1"
+      memory        = "512Mi"
+      timeout_s     = 60
+      ingress       = "ALLOW_INTERNAL_ONLY"
+    }
+    refresh_cache = {
+      description   = "Recompute vectors changed since the last run (every 5 minutes) or all of them."
+      trigger       = "http"
+      access        = ["postgres", "redis"]
+      invokers      = ["scheduler", "workflows"]
+      min_instances = 0
+      max_instances = 3
+      concurrency   = 1
+      cpu           = "1"
+      memory        = "1Gi"
+      timeout_s     = 300
+      ingress       = "ALLOW_INTERNAL_ONLY"
+    }
+    run_etl = {
+      description   = "Load changes and snapshots from the source of truth into BigQuery (called by the ETL workflow)."
+      trigger       = "http"
+      access        = ["postgres", "bigquery"]
+      invokers      = ["workflows"]
+      min_instances = 0
+      max_instances = 2
+      concurrency   = 1
+      cpu           = "2"
+      memory        = "2Gi"
+      timeout_s     = 1800
+      ingress       = "ALLOW_INTERNAL_ONLY"
+    }
+  }
+
+  validation {
+    condition = alltrue([
+      for name, fn in var.functions : contains(["http", "pubsub"], fn.trigger)
+      && contains(fn.access, "postgres")
+      && alltrue([for a in fn.access : contains(["postgres", "redis", "bigquery", "serving"], a)])
+      && alltrue([for i in fn.invokers : contains(["clients", "deployer", "pubsub_push", "scheduler", "workflows"], i)])
+    ])
+    error_message = "Each function needs trigger http|pubsub, access including postgres (Settings requires it) and from postgres|redis|bigquery|serving and invokers from clients|deployer|pubsub_push|scheduler|workflows."
+  }
+
+  validation {
+    condition     = length([for name, fn in var.functions : name if fn.trigger == "pubsub"]) == 1
+    error_message = "Exactly one function takes the cdc-changes push subscription (trigger = \"pubsub\")."
+  }
+}

@@ -1,0 +1,55 @@
+# BigQuery: the offline store. Dataset feature_store and its tables, one JSON schema file per
+# table in schemas/ (kept equal to the DDL in sql/bigquery/ by tests/infra/test_terraform.py).
+# Mirrors of the source tables, their changelogs (one row per change, loaded by the ETL),
+# daily feature snapshots for training, and the ETL's own bookkeeping.
+
+locals {
+  # Table => time partitioning column (DAY) and clustering columns; null = not partitioned.
+  tables = {
+    users                       = { partition = null, cluster = ["user_id"] }
+    transactions                = { partition = "created_at", cluster = ["user_id", "merchant"] }
+    risk_scores                 = { partition = null, cluster = ["user_id"] }
+    installment_plans           = { partition = null, cluster = ["user_id"] }
+    installments                = { partition = null, cluster = ["user_id"] }
+    changelog_users             = { partition = "changed_at", cluster = ["user_id"] }
+    changelog_transactions      = { partition = "changed_at", cluster = ["user_id"] }
+    changelog_risk_scores       = { partition = "changed_at", cluster = ["user_id"] }
+    changelog_installment_plans = { partition = "changed_at", cluster = ["user_id"] }
+    changelog_installments      = { partition = "changed_at", cluster = ["user_id"] }
+    feature_snapshots           = { partition = "snapshot_date", cluster = ["user_id"] }
+    etl_watermarks              = { partition = null, cluster = [] }
+    etl_runs                    = { partition = null, cluster = [] }
+  }
+}
+
+resource "google_bigquery_dataset" "this" {
+  #checkov:skip=CKV_GCP_81:Google-managed encryption at rest. Customer-managed keys would add a KMS key ring whose loss or disabling makes the data unreadable, and the project has no key custodian yet; adopting CMEK is a separate decision for the whole stack.
+  project                    = var.project_id
+  dataset_id                 = var.dataset_id
+  friendly_name              = "Feature store (offline)"
+  description                = "Offline store of the BNPL feature store: mirrors, changelogs, snapshots, ETL state."
+  location                   = var.location
+  delete_contents_on_destroy = false
+  labels                     = var.labels
+}
+
+resource "google_bigquery_table" "this" {
+  #checkov:skip=CKV_GCP_80:Google-managed encryption at rest. Customer-managed keys would add a KMS key ring whose loss or disabling makes the data unreadable, and the project has no key custodian yet; adopting CMEK is a separate decision for the whole stack.
+  for_each = local.tables
+
+  project             = var.project_id
+  dataset_id          = google_bigquery_dataset.this.dataset_id
+  table_id            = each.key
+  schema              = file("${path.module}/schemas/${each.key}.json")
+  clustering          = length(each.value.cluster) > 0 ? each.value.cluster : null
+  deletion_protection = var.deletion_protection
+  labels              = var.labels
+
+  dynamic "time_partitioning" {
+    for_each = each.value.partition == null ? [] : [each.value.partition]
+    content {
+      type  = "DAY"
+      field = time_partitioning.value
+    }
+  }
+}

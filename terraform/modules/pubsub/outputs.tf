@@ -1,0 +1,14 @@
+output "topic" {
+  description = "Name of the change topic."
+  value       = google_pubsub_topic.changes.name
+}
+
+output "dead_letter_topic" {
+  description = "Name of the dead-letter topic."
+  value       = google_pubsub_topic.dead_letter.name
+}
+
+output "push_member" {
+  description = "IAM member of the push identity (to be granted run.invoker on the ingest function)."
+  value       = "serviceAccount:${google_service_account.push.email}"
+}

@@ -1,0 +1,39 @@
+variable "project_id" {
+  description = "Project that owns the topics."
+  type        = string
+}
+
+variable "topic" {
+  description = "Topic of change events (FS_PUBSUB_TOPIC)."
+  type        = string
+  default     = "cdc-changes"
+}
+
+variable "push_endpoint" {
+  description = "HTTPS URL of the ingest function."
+  type        = string
+}
+
+variable "ack_deadline_seconds" {
+  description = "How long Pub/Sub waits for the function; at least its timeout."
+  type        = number
+  default     = 60
+}
+
+variable "max_delivery_attempts" {
+  description = "Deliveries before a message goes to the dead-letter topic (5-100)."
+  type        = number
+  default     = 10
+}
+
+variable "publishers" {
+  description = "Name => IAM member allowed to publish change events."
+  type        = map(string)
+  default     = {}
+}
+
+variable "labels" {
+  description = "Labels on topics and subscriptions."
+  type        = map(string)
+  default     = {}
+}

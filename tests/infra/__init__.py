@@ -1,0 +1,1 @@
+"""Checks of the deployment: Terraform, packaging of the functions."""
