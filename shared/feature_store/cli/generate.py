@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             orders = _positive(args.orders, "--orders", 1_000_000)
             payments = _positive(args.payments, "--payments", 1_000_000)
         settings = Settings.from_env()
-        pool = PostgresPool(settings.postgres)
+        pool = PostgresPool(settings.postgres, bulk=True)
         try:
             with pool.connection() as conn:
                 if args.command == "seed":

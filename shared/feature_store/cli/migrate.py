@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         settings = Settings.from_env()
         migrations = load_migrations(args.sql_dir or sql_root() / "postgres")
-        pool = PostgresPool(settings.postgres)
+        pool = PostgresPool(settings.postgres, bulk=True)
         try:
             with pool.connection() as conn:
                 if args.command == "status":

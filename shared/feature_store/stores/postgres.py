@@ -57,11 +57,12 @@ class Connection:
 
 
 def connect(settings: PostgresSettings, application_name: str = "feature_store",
-            generic_plans: bool = False) -> CoreConnection:
+            generic_plans: bool = False, bulk: bool = False) -> CoreConnection:
     """Open one raw pg8000 connection as configured (Cloud SQL connector or host/port).
 
     ``generic_plans`` suits the point reads: their plan does not depend on the ids, and planning
     the user-state statement over every monthly partition costs more than running it.
+    ``bulk`` lifts the statement timeout for long statements (COPY, ANALYZE, bulk refresh chunks).
     """
     if settings.instance_connection_name:
         connector = _cloud_sql_connector()
@@ -84,7 +85,13 @@ def connect(settings: PostgresSettings, application_name: str = "feature_store",
             ssl_context=ssl_context,
             application_name=application_name,
         )
-    raw.execute_simple(f"SET statement_timeout = {int(settings.statement_timeout_ms)}")
+    # pg8000's timeout bounds every socket read, not only the connect: after connecting, reads
+    # wait as long as the server's statement_timeout lets a statement run (plus a margin).
+    statement_ms = 0 if bulk else int(settings.statement_timeout_ms)
+    usock = getattr(raw, "_usock", None)
+    if usock is not None:
+        usock.settimeout(None if bulk else statement_ms / 1000 + settings.connect_timeout_s)
+    raw.execute_simple(f"SET statement_timeout = {statement_ms}")
     raw.execute_simple("SET TIME ZONE 'UTC'")
     if settings.dialect == "postgresql":
         # JIT compilation costs tens of milliseconds and these statements run in a few.
@@ -115,10 +122,10 @@ def _cloud_sql_connector() -> Any:
 class PostgresPool:
     """Up to ``size`` connections, opened on first use, shared by the threads of one instance."""
 
-    def __init__(self, settings: PostgresSettings,
-                 factory: Callable[[], CoreConnection] | None = None, generic_plans: bool = False) -> None:
+    def __init__(self, settings: PostgresSettings, factory: Callable[[], CoreConnection] | None = None,
+                 generic_plans: bool = False, bulk: bool = False) -> None:
         self.settings = settings
-        self._factory = factory or (lambda: connect(settings, generic_plans=generic_plans))
+        self._factory = factory or (lambda: connect(settings, generic_plans=generic_plans, bulk=bulk))
         self._idle: queue.LifoQueue[Connection] = queue.LifoQueue()
         self._slots = threading.BoundedSemaphore(settings.pool_size)
 
