@@ -7,7 +7,9 @@
 # is left alone, so a second run costs a couple of seconds and no network.
 set -euo pipefail
 
-root="$(git -C "$(dirname "$0")" rev-parse --show-toplevel)"
+here="$(cd "$(dirname "$0")" && pwd)"
+# The repository root; a source tree without .git (a Cloud Build upload) falls back to ..
+root="$(git -C "$here" rev-parse --show-toplevel 2>/dev/null || (cd "$here/.." && pwd))"
 venvs="$root/.local/venvs"
 python="${PYTHON:-python3.11}"
 command -v "$python" >/dev/null 2>&1 || python=python3
