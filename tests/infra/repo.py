@@ -12,6 +12,7 @@ import subprocess
 import sys
 from functools import cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -57,12 +58,18 @@ def blocks(document: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     return found
 
 
-def known_env_vars() -> frozenset[str]:
-    """``feature_store.settings.known_env_vars()``, from the installed package or shared/."""
+def settings_module() -> ModuleType:
+    """``feature_store.settings``, from the installed package or else from shared/."""
     try:
-        from feature_store.settings import known_env_vars as known
+        import feature_store.settings as settings
     except ModuleNotFoundError:
         # Not installed in this venv: read the same source the functions are packaged from.
         sys.path.insert(0, str(ROOT / "shared"))
-        from feature_store.settings import known_env_vars as known
-    return known()
+        import feature_store.settings as settings
+    return settings
+
+
+def known_env_vars() -> frozenset[str]:
+    """``feature_store.settings.known_env_vars()``: every variable the package reads."""
+    known: frozenset[str] = settings_module().known_env_vars()
+    return known

@@ -27,6 +27,7 @@ from .repo import (
     blocks,
     known_env_vars,
     parsed_terraform,
+    settings_module,
     venv_python,
 )
 
@@ -250,6 +251,30 @@ def test_no_fs_variable_anywhere_in_terraform_is_unknown() -> None:
 
     assert mentioned
     assert not unknown, f"FS_ names that feature_store.settings does not read: {unknown}"
+
+
+# Connections kept free for the CDC relay, fs-migrate and an operator's psql.
+RESERVED_CONNECTIONS = 50
+
+
+def test_postgres_pools_fit_in_max_connections() -> None:
+    default_pool = settings_module().PostgresSettings.model_fields["pool_size"].default
+    variables = {
+        k: v
+        for block in blocks(parsed_terraform()["modules/cloudsql/variables.tf"], "variable")
+        for k, v in block.items()
+    }
+    max_connections = variables["max_connections"]["default"]
+
+    worst = {
+        name: fn["max_instances"] * int(fn.get("env", {}).get("FS_POSTGRES_POOL_SIZE", default_pool))
+        for name, fn in functions_map().items()
+    }
+
+    assert sum(worst.values()) <= max_connections - RESERVED_CONNECTIONS, (
+        f"max_instances x FS_POSTGRES_POOL_SIZE per function {worst} adds up to {sum(worst.values())}, "
+        f"over max_connections {max_connections} less {RESERVED_CONNECTIONS} kept free"
+    )
 
 
 def test_functions_get_environment_only_from_the_checked_inputs() -> None:

@@ -9,7 +9,10 @@ locals {
     environment = "prod"
   }
 
-  cloudsql = var.source_of_truth == "cloudsql"
+  # The functions read Cloud SQL only when it is the source of truth; the instance stays up
+  # while cloudsql_enabled, so switching to CockroachDB does not delete it mid-migration.
+  cloudsql          = var.source_of_truth == "cloudsql"
+  cloudsql_deployed = local.cloudsql || var.cloudsql_enabled
 
   apis = toset([
     "artifactregistry.googleapis.com",
@@ -68,7 +71,7 @@ module "redis" {
 
 module "cloudsql" {
   source = "../../modules/cloudsql"
-  count  = local.cloudsql ? 1 : 0
+  count  = local.cloudsql_deployed ? 1 : 0
 
   project_id                  = var.project_id
   region                      = var.region
@@ -98,10 +101,10 @@ module "secrets" {
     fs-redis-url          = "FS_REDIS_URL: rediss:// URL of Memorystore carrying its AUTH string and CA; written by Terraform."
     fs-cockroach-password = "Password of the functions' CockroachDB login (FS_POSTGRES_PASSWORD when source_of_truth = cockroachdb); added by an operator."
   }
-  managed_versions = concat(["fs-redis-url"], local.cloudsql ? ["fs-postgres-password"] : [])
+  managed_versions = concat(["fs-redis-url"], local.cloudsql_deployed ? ["fs-postgres-password"] : [])
   values = {
     fs-redis-url         = module.redis.url
-    fs-postgres-password = local.cloudsql ? module.cloudsql[0].password : ""
+    fs-postgres-password = local.cloudsql_deployed ? module.cloudsql[0].password : ""
   }
 
   depends_on = [google_project_service.this]

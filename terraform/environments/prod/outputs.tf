@@ -19,8 +19,8 @@ output "redis_host" {
 }
 
 output "cloudsql_connection_name" {
-  description = "FS_POSTGRES_INSTANCE_CONNECTION_NAME (null when the source of truth is CockroachDB)."
-  value       = local.cloudsql ? module.cloudsql[0].connection_name : null
+  description = "Connection name of the Cloud SQL instance (null when none is deployed)."
+  value       = local.cloudsql_deployed ? module.cloudsql[0].connection_name : null
 }
 
 output "workflows" {

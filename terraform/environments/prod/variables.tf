@@ -31,6 +31,12 @@ variable "source_of_truth" {
   }
 }
 
+variable "cloudsql_enabled" {
+  description = "Keep the Cloud SQL instance when source_of_truth = \"cockroachdb\" (set false once the migration is done; deletion_protection must be lifted first)."
+  type        = bool
+  default     = true
+}
+
 variable "cockroach_host" {
   description = "CockroachDB SQL host (when source_of_truth = \"cockroachdb\"); its password is the secret fs-cockroach-password."
   type        = string
@@ -113,6 +119,9 @@ variable "etl_workflow" {
 #   invokers who may call it: clients (var.read_clients) | deployer | pubsub_push | scheduler | workflows
 #   p95_target_ms  alert when its P95 latency is above this (read path only)
 #   env      extra plain settings; names must be in feature_store.settings.known_env_vars()
+# Connections: the sum over functions of max_instances x FS_POSTGRES_POOL_SIZE stays within
+# the Cloud SQL instance's max_connections (modules/cloudsql), less room for the CDC relay and
+# migrations; tests/infra/test_terraform.py checks the sum.
 variable "functions" {
   description = "Function name => deployment settings."
   type = map(object({
@@ -139,7 +148,7 @@ variable "functions" {
       invokers    = ["clients", "deployer"]
       # Warm instances: a cold start costs seconds and the read path promises 40 ms at P95.
       min_instances = 2
-      max_instances = 100
+      max_instances = 60
       concurrency   = 40
       cpu           = "1"
       memory        = "512Mi"
@@ -148,6 +157,8 @@ variable "functions" {
       p95_target_ms = 40
       env = {
         FS_REDIS_SOCKET_TIMEOUT_MS = "25"
+        # PostgreSQL serves only cache misses: a few connections per instance suffice.
+        FS_POSTGRES_POOL_SIZE = "4"
       }
     }
     read_features_batch = {
@@ -156,7 +167,7 @@ variable "functions" {
       access        = ["postgres", "redis", "serving"]
       invokers      = ["clients"]
       min_instances = 1
-      max_instances = 50
+      max_instances = 20
       concurrency   = 8
       cpu           = "2"
       memory        = "1Gi"
@@ -164,7 +175,8 @@ variable "functions" {
       ingress       = "ALLOW_ALL"
       p95_target_ms = 250
       env = {
-        FS_SERVING_BATCH_MAX = "1000"
+        FS_SERVING_BATCH_MAX  = "1000"
+        FS_POSTGRES_POOL_SIZE = "4"
       }
     }
     ingest_changes = {
@@ -179,6 +191,9 @@ variable "functions" {
       memory        = "512Mi"
       timeout_s     = 60
       ingress       = "ALLOW_INTERNAL_ONLY"
+      env = {
+        FS_POSTGRES_POOL_SIZE = "2"
+      }
     }
     refresh_cache = {
       description   = "Recompute vectors changed since the last run (every 5 minutes) or all of them."
@@ -192,6 +207,9 @@ variable "functions" {
       memory        = "1Gi"
       timeout_s     = 300
       ingress       = "ALLOW_INTERNAL_ONLY"
+      env = {
+        FS_POSTGRES_POOL_SIZE = "4"
+      }
     }
     run_etl = {
       description   = "Load changes and snapshots from the source of truth into BigQuery (called by the ETL workflow)."
@@ -205,6 +223,9 @@ variable "functions" {
       memory        = "2Gi"
       timeout_s     = 1800
       ingress       = "ALLOW_INTERNAL_ONLY"
+      env = {
+        FS_POSTGRES_POOL_SIZE = "2"
+      }
     }
   }
 

@@ -54,6 +54,11 @@ resource "google_sql_database_instance" "this" {
       record_client_address   = false
     }
 
+    # Explicit, so the functions' pools can be sized against it (variable "functions").
+    database_flags {
+      name  = "max_connections"
+      value = tostring(var.max_connections)
+    }
     database_flags {
       name  = "cloudsql.logical_decoding"
       value = "on"

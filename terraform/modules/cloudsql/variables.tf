@@ -32,6 +32,12 @@ variable "disk_size_gb" {
   default     = 50
 }
 
+variable "max_connections" {
+  description = "PostgreSQL max_connections; the functions' pools must fit in it."
+  type        = number
+  default     = 500
+}
+
 variable "database" {
   description = "Database name (FS_POSTGRES_DATABASE)."
   type        = string
