@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from feature_store.domain.state import UserState
+from feature_store.domain.state import RecentOrder, UserState
 from feature_store.errors import NotFound, UnknownFeature
 
 DType = Literal["int64", "float64", "string"]
@@ -37,7 +37,31 @@ class Feature:
     dtype: DType
     default: Any
     description: str
-    compute: Callable[[UserState, Instant], Any]
+    compute: Callable[[Frame], Any]
+
+
+class Frame:
+    """A user's state seen at one instant; each time window is cut once however many features use it."""
+
+    __slots__ = ("_cache", "at", "s")
+
+    def __init__(self, state: UserState, at: Instant) -> None:
+        self.s = state
+        self.at = at
+        self._cache: dict[int, list[RecentOrder]] = {}
+
+    def orders_within(self, seconds: int) -> list[RecentOrder]:
+        """Velocity-eligible orders in ``(at - seconds, at]``."""
+        window = self._cache.get(seconds)
+        if window is None:
+            lo, hi = self.at.epoch - seconds, self.at.epoch
+            window = self._cache[seconds] = [o for o in self.s.recent_orders if lo < o.at <= hi]
+        return window
+
+    def overdue_days(self) -> list[int]:
+        """Days past due of each unpaid installment whose due date has passed."""
+        today = self.at.day
+        return [today - u.due_day for u in self.s.unpaid if u.due_day < today]
 
 
 @dataclass(frozen=True)
@@ -45,6 +69,9 @@ class FeatureSet:
     name: str
     version: int
     features: tuple[Feature, ...]
+    # Group layout per feature selection, computed once (the dict is filled, never replaced).
+    _plans: dict[tuple[Feature, ...], tuple[tuple[str, tuple[Feature, ...]], ...]] = field(
+        default_factory=dict, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.features]
@@ -76,11 +103,24 @@ class FeatureSet:
         self, state: UserState, at: Instant, features: tuple[Feature, ...] | None = None
     ) -> dict[str, dict[str, Any]]:
         """Feature values grouped as ``{group: {name: value}}``; a missing value becomes the default."""
+        frame = Frame(state, at)
         out: dict[str, dict[str, Any]] = {}
-        for feature in self.features if features is None else features:
-            value = feature.compute(state, at)
-            out.setdefault(feature.group, {})[feature.name] = feature.default if value is None else value
+        for group, members in self._grouped(self.features if features is None else features):
+            values = out[group] = {}
+            for f in members:
+                value = f.compute(frame)
+                values[f.name] = f.default if value is None else value
         return out
+
+    def _grouped(self, features: tuple[Feature, ...]) -> tuple[tuple[str, tuple[Feature, ...]], ...]:
+        plans = self._plans
+        plan = plans.get(features)
+        if plan is None:
+            groups: dict[str, list[Feature]] = {}
+            for f in features:
+                groups.setdefault(f.group, []).append(f)
+            plan = plans[features] = tuple((g, tuple(members)) for g, members in groups.items())
+        return plan
 
 
 # --- finishing functions: pure, small, and exact at the instant given -------------------------
@@ -94,53 +134,43 @@ def _ratio(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
 
 
-def _days_since_signup(s: UserState, at: Instant) -> int | None:
-    return None if s.signup_day is None else max(0, at.day - s.signup_day)
+def _days_since_signup(f: Frame) -> int | None:
+    return None if f.s.signup_day is None else max(0, f.at.day - f.s.signup_day)
 
 
-def _avg_order_value(s: UserState, at: Instant) -> float | None:
-    return _money(s.total_spent / s.total_orders) if s.total_orders else None
+def _avg_order_value(f: Frame) -> float | None:
+    return _money(f.s.total_spent / f.s.total_orders) if f.s.total_orders else None
 
 
-def _last_order_days(s: UserState, at: Instant) -> int | None:
-    if s.last_order_at is None:
+def _last_order_days(f: Frame) -> int | None:
+    if f.s.last_order_at is None:
         return None
-    return max(0, math.floor((at.epoch - s.last_order_at) / 86400))
+    return max(0, math.floor((f.at.epoch - f.s.last_order_at) / 86400))
 
 
-def _window(seconds: int) -> Callable[[UserState, Instant], list[Any]]:
-    """Orders in ``(at - seconds, at]``: the velocity window ending at the instant."""
-
-    def orders(s: UserState, at: Instant) -> list[Any]:
-        lo = at.epoch - seconds
-        return [o for o in s.recent_orders if lo < o.at <= at.epoch]
-
-    return orders
+_1H, _24H, _7D = 3600, 86400, 7 * 86400
 
 
-_1H, _24H, _7D = _window(3600), _window(86400), _window(7 * 86400)
+def _count(seconds: int) -> Callable[[Frame], int]:
+    return lambda f: len(f.orders_within(seconds))
 
 
-def _overdue_days(s: UserState, at: Instant) -> list[int]:
-    return [at.day - u.due_day for u in s.unpaid if u.due_day < at.day]
+def _amount(seconds: int) -> Callable[[Frame], float | None]:
+    return lambda f: _money(sum((o.amount for o in f.orders_within(seconds)), 0.0))
 
 
-def _max_days_past_due(s: UserState, at: Instant) -> int:
-    return max(_overdue_days(s, at), default=0)
+def _late_payments_90d(f: Frame) -> int:
+    lo, hi = f.at.epoch - 90 * 86400, f.at.epoch
+    return sum(1 for t in f.s.late_paid_at if lo < t <= hi)
 
 
-def _late_payments_90d(s: UserState, at: Instant) -> int:
-    lo = at.epoch - 90 * 86400
-    return sum(1 for t in s.late_paid_at if lo < t <= at.epoch)
-
-
-def _on_time_rate(s: UserState, at: Instant) -> float | None:
-    fell_due = s.paid_on_time + s.paid_late + len(_overdue_days(s, at))
-    return _ratio(s.paid_on_time / fell_due) if fell_due else None
+def _on_time_rate(f: Frame) -> float | None:
+    fell_due = f.s.paid_on_time + f.s.paid_late + len(f.overdue_days())
+    return _ratio(f.s.paid_on_time / fell_due) if fell_due else None
 
 
 def _f(name: str, group: str, dtype: DType, default: Any, description: str,
-       compute: Callable[[UserState, Instant], Any]) -> Feature:
+       compute: Callable[[Frame], Any]) -> Feature:
     return Feature(name, group, dtype, default, description, compute)
 
 
@@ -150,46 +180,47 @@ CREDIT_DECISION_V1 = FeatureSet(
     features=(
         # demographics
         _f("age", "demographics", "int64", None, "Age in years as declared at signup.",
-           lambda s, at: s.age),
+           lambda f: f.s.age),
         _f("location_country", "demographics", "string", None, "ISO 3166-1 alpha-2 country of residence.",
-           lambda s, at: s.location_country),
+           lambda f: f.s.location_country),
         _f("verification_status", "demographics", "string", "pending",
            "Identity verification state: verified, pending or rejected.",
-           lambda s, at: s.verification_status),
+           lambda f: f.s.verification_status),
         _f("income_bracket", "demographics", "string", None, "Declared income bracket (low, medium, high).",
-           lambda s, at: s.income_bracket),
+           lambda f: f.s.income_bracket),
         _f("days_since_signup", "demographics", "int64", 0, "Whole UTC days since the signup date.",
            _days_since_signup),
         # behavior: completed orders over the whole history
         _f("total_orders", "behavior", "int64", 0, "Number of completed orders ever.",
-           lambda s, at: s.total_orders),
+           lambda f: f.s.total_orders),
         _f("avg_order_value", "behavior", "float64", 0.0, "Mean amount of completed orders.",
            _avg_order_value),
         _f("total_spent", "behavior", "float64", 0.0, "Sum of completed order amounts.",
-           lambda s, at: _money(s.total_spent)),
+           lambda f: _money(f.s.total_spent)),
         _f("last_order_days", "behavior", "int64", None,
            "Whole days since the latest completed order; null when there is none.", _last_order_days),
         _f("favorite_category", "behavior", "string", None,
            "Most frequent category of completed orders (ties: alphabetical first).",
-           lambda s, at: s.favorite_category),
+           lambda f: f.s.favorite_category),
         # risk: the latest score row
         _f("risk_score", "risk", "float64", None, "Latest model risk score in [0, 1].",
-           lambda s, at: s.risk_score),
+           lambda f: f.s.risk_score),
         _f("fraud_probability", "risk", "float64", None, "Latest fraud probability in [0, 1].",
-           lambda s, at: s.fraud_probability),
+           lambda f: f.s.fraud_probability),
         _f("payment_delays", "risk", "int64", 0, "Payment delays counted by the risk model.",
-           lambda s, at: s.payment_delays),
+           lambda f: f.s.payment_delays),
         _f("device_trust_score", "risk", "float64", None, "Trust in the user's devices in [0, 1].",
-           lambda s, at: s.device_trust_score),
+           lambda f: f.s.device_trust_score),
         _f("credit_utilization", "risk", "float64", None, "Share of the credit limit in use, [0, 1].",
-           lambda s, at: s.credit_utilization),
+           lambda f: f.s.credit_utilization),
         # repayment: BNPL installment plans
         _f("outstanding_balance", "repayment", "float64", 0.0, "Sum of unpaid installment amounts.",
-           lambda s, at: _money(sum((u.amount for u in s.unpaid), 0.0))),
+           lambda f: _money(sum((u.amount for u in f.s.unpaid), 0.0))),
         _f("open_plans", "repayment", "int64", 0, "Installment plans still active.",
-           lambda s, at: s.open_plans),
+           lambda f: f.s.open_plans),
         _f("max_days_past_due", "repayment", "int64", 0,
-           "Days the oldest unpaid, overdue installment is past its due date.", _max_days_past_due),
+           "Days the oldest unpaid, overdue installment is past its due date.",
+           lambda f: max(f.overdue_days(), default=0)),
         _f("late_payments_90d", "repayment", "int64", 0,
            "Installments paid after their due date, paid in the last 90 days.", _late_payments_90d),
         _f("on_time_rate", "repayment", "float64", None,
@@ -197,17 +228,17 @@ CREDIT_DECISION_V1 = FeatureSet(
            _on_time_rate),
         # velocity: exact at the instant of the request
         _f("orders_1h", "velocity", "int64", 0, "Completed or pending orders in the last hour.",
-           lambda s, at: len(_1H(s, at))),
+           _count(_1H)),
         _f("orders_24h", "velocity", "int64", 0, "Completed or pending orders in the last 24 hours.",
-           lambda s, at: len(_24H(s, at))),
+           _count(_24H)),
         _f("orders_7d", "velocity", "int64", 0, "Completed or pending orders in the last 7 days.",
-           lambda s, at: len(_7D(s, at))),
+           _count(_7D)),
         _f("amount_24h", "velocity", "float64", 0.0, "Amount of completed or pending orders, last 24 hours.",
-           lambda s, at: _money(sum((o.amount for o in _24H(s, at)), 0.0))),
+           _amount(_24H)),
         _f("amount_7d", "velocity", "float64", 0.0, "Amount of completed or pending orders, last 7 days.",
-           lambda s, at: _money(sum((o.amount for o in _7D(s, at)), 0.0))),
+           _amount(_7D)),
         _f("distinct_merchants_7d", "velocity", "int64", 0, "Distinct merchants ordered from, last 7 days.",
-           lambda s, at: len({o.merchant for o in _7D(s, at)})),
+           lambda f: len({o.merchant for o in f.orders_within(_7D)})),
     ),
 )
 

@@ -14,10 +14,10 @@ or reordered writes can never replace newer data with older.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import orjson
 import redis
 
 from feature_store.domain.state import UserState
@@ -72,7 +72,7 @@ def encode(entry: Entry) -> str:
     head = f"{entry.watermark:0{WATERMARK_HEX_DIGITS}x}"
     if isinstance(entry, Tombstone):
         return head + TOMBSTONE
-    return head + json.dumps(entry.to_compact(), separators=(",", ":"))
+    return head + orjson.dumps(entry.to_compact()).decode()
 
 
 def decode(user_id: str, raw: bytes | str) -> Entry:
@@ -81,7 +81,7 @@ def decode(user_id: str, raw: bytes | str) -> Entry:
     body = text[WATERMARK_HEX_DIGITS:]
     if body == TOMBSTONE:
         return Tombstone(user_id, watermark)
-    return UserState.from_compact(user_id, watermark, json.loads(body))
+    return UserState.from_compact(user_id, watermark, orjson.loads(body))
 
 
 class RedisOnlineStore:

@@ -7,12 +7,12 @@ sentence (the traceback goes to the log, never to the caller).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Collection
 from typing import Any
 
 import flask
+import orjson
 
 from feature_store.errors import FeatureStoreError, InvalidBody, MethodNotAllowed, TransientError
 from feature_store.logs import get_logger, set_trace
@@ -49,7 +49,7 @@ def http_edge(request: flask.Request, handler: Handler, methods: Collection[str]
         **({"error_code": body["error"]["code"]} if "error" in body else {}),
         **({"cache_hit": body["cache_hit"]} if "cache_hit" in body else {}),
     }})
-    return flask.Response(json.dumps(body, separators=(",", ":")), status=status,
+    return flask.Response(orjson.dumps(body), status=status,
                           mimetype="application/json", headers=headers)
 
 
@@ -60,6 +60,6 @@ def json_body(request: flask.Request) -> Any:
     if not data:
         raise InvalidBody("the request has no body; send a JSON object")
     try:
-        return json.loads(data)
+        return orjson.loads(data)
     except (ValueError, UnicodeDecodeError):
         raise InvalidBody("the body is not valid JSON") from None
