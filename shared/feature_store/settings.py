@@ -87,6 +87,27 @@ class ServingSettings(_Section):
     breaker_reset_s: float = Field(5.0, gt=0)
 
 
+class CdcSettings(_Section):
+    """Change data capture: the ingest_changes function and the local relay (emulators/cdc_relay.py)."""
+
+    # Land every change in BigQuery's changelog_<table> as well as refreshing Redis.
+    changelog_enabled: bool = True
+    # Debezium's decimal.handling.mode: how a NUMERIC string is read when a message has no schema part.
+    decimal_handling_mode: Literal["precise", "string", "double"] = "precise"
+    # Messages applied together by one instance (one source query, one Redis pipeline, one insert per table).
+    max_batch: int = Field(256, ge=1, le=5000)
+    # Writes may take longer than the read path's short timeout; a timeout still means redelivery.
+    redis_timeout_ms: int = Field(2000, ge=1)
+    # The relay: replication slot, push endpoint (the ingest function), polling and delivery.
+    slot: str = Field("fs_cdc", pattern=r"^[a-z0-9_]{1,63}$")
+    target_url: str | None = Field(None, pattern=r"^https?://")
+    server_name: str = Field("fs", pattern=r"^[A-Za-z0-9_.-]{1,64}$")  # Debezium's topic.prefix (source.name)
+    poll_interval_ms: int = Field(20, ge=1, le=60000)
+    max_changes: int = Field(2000, ge=1)
+    concurrency: int = Field(16, ge=1, le=256)
+    include_schema: bool = False  # the JSON converter's schemas.enable
+
+
 class Settings(BaseModel):
     """All configuration of one function instance or CLI run."""
 
@@ -97,6 +118,7 @@ class Settings(BaseModel):
     bigquery: BigQuerySettings = BigQuerySettings()
     pubsub: PubSubSettings = PubSubSettings()
     serving: ServingSettings = ServingSettings()
+    cdc: CdcSettings = CdcSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @classmethod

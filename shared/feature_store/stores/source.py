@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from feature_store.domain.state import RecentOrder, UnpaidInstallment, UserState
@@ -16,6 +17,8 @@ from feature_store.stores.postgres import PostgresPool
 from feature_store.stores.sql_files import query
 
 _BY_IDS = "{c} = ANY(CAST(:ids AS text[]))"
+# Read in its own statement, before the state statement takes its snapshot (snapshot_states).
+_WATERMARK_FIRST = {"postgresql": "SELECT pg_current_wal_flush_lsn() - CAST('0/0' AS pg_lsn)"}
 _BY_RANGE = "{c} >= :lo AND {c} < :hi"
 
 
@@ -43,6 +46,26 @@ class SourceStore:
         with self.pool.connection() as conn:
             rows = conn.run(self._by_ids, ids=list(user_ids))
         return {row[0]: self._to_state(row) for row in rows}
+
+    def snapshot_states(self, user_ids: Sequence[str]) -> tuple[int, dict[str, UserState]]:
+        """A watermark and the states of the users that exist among ``user_ids``, every state tagged with it.
+
+        The watermark holds even when no user exists (deletes write tombstones with it). On PostgreSQL
+        it is the WAL flush position read BEFORE the snapshot of the state statement is taken, so every
+        commit at or below it is in the snapshot; reading it inside the statement (``states_for``) lets
+        a commit land between snapshot and read, and such a state could outrank a newer one. On
+        CockroachDB both statements run in one transaction, whose timestamp is the snapshot.
+        """
+        with self.pool.connection() as conn:
+            if self.dialect.name != "postgresql":
+                conn.execute("BEGIN")
+            mark = self.dialect.watermark(conn.run(_WATERMARK_FIRST.get(self.dialect.name, "SELECT "
+                                                   + self.dialect.watermark_sql))[0][0])
+            rows = conn.run(self._by_ids, ids=list(user_ids)) if user_ids else []
+            if self.dialect.name != "postgresql":
+                conn.execute("COMMIT")
+        states = {row[0]: self._to_state(row) for row in rows}
+        return mark, {u: replace(s, watermark=mark) for u, s in states.items()}
 
     def states_in_range(self, lo: str, hi: str) -> list[UserState]:
         """States of every user with ``lo <= user_id < hi``, ordered by user_id."""
