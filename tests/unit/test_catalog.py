@@ -86,7 +86,8 @@ def test_behavior_and_demographics_finish_from_anchors() -> None:
 
 def test_selecting_features_keeps_catalog_order_and_rejects_unknown_names() -> None:
     picked = CREDIT_DECISION_V1.select(["orders_1h", "age"])
-    assert [f.name for f in picked] == ["age", "orders_1h"]
+    assert picked.names == ("age", "orders_1h")
+    assert CREDIT_DECISION_V1.select(["age", "orders_1h"]) is picked
     with pytest.raises(UnknownFeature) as caught:
         CREDIT_DECISION_V1.select(["age", "credit_scroe"])
     assert "'credit_scroe'" in caught.value.message

@@ -64,13 +64,33 @@ class Frame:
         return [today - u.due_day for u in self.s.unpaid if u.due_day < today]
 
 
+_MAX_SELECTIONS = 1024
+
+
+class Selection:
+    """Some features of a set, laid out by group once so that evaluating them is a plain loop."""
+
+    __slots__ = ("features", "groups")
+
+    def __init__(self, features: tuple[Feature, ...]) -> None:
+        self.features = features
+        by_group: dict[str, list[Feature]] = {}
+        for f in features:
+            by_group.setdefault(f.group, []).append(f)
+        self.groups = tuple((g, tuple(members)) for g, members in by_group.items())
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features)
+
+
 @dataclass(frozen=True)
 class FeatureSet:
     name: str
     version: int
     features: tuple[Feature, ...]
-    # Group layout per feature selection, computed once (the dict is filled, never replaced).
-    _plans: dict[tuple[Feature, ...], tuple[tuple[str, tuple[Feature, ...]], ...]] = field(
+    # Selections already made, by the set of names asked (None: all); bounded by _MAX_SELECTIONS.
+    _selections: dict[frozenset[str] | None, Selection] = field(
         default_factory=dict, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -86,41 +106,37 @@ class FeatureSet:
     def names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.features)
 
-    def select(self, names: Iterable[str] | None) -> tuple[Feature, ...]:
+    def select(self, names: Iterable[str] | None) -> Selection:
         """The features named (in catalog order), or all; UnknownFeature for a name not here."""
-        if names is None:
-            return self.features
-        wanted = set(names)
-        unknown = sorted(wanted - set(self.names))
-        if unknown:
-            raise UnknownFeature(
-                f"{self.name} v{self.version} has no feature named {', '.join(map(repr, unknown))}; "
-                f"known features: {', '.join(self.names)}"
-            )
-        return tuple(f for f in self.features if f.name in wanted)
+        key = None if names is None else frozenset(names)
+        chosen = self._selections.get(key)
+        if chosen is not None:
+            return chosen
+        if key is None:
+            features = self.features
+        else:
+            unknown = sorted(key - set(self.names))
+            if unknown:
+                raise UnknownFeature(
+                    f"{self.name} v{self.version} has no feature named {', '.join(map(repr, unknown))}; "
+                    f"known features: {', '.join(self.names)}"
+                )
+            features = tuple(f for f in self.features if f.name in key)
+        if len(self._selections) >= _MAX_SELECTIONS:
+            self._selections.clear()  # bounded: a caller inventing subsets cannot grow it forever
+        chosen = self._selections[key] = Selection(features)
+        return chosen
 
-    def evaluate(
-        self, state: UserState, at: Instant, features: tuple[Feature, ...] | None = None
-    ) -> dict[str, dict[str, Any]]:
+    def evaluate(self, state: UserState, at: Instant, selection: Selection | None = None) -> dict[str, dict[str, Any]]:
         """Feature values grouped as ``{group: {name: value}}``; a missing value becomes the default."""
         frame = Frame(state, at)
         out: dict[str, dict[str, Any]] = {}
-        for group, members in self._grouped(self.features if features is None else features):
+        for group, members in (selection or self.select(None)).groups:
             values = out[group] = {}
             for f in members:
                 value = f.compute(frame)
                 values[f.name] = f.default if value is None else value
         return out
-
-    def _grouped(self, features: tuple[Feature, ...]) -> tuple[tuple[str, tuple[Feature, ...]], ...]:
-        plans = self._plans
-        plan = plans.get(features)
-        if plan is None:
-            groups: dict[str, list[Feature]] = {}
-            for f in features:
-                groups.setdefault(f.group, []).append(f)
-            plan = plans[features] = tuple((g, tuple(members)) for g, members in groups.items())
-        return plan
 
 
 # --- finishing functions: pure, small, and exact at the instant given -------------------------

@@ -14,7 +14,7 @@ every late payment made less than ``LATE_HORIZON_S`` before ``computed_at``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 VELOCITY_HORIZON_S = 7 * 86400
 LATE_HORIZON_S = 90 * 86400
@@ -24,22 +24,24 @@ BEHAVIOR_STATUSES = ("completed",)
 VELOCITY_STATUSES = ("completed", "pending")
 
 
-@dataclass(frozen=True, slots=True)
-class RecentOrder:
+class RecentOrder(NamedTuple):
     at: float  # epoch seconds
     amount: float
     merchant: str
 
 
-@dataclass(frozen=True, slots=True)
-class UnpaidInstallment:
+class UnpaidInstallment(NamedTuple):
     due_day: int  # days since 1970-01-01 (UTC)
     amount: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UserState:
-    """A user's reduced source rows as of ``computed_at``, tagged with the source watermark."""
+    """A user's reduced source rows as of ``computed_at``, tagged with the source watermark.
+
+    Treat it as immutable. It is not a frozen dataclass because decoding states is on the read
+    path's hot loop and a frozen dataclass's ``__init__`` costs several times more.
+    """
 
     user_id: str
     computed_at: float  # epoch seconds of the source snapshot

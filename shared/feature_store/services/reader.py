@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from feature_store.domain.catalog import FeatureSet, Instant
+from feature_store.domain.catalog import FeatureSet, Instant, Selection
 from feature_store.domain.state import UserState
 from feature_store.errors import DependencyUnavailable
 from feature_store.logs import get_logger
@@ -142,6 +142,6 @@ class Reader:
             log.warning("online store write-back failed")
 
 
-def _result(fs: FeatureSet, state: UserState, at: Instant, selected: Any, cache_hit: bool) -> VectorResult:
+def _result(fs: FeatureSet, state: UserState, at: Instant, selected: Selection, cache_hit: bool) -> VectorResult:
     return VectorResult(state.user_id, "ok", fs.evaluate(state, at, selected), state.computed_at,
                         state.watermark, cache_hit)
