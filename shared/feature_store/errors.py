@@ -7,14 +7,16 @@
     │   │   ├── UnknownFeature         unknown_feature
     │   │   ├── InvalidBody            invalid_body
     │   │   ├── BatchTooLarge          batch_too_large
-    │   │   └── InvalidParameter       invalid_parameter
+    │   │   ├── InvalidParameter       invalid_parameter
+    │   │   └── InvalidLabels          invalid_labels: names the offending label rows
     │   ├── MethodNotAllowed (405)     method_not_allowed
     │   ├── NotFound (404)             not_found
     │   │   └── UnknownUser            unknown_user
     │   ├── Conflict (409)             conflict
     │   ├── PoisonMessage              poison_message: logged, counted, acknowledged
     │   ├── SettingsError              invalid_settings
-    │   └── MigrationError             migration_*
+    │   ├── MigrationError             migration_*
+    │   └── OfflineQueryFailed         offline_query_failed: BigQuery rejected a statement
     └── TransientError (503)           retry: a dependency is down or slow
         └── DependencyUnavailable      dependency_unavailable (postgres / redis / bigquery)
 """
@@ -69,6 +71,12 @@ class InvalidParameter(InputError):
     code = "invalid_parameter"
 
 
+class InvalidLabels(InputError):
+    """A label set for a training set is unusable; the message names the offending rows."""
+
+    code = "invalid_labels"
+
+
 class MethodNotAllowed(PermanentError):
     code = "method_not_allowed"
     status = 405
@@ -107,6 +115,12 @@ class SettingsError(PermanentError):
 
 class MigrationError(PermanentError):
     code = "migration_failed"
+
+
+class OfflineQueryFailed(PermanentError):
+    """BigQuery rejected a statement or a load (bad SQL or data): running it again fails the same way."""
+
+    code = "offline_query_failed"
 
 
 class TransientError(FeatureStoreError):

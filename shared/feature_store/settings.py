@@ -108,6 +108,48 @@ class CdcSettings(_Section):
     include_schema: bool = False  # the JSON converter's schemas.enable
 
 
+class EtlSettings(_Section):
+    """The offline store's ETL (run_etl): incremental export to BigQuery, daily snapshot, training sets."""
+
+    # Rows per PostgreSQL read (keyset page) and per BigQuery load + MERGE (the watermark advances after each).
+    chunk_rows: int = Field(20_000, ge=100, le=1_000_000)
+    batch_rows: int = Field(500_000, ge=100, le=50_000_000)
+    # Each run re-reads this much before the watermark, so a row committed late with an older
+    # timestamp is still exported (the MERGE makes the re-read harmless).
+    overlap_s: int = Field(600, ge=0)
+    # An export call starts no new batch after this long; the workflow calls again until done.
+    step_budget_s: float = Field(600.0, gt=0)
+    statement_timeout_ms: int = Field(120_000, ge=1)
+    feature_set: str = "credit_decision"
+    feature_set_version: int | None = Field(None, ge=1)  # None: the newest version in the catalog
+    tmp_dir: str | None = None  # where export files are staged (default: the system's temp folder)
+
+
+class RefreshSettings(_Section):
+    """Bulk cache refresh: functions/refresh_cache and fs-refresh (docs/capacity.md explains the defaults)."""
+
+    # Users per source statement; the best rate on 2 cores was 5,000 (bench/refresh.py).
+    chunk_users: int = Field(5000, ge=10, le=100_000)
+    # Source statements computing at once while the previous chunk is written to Redis.
+    workers: int = Field(2, ge=1, le=16)
+    # Keys per compare-and-set script call: bounds how long one call holds Redis (~1 ms per 500).
+    write_batch: int = Field(500, ge=1, le=10_000)
+    # One HTTP invocation stops taking chunks after this long (the function timeout is 300 s).
+    budget_s: float = Field(240.0, gt=0)
+    lock_ttl_s: int = Field(120, ge=1)
+    # Checkpoints outlive an interrupted run by this long (renewed at every chunk).
+    run_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    statement_timeout_ms: int = Field(300_000, ge=1000)
+    redis_timeout_ms: int = Field(30_000, ge=100)
+    users_max: int = Field(10_000, ge=1, le=100_000)
+    # Incremental passes overlap by this much: a transaction may commit after a later one started.
+    incremental_overlap_s: int = Field(60, ge=0)
+    progress_every_s: float = Field(10.0, gt=0)
+    # The read path: how long the served-version pointer is cached, how often hit counts are flushed.
+    version_cache_s: float = Field(1.0, ge=0)
+    stats_flush_s: float = Field(5.0, ge=0)
+
+
 class Settings(BaseModel):
     """All configuration of one function instance or CLI run."""
 
@@ -119,6 +161,8 @@ class Settings(BaseModel):
     pubsub: PubSubSettings = PubSubSettings()
     serving: ServingSettings = ServingSettings()
     cdc: CdcSettings = CdcSettings()
+    refresh: RefreshSettings = RefreshSettings()
+    etl: EtlSettings = EtlSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @classmethod
