@@ -15,8 +15,11 @@ import argparse
 import multiprocessing
 import random
 import sys
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from multiprocessing.pool import AsyncResult
+from typing import TypeVar
 
 from feature_store.cli.progress import Progress
 from feature_store.cli.runner import run_cli
@@ -49,6 +52,8 @@ CREATE TABLE IF NOT EXISTS seed_blocks (
     PRIMARY KEY (run_key, block)
 )
 """
+T = TypeVar("T")
+R = TypeVar("R")
 _SEED_LOCK = 7_301_557_042
 _TABLES = ("installments", "installment_plans", "risk_scores", "transactions", "users")
 _COPY_COLUMNS = {
@@ -149,19 +154,18 @@ def _seed_locked(conn: Connection, users: int, seed_value: int, as_of: datetime 
     progress.advance(min(users, len(done) * BLOCK_USERS))
     counts: dict[str, int] = {}
     work = [(seed_value, b, users, as_of) for b in blocks]
-    with multiprocessing.get_context("fork").Pool(workers) if workers > 1 else _Serial() as pool:
-        for block_no, block in pool.imap(_generate, work):
-            conn.execute("BEGIN")
-            try:
-                copy_block(conn, block)
-                conn.run("INSERT INTO seed_blocks (run_key, block) VALUES (:k, :b)", k=run_key, b=block_no)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            for table, n in block.counts().items():
-                counts[table] = counts.get(table, 0) + n
-            progress.advance(len(block.users))
+    for block_no, block in _bounded_map(_generate, work, workers):
+        conn.execute("BEGIN")
+        try:
+            copy_block(conn, block)
+            conn.run("INSERT INTO seed_blocks (run_key, block) VALUES (:k, :b)", k=run_key, b=block_no)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        for table, n in block.counts().items():
+            counts[table] = counts.get(table, 0) + n
+        progress.advance(len(block.users))
     progress.close()
     conn.run("UPDATE seed_runs SET finished_at = now() WHERE run_key = :k", k=run_key)
     conn.execute("ANALYZE users; ANALYZE transactions; ANALYZE installments; ANALYZE installment_plans; "
@@ -169,17 +173,20 @@ def _seed_locked(conn: Connection, users: int, seed_value: int, as_of: datetime 
     return counts
 
 
-class _Serial:
-    """The Pool interface in-process, for --workers 1."""
-
-    def __enter__(self) -> _Serial:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def imap(self, fn, items):  # type: ignore[no-untyped-def]
-        return map(fn, items)
+def _bounded_map(fn: Callable[[T], R], items: list[T], workers: int) -> Iterator[R]:
+    """``map(fn, items)`` in order, on ``workers`` processes, with at most ``workers + 1`` results
+    waiting: memory stays flat however many blocks there are (Pool.imap would run ahead)."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        pending: deque[AsyncResult[R]] = deque()
+        for item in items:
+            pending.append(pool.apply_async(fn, (item,)))
+            if len(pending) > workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
 
 
 def live(conn: Connection, orders: int, payments: int, seed_value: int) -> dict[str, int]:
