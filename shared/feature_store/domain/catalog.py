@@ -38,6 +38,10 @@ class Feature:
     default: Any
     description: str
     compute: Callable[[Frame], Any]
+    # The same value in BigQuery SQL over one row of sql/bigquery/queries/user_state_asof.sql (the
+    # state's columns), with {at} (epoch seconds) and {day} (UTC day) for the instant; py_round(x, n)
+    # rounds as Python's round() does. Offline snapshots and training sets are built from it.
+    bq_sql: str = ""
 
 
 class Frame:
@@ -186,8 +190,16 @@ def _on_time_rate(f: Frame) -> float | None:
 
 
 def _f(name: str, group: str, dtype: DType, default: Any, description: str,
-       compute: Callable[[Frame], Any]) -> Feature:
-    return Feature(name, group, dtype, default, description, compute)
+       compute: Callable[[Frame], Any], bq: str = "") -> Feature:
+    return Feature(name, group, dtype, default, description, compute, bq)
+
+
+def _bq_orders(seconds: int, select: str) -> str:
+    """BigQuery: ``select`` over the velocity-eligible orders in ``(at - seconds, at]``."""
+    return f"(SELECT {select} FROM UNNEST(recent_orders) AS o WHERE o.ts > {{at}} - {seconds} AND o.ts <= {{at}})"
+
+
+_BQ_OVERDUE = "(SELECT COUNT(*) FROM UNNEST(unpaid) AS u WHERE u.due_day < {day})"
 
 
 CREDIT_DECISION_V1 = FeatureSet(
@@ -196,65 +208,91 @@ CREDIT_DECISION_V1 = FeatureSet(
     features=(
         # demographics
         _f("age", "demographics", "int64", None, "Age in years as declared at signup.",
-           lambda f: f.s.age),
+           lambda f: f.s.age,
+           bq="age"),
         _f("location_country", "demographics", "string", None, "ISO 3166-1 alpha-2 country of residence.",
-           lambda f: f.s.location_country),
+           lambda f: f.s.location_country,
+           bq="location_country"),
         _f("verification_status", "demographics", "string", "pending",
            "Identity verification state: verified, pending or rejected.",
-           lambda f: f.s.verification_status),
+           lambda f: f.s.verification_status,
+           bq="verification_status"),
         _f("income_bracket", "demographics", "string", None, "Declared income bracket (low, medium, high).",
-           lambda f: f.s.income_bracket),
+           lambda f: f.s.income_bracket,
+           bq="income_bracket"),
         _f("days_since_signup", "demographics", "int64", 0, "Whole UTC days since the signup date.",
-           _days_since_signup),
+           _days_since_signup,
+           bq="IF(signup_day IS NULL, NULL, GREATEST(0, {day} - signup_day))"),
         # behavior: completed orders over the whole history
         _f("total_orders", "behavior", "int64", 0, "Number of completed orders ever.",
-           lambda f: f.s.total_orders),
+           lambda f: f.s.total_orders,
+           bq="total_orders"),
         _f("avg_order_value", "behavior", "float64", 0.0, "Mean amount of completed orders.",
-           _avg_order_value),
+           _avg_order_value,
+           bq="IF(total_orders > 0, py_round(total_spent / total_orders, 2), NULL)"),
         _f("total_spent", "behavior", "float64", 0.0, "Sum of completed order amounts.",
-           lambda f: _money(f.s.total_spent)),
+           lambda f: _money(f.s.total_spent),
+           bq="py_round(total_spent, 2)"),
         _f("last_order_days", "behavior", "int64", None,
-           "Whole days since the latest completed order; null when there is none.", _last_order_days),
+           "Whole days since the latest completed order; null when there is none.", _last_order_days,
+           bq="IF(last_order_at IS NULL, NULL, GREATEST(0, CAST(FLOOR(({at} - last_order_at) / 86400) AS INT64)))"),
         _f("favorite_category", "behavior", "string", None,
            "Most frequent category of completed orders (ties: alphabetical first).",
-           lambda f: f.s.favorite_category),
+           lambda f: f.s.favorite_category,
+           bq="favorite_category"),
         # risk: the latest score row
         _f("risk_score", "risk", "float64", None, "Latest model risk score in [0, 1].",
-           lambda f: f.s.risk_score),
+           lambda f: f.s.risk_score,
+           bq="risk_score"),
         _f("fraud_probability", "risk", "float64", None, "Latest fraud probability in [0, 1].",
-           lambda f: f.s.fraud_probability),
+           lambda f: f.s.fraud_probability,
+           bq="fraud_probability"),
         _f("payment_delays", "risk", "int64", 0, "Payment delays counted by the risk model.",
-           lambda f: f.s.payment_delays),
+           lambda f: f.s.payment_delays,
+           bq="payment_delays"),
         _f("device_trust_score", "risk", "float64", None, "Trust in the user's devices in [0, 1].",
-           lambda f: f.s.device_trust_score),
+           lambda f: f.s.device_trust_score,
+           bq="device_trust_score"),
         _f("credit_utilization", "risk", "float64", None, "Share of the credit limit in use, [0, 1].",
-           lambda f: f.s.credit_utilization),
+           lambda f: f.s.credit_utilization,
+           bq="credit_utilization"),
         # repayment: BNPL installment plans
         _f("outstanding_balance", "repayment", "float64", 0.0, "Sum of unpaid installment amounts.",
-           lambda f: _money(sum((u.amount for u in f.s.unpaid), 0.0))),
+           lambda f: _money(sum((u.amount for u in f.s.unpaid), 0.0)),
+           bq="py_round((SELECT COALESCE(SUM(u.amount), 0) FROM UNNEST(unpaid) AS u), 2)"),
         _f("open_plans", "repayment", "int64", 0, "Installment plans still active.",
-           lambda f: f.s.open_plans),
+           lambda f: f.s.open_plans,
+           bq="open_plans"),
         _f("max_days_past_due", "repayment", "int64", 0,
            "Days the oldest unpaid, overdue installment is past its due date.",
-           lambda f: max(f.overdue_days(), default=0)),
+           lambda f: max(f.overdue_days(), default=0),
+           bq="(SELECT MAX({day} - u.due_day) FROM UNNEST(unpaid) AS u WHERE u.due_day < {day})"),
         _f("late_payments_90d", "repayment", "int64", 0,
-           "Installments paid after their due date, paid in the last 90 days.", _late_payments_90d),
+           "Installments paid after their due date, paid in the last 90 days.", _late_payments_90d,
+           bq="(SELECT COUNT(*) FROM UNNEST(late_paid_at) AS t WHERE t > {at} - 7776000 AND t <= {at})"),
         _f("on_time_rate", "repayment", "float64", None,
            "Share of installments that fell due and were paid by their due date; null when none did.",
-           _on_time_rate),
+           _on_time_rate,
+           bq="py_round(SAFE_DIVIDE(paid_on_time, paid_on_time + paid_late + " + _BQ_OVERDUE + "), 3)"),
         # velocity: exact at the instant of the request
         _f("orders_1h", "velocity", "int64", 0, "Completed or pending orders in the last hour.",
-           _count(_1H)),
+           _count(_1H),
+           bq=_bq_orders(_1H, "COUNT(*)")),
         _f("orders_24h", "velocity", "int64", 0, "Completed or pending orders in the last 24 hours.",
-           _count(_24H)),
+           _count(_24H),
+           bq=_bq_orders(_24H, "COUNT(*)")),
         _f("orders_7d", "velocity", "int64", 0, "Completed or pending orders in the last 7 days.",
-           _count(_7D)),
+           _count(_7D),
+           bq=_bq_orders(_7D, "COUNT(*)")),
         _f("amount_24h", "velocity", "float64", 0.0, "Amount of completed or pending orders, last 24 hours.",
-           _amount(_24H)),
+           _amount(_24H),
+           bq="py_round(" + _bq_orders(_24H, "COALESCE(SUM(o.amount), 0)") + ", 2)"),
         _f("amount_7d", "velocity", "float64", 0.0, "Amount of completed or pending orders, last 7 days.",
-           _amount(_7D)),
+           _amount(_7D),
+           bq="py_round(" + _bq_orders(_7D, "COALESCE(SUM(o.amount), 0)") + ", 2)"),
         _f("distinct_merchants_7d", "velocity", "int64", 0, "Distinct merchants ordered from, last 7 days.",
-           lambda f: len({o.merchant for o in f.orders_within(_7D)})),
+           lambda f: len({o.merchant for o in f.orders_within(_7D)}),
+           bq=_bq_orders(_7D, "COUNT(DISTINCT o.merchant)")),
     ),
 )
 
