@@ -13,9 +13,10 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -428,36 +429,52 @@ def test_bigquery_declares_every_table_with_a_schema_file() -> None:
     assert tables["feature_snapshots"]["partition"] == "snapshot_date"
 
 
-def _ddl_tables() -> dict[str, dict[str, str]]:
-    """CREATE TABLE statements of sql/bigquery/: table => {column: type}."""
-    out: dict[str, dict[str, str]] = {}
+class DdlTable(NamedTuple):
+    columns: dict[str, tuple[str, str]]  # name => (type, mode)
+    partition: str | None
+    cluster: list[str]
+
+
+def _split_top_level(body: str) -> list[str]:
+    parts, depth, current = [], 0, ""
+    for ch in body:
+        depth += {"(": 1, "<": 1, ")": -1, ">": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    return [*parts, current]
+
+
+def _ddl_tables() -> dict[str, DdlTable]:
+    """CREATE TABLE statements of sql/bigquery/*.sql: columns with type and mode, partitioning, clustering."""
+    out: dict[str, DdlTable] = {}
     create = re.compile(
         r"CREATE\s+(?:OR\s+REPLACE\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?`?([\w.${}-]+)`?\s*\(", re.IGNORECASE
     )
     for path in sorted((ROOT / "sql" / "bigquery").glob("*.sql")):
         text = re.sub(r"--[^\n]*", "", path.read_text())
         for match in create.finditer(text):
-            name = match.group(1).split(".")[-1]
-            depth, start, i = 1, match.end(), match.end()
+            depth, i = 1, match.end()
             while depth and i < len(text):
                 depth += {"(": 1, ")": -1}.get(text[i], 0)
                 i += 1
-            body, parts, depth, current = text[start : i - 1], [], 0, ""
-            for ch in body:
-                depth += {"(": 1, "<": 1, ")": -1, ">": -1}.get(ch, 0)
-                if ch == "," and depth == 0:
-                    parts.append(current)
-                    current = ""
-                else:
-                    current += ch
-            parts.append(current)
             columns = {}
-            for part in parts:
+            for part in _split_top_level(text[match.end() : i - 1]):
                 words = part.split()
                 if len(words) >= 2 and words[0].upper() not in {"PRIMARY", "FOREIGN", "CONSTRAINT"}:
                     base = re.split(r"[(<]", words[1])[0].upper()
-                    columns[words[0].strip("`")] = TYPE_ALIASES.get(base, base)
-            out[name] = columns
+                    mode = "REQUIRED" if re.search(r"\bNOT\s+NULL\b", part, re.IGNORECASE) else "NULLABLE"
+                    columns[words[0].strip("`")] = (TYPE_ALIASES.get(base, base), mode)
+            tail = text[i : text.find(";", i) if ";" in text[i:] else len(text)]
+            partition = re.search(r"PARTITION\s+BY\s+(?:DATE\s*\(\s*)?(\w+)", tail, re.IGNORECASE)
+            cluster = re.search(r"CLUSTER\s+BY\s+([\w\s,]+)", tail, re.IGNORECASE)
+            out[match.group(1).split(".")[-1]] = DdlTable(
+                columns,
+                partition.group(1) if partition else None,
+                [c.strip() for c in cluster.group(1).split(",")] if cluster else [],
+            )
     return out
 
 
@@ -465,18 +482,46 @@ def test_bigquery_schemas_match_the_ddl_in_sql_bigquery() -> None:
     ddl = _ddl_tables()
     if not ddl:
         pytest.skip("sql/bigquery/ holds no CREATE TABLE yet")
+    tables = bigquery_tables()
 
     declared = {}
-    for name in bigquery_tables():
+    for name in tables:
         columns = json.loads((BIGQUERY / "schemas" / f"{name}.json").read_text())
-        declared[name] = {c["name"]: TYPE_ALIASES.get(c["type"].upper(), c["type"].upper()) for c in columns}
+        declared[name] = {
+            c["name"]: (TYPE_ALIASES.get(c["type"].upper(), c["type"].upper()), c.get("mode", "NULLABLE"))
+            for c in columns
+        }
 
     assert set(ddl) == set(declared), (
         f"only in sql/bigquery: {sorted(set(ddl) - set(declared))}; "
         f"only in terraform: {sorted(set(declared) - set(ddl))}"
     )
-    for name, columns in ddl.items():
-        assert columns == declared[name], f"{name}: sql/bigquery has {columns}, terraform has {declared[name]}"
+    for name, table in ddl.items():
+        assert table.columns == declared[name], (
+            f"{name}: sql/bigquery has {table.columns}, terraform has {declared[name]}"
+        )
+        assert (table.partition, table.cluster) == (tables[name]["partition"], tables[name]["cluster"]), name
+
+
+def test_ddl_reader_sees_types_modes_partitioning_and_clustering(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sql = tmp_path / "sql" / "bigquery"
+    sql.mkdir(parents=True)
+    (sql / "x.sql").write_text(
+        "CREATE TABLE IF NOT EXISTS `{dataset}.t` (\n  a STRING NOT NULL, -- note, with a comma\n"
+        "  b INT64,\n  c TIMESTAMP NOT NULL\n)\nPARTITION BY DATE(c)\nCLUSTER BY a, b;\n"
+        "CREATE OR REPLACE VIEW `{dataset}.v` AS SELECT 1;\n"
+    )
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+
+    ddl = _ddl_tables()
+
+    assert ddl == {
+        "t": DdlTable(
+            {"a": ("STRING", "REQUIRED"), "b": ("INTEGER", "NULLABLE"), "c": ("TIMESTAMP", "REQUIRED")}, "c", ["a", "b"]
+        )
+    }
 
 
 # ---- checkov --------------------------------------------------------------------------------

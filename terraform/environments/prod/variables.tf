@@ -180,9 +180,9 @@ variable "functions" {
       }
     }
     ingest_changes = {
-      description   = "Apply change events from cdc-changes to the online store (compare-and-set on the watermark)."
+      description   = "Apply change events from cdc-changes to Redis (compare-and-set on the watermark) and stream them to the BigQuery changelogs."
       trigger       = "pubsub"
-      access        = ["postgres", "redis"]
+      access        = ["postgres", "redis", "bigquery"]
       invokers      = ["pubsub_push"]
       min_instances = 0
       max_instances = 20

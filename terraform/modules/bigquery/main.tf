@@ -1,7 +1,12 @@
 # BigQuery: the offline store. Dataset feature_store and its tables, one JSON schema file per
-# table in schemas/ (kept equal to the DDL in sql/bigquery/ by tests/infra/test_terraform.py).
-# Mirrors of the source tables, their changelogs (one row per change, loaded by the ETL),
-# daily feature snapshots for training, and the ETL's own bookkeeping.
+# table in schemas/: mirrors of the source tables (merged by the ETL), their changelogs (one row
+# per change, streamed by ingest_changes), daily feature snapshots, and the ETL's bookkeeping.
+#
+# The code applies sql/bigquery/ too (CREATE TABLE IF NOT EXISTS, plus the changelog_*_dedup
+# views, which only it declares), so on a dataset Terraform made it changes nothing. The two must
+# agree column for column, with the same partitioning and clustering:
+# tests/infra/test_terraform.py compares them. Change both together; a column Terraform would
+# drop forces the table's replacement, which deletion_protection refuses.
 
 locals {
   # Table => time partitioning column (DAY) and clustering columns; null = not partitioned.
@@ -16,7 +21,7 @@ locals {
     changelog_risk_scores       = { partition = "changed_at", cluster = ["user_id"] }
     changelog_installment_plans = { partition = "changed_at", cluster = ["user_id"] }
     changelog_installments      = { partition = "changed_at", cluster = ["user_id"] }
-    feature_snapshots           = { partition = "snapshot_date", cluster = ["user_id"] }
+    feature_snapshots           = { partition = "snapshot_date", cluster = ["feature_set", "user_id"] }
     etl_watermarks              = { partition = null, cluster = [] }
     etl_runs                    = { partition = null, cluster = [] }
   }
