@@ -1,8 +1,7 @@
 -- The reduced source state of a set of users (domain/state.py: UserState), one row per user.
 -- {scope} is a predicate on user_id: "user_id = ANY(CAST(:ids AS text[]))" for reads and CDC,
--- "user_id >= :lo AND user_id < :hi" for bulk refresh chunks. {watermark} is the dialect's
--- snapshot position (PostgreSQL: WAL LSN as a number; CockroachDB: the HLC timestamp).
--- The statement is one snapshot: every CTE and the watermark see the same data.
+-- "user_id >= :lo AND user_id < :hi" for bulk refresh chunks. The statement is one snapshot;
+-- its watermark is read by stores/source.py just before it runs (see SourceStore._snapshot).
 WITH
 -- One pass over every monthly partition: completed orders grouped by user and category, so
 -- that totals and the favourite category come from the same scan.
@@ -55,7 +54,6 @@ inst AS (
 )
 SELECT u.user_id,
        extract(epoch FROM now())                      AS computed_at,
-       {watermark}                                    AS watermark,
        u.age, u.location_country, u.verification_status, u.income_bracket,
        u.signup_date - DATE '1970-01-01'              AS signup_day,
        COALESCE(tx.total_orders, 0)                   AS total_orders,

@@ -15,8 +15,11 @@ WATERMARK_HEX_DIGITS = 24  # 96 bits: a PostgreSQL LSN (64) or a CockroachDB HLC
 @dataclass(frozen=True)
 class Dialect:
     name: str
-    # An expression giving the position of the statement's snapshot in the source's history.
+    # A statement giving the source position to tag the next snapshot with: every commit at or
+    # below it is visible to a snapshot taken after it (stores/source.py reads it first).
     watermark_sql: str
+    # Whether watermark and snapshot must share one explicit transaction (CockroachDB: exact).
+    watermark_in_transaction: bool
     # Declarative monthly partitions of transactions (PostgreSQL) or one range-split table.
     partitions_transactions: bool
 
@@ -32,16 +35,19 @@ class Dialect:
 
 POSTGRESQL = Dialect(
     name="postgresql",
-    # pg_current_wal_lsn() is read while the statement's snapshot is held, so every change the
-    # snapshot sees lies at or below it.
-    watermark_sql="(pg_current_wal_lsn() - CAST('0/0' AS pg_lsn))",
+    # The WAL flush position, read before the state statement takes its snapshot: a commit at or
+    # below it is flushed and so visible to that snapshot. (Read after the snapshot, a commit could
+    # land in between and a state missing it would carry a watermark above it.)
+    watermark_sql="SELECT pg_current_wal_flush_lsn() - CAST('0/0' AS pg_lsn)",
+    watermark_in_transaction=False,
     partitions_transactions=True,
 )
 
 COCKROACHDB = Dialect(
     name="cockroachdb",
-    # Fixes the transaction's timestamp: every read of the statement is exactly as of it.
-    watermark_sql="cluster_logical_timestamp()",
+    # Fixes the transaction's timestamp: every read of the transaction is exactly as of it.
+    watermark_sql="SELECT cluster_logical_timestamp()",
+    watermark_in_transaction=True,
     partitions_transactions=False,
 )
 

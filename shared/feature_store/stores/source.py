@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from typing import Any
 
 from feature_store.domain.state import RecentOrder, UnpaidInstallment, UserState
@@ -17,17 +16,11 @@ from feature_store.stores.postgres import PostgresPool
 from feature_store.stores.sql_files import query
 
 _BY_IDS = "{c} = ANY(CAST(:ids AS text[]))"
-# Read in its own statement, before the state statement takes its snapshot (snapshot_states).
-_WATERMARK_FIRST = {"postgresql": "SELECT pg_current_wal_flush_lsn() - CAST('0/0' AS pg_lsn)"}
 _BY_RANGE = "{c} >= :lo AND {c} < :hi"
 
 
-def _render(scope: str, dialect: Dialect) -> str:
-    return query("user_state").format(
-        scope=scope.format(c="user_id"),
-        scope_u=scope.format(c="u.user_id"),
-        watermark=dialect.watermark_sql,
-    )
+def _render(scope: str) -> str:
+    return query("user_state").format(scope=scope.format(c="user_id"), scope_u=scope.format(c="u.user_id"))
 
 
 class SourceStore:
@@ -36,51 +29,56 @@ class SourceStore:
     def __init__(self, pool: PostgresPool, dialect: Dialect) -> None:
         self.pool = pool
         self.dialect = dialect
-        self._by_ids = _render(_BY_IDS, dialect)
-        self._by_range = _render(_BY_RANGE, dialect)
+        self._by_ids = _render(_BY_IDS)
+        self._by_range = _render(_BY_RANGE)
 
     def states_for(self, user_ids: Sequence[str]) -> dict[str, UserState]:
         """States of the users that exist among ``user_ids`` (absent ones are simply missing)."""
         if not user_ids:
             return {}
-        with self.pool.connection() as conn:
-            rows = conn.run(self._by_ids, ids=list(user_ids))
-        return {row[0]: self._to_state(row) for row in rows}
+        return self.snapshot_states(user_ids)[1]
 
     def snapshot_states(self, user_ids: Sequence[str]) -> tuple[int, dict[str, UserState]]:
         """A watermark and the states of the users that exist among ``user_ids``, every state tagged with it.
 
         The watermark holds even when no user exists (deletes write tombstones with it). On PostgreSQL
-        it is the WAL flush position read BEFORE the snapshot of the state statement is taken, so every
-        commit at or below it is in the snapshot; reading it inside the statement (``states_for``) lets
-        a commit land between snapshot and read, and such a state could outrank a newer one. On
-        CockroachDB both statements run in one transaction, whose timestamp is the snapshot.
+        it is the WAL flush position read BEFORE the state statement takes its snapshot, so every
+        commit at or below it is in the snapshot (read inside the statement, a commit could land between
+        snapshot and read, and a state missing it would outrank a newer one). On CockroachDB both
+        statements run in one transaction, whose timestamp is the snapshot. Every path (read-through,
+        CDC, bulk refresh) tags states this way, so their compare-and-set writes agree.
         """
-        with self.pool.connection() as conn:
-            if self.dialect.name != "postgresql":
-                conn.execute("BEGIN")
-            mark = self.dialect.watermark(conn.run(_WATERMARK_FIRST.get(self.dialect.name, "SELECT "
-                                                   + self.dialect.watermark_sql))[0][0])
-            rows = conn.run(self._by_ids, ids=list(user_ids)) if user_ids else []
-            if self.dialect.name != "postgresql":
-                conn.execute("COMMIT")
-        states = {row[0]: self._to_state(row) for row in rows}
-        return mark, {u: replace(s, watermark=mark) for u, s in states.items()}
+        mark, rows = self._snapshot(self._by_ids, ids=list(user_ids)) if user_ids else (self._mark_only(), [])
+        return mark, {row[0]: self._to_state(row, mark) for row in rows}
 
     def states_in_range(self, lo: str, hi: str) -> list[UserState]:
         """States of every user with ``lo <= user_id < hi``, ordered by user_id."""
-        with self.pool.connection() as conn:
-            rows = conn.run(self._by_range, lo=lo, hi=hi)
-        return [self._to_state(row) for row in rows]
+        mark, rows = self._snapshot(self._by_range, lo=lo, hi=hi)
+        return [self._to_state(row, mark) for row in rows]
 
-    def _to_state(self, row: Sequence[Any]) -> UserState:
-        (user_id, computed_at, watermark, age, country, verification, income, signup_day,
+    def _snapshot(self, sql: str, **params: Any) -> tuple[int, list[list[Any]]]:
+        """The watermark, then the rows of ``sql`` from a snapshot taken after it (see Dialect)."""
+        with self.pool.connection() as conn:
+            if self.dialect.watermark_in_transaction:
+                conn.execute("BEGIN")
+            mark = self.dialect.watermark(conn.run(self.dialect.watermark_sql)[0][0])
+            rows = conn.run(sql, **params)
+            if self.dialect.watermark_in_transaction:
+                conn.execute("COMMIT")
+        return mark, rows
+
+    def _mark_only(self) -> int:
+        with self.pool.connection() as conn:
+            return self.dialect.watermark(conn.run(self.dialect.watermark_sql)[0][0])
+
+    def _to_state(self, row: Sequence[Any], watermark: int) -> UserState:
+        (user_id, computed_at, age, country, verification, income, signup_day,
          total_orders, total_spent, last_order_at, favorite, recent, risk_score, fraud, delays,
          device, utilization, open_plans, on_time, late, late_paid_at, unpaid) = row
         return UserState(
             user_id=user_id,
             computed_at=float(computed_at),
-            watermark=self.dialect.watermark(watermark),
+            watermark=watermark,
             age=age,
             location_country=country.strip() if country else None,
             verification_status=verification,
