@@ -150,8 +150,7 @@ def _seed_locked(conn: Connection, users: int, seed_value: int, as_of: datetime 
                       month_start(as_of.date(), 3))
     done = {int(r[0]) for r in conn.run("SELECT block FROM seed_blocks WHERE run_key = :k", k=run_key)}
     blocks = [b for b in range((users + BLOCK_USERS - 1) // BLOCK_USERS) if b not in done]
-    progress = Progress("seed", users, "users")
-    progress.advance(min(users, len(done) * BLOCK_USERS))
+    progress = Progress("seed", users, "users", already_done=min(users, len(done) * BLOCK_USERS))
     counts: dict[str, int] = {}
     work = [(seed_value, b, users, as_of) for b in blocks]
     for block_no, block in _bounded_map(_generate, work, workers):

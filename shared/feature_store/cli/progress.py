@@ -11,11 +11,12 @@ class Progress:
     """Reports ``done/total`` with rate and ETA at most every ``every_s`` seconds."""
 
     def __init__(self, label: str, total: int, unit: str = "rows", stream: TextIO | None = None,
-                 every_s: float = 0.5) -> None:
+                 every_s: float = 0.5, already_done: int = 0) -> None:
         self.label, self.total, self.unit = label, total, unit
         self.stream = stream or sys.stderr
         self.every_s = every_s
-        self.done = 0
+        # Work a resumed run finished earlier counts towards done, not towards this run's rate.
+        self.done = self._initial = already_done
         self.started = time.monotonic()
         self._last = 0.0
         self._tty = self.stream.isatty()
@@ -32,7 +33,7 @@ class Progress:
     @property
     def rate(self) -> float:
         elapsed = time.monotonic() - self.started
-        return self.done / elapsed if elapsed > 0 else 0.0
+        return (self.done - self._initial) / elapsed if elapsed > 0 else 0.0
 
     def _draw(self, now: float) -> None:
         rate = self.rate
