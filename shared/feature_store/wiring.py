@@ -15,10 +15,12 @@ from typing import Any
 import redis
 
 from feature_store import logs
-from feature_store.domain.catalog import FeatureSet
+from feature_store.domain.catalog import CATALOG, FeatureSet
 from feature_store.services.breaker import CircuitBreaker
+from feature_store.services.ingest import Ingestor
 from feature_store.services.reader import Reader
 from feature_store.settings import Settings
+from feature_store.stores.bigquery_changelog import BigQueryChangelog
 from feature_store.stores.dialect import DIALECTS, Dialect
 from feature_store.stores.postgres import PostgresPool
 from feature_store.stores.redis_online import KeyLayout, RedisOnlineStore
@@ -101,6 +103,23 @@ class Services:
             CircuitBreaker("redis", serving.breaker_failures, serving.breaker_reset_s),
             CircuitBreaker("postgres", serving.breaker_failures, serving.breaker_reset_s),
         ))
+
+    @cached_property
+    def ingestor(self) -> Ingestor:
+        """CDC ingestion: its own Redis client (write timeouts, not the read path's), every served feature set."""
+        cdc, cfg = self.settings.cdc, self.settings.require_redis()
+
+        def build() -> Ingestor:
+            client = redis.Redis.from_url(cfg.url, socket_timeout=cdc.redis_timeout_ms / 1000,
+                                          socket_connect_timeout=cfg.connect_timeout_ms / 1000,
+                                          max_connections=cfg.max_connections, health_check_interval=30)
+            stores = [RedisOnlineStore(client, KeyLayout(cfg.key_prefix, fs.name, fs.version),
+                                       cfg.ttl_seconds, cfg.tombstone_ttl_seconds) for fs in CATALOG.values()]
+            changelog = (BigQueryChangelog(self.bigquery, self.settings.bigquery.dataset, self.dialect,
+                                           self.settings.bigquery.timeout_s) if cdc.changelog_enabled else None)
+            return Ingestor(stores, self.source, changelog, cdc.decimal_handling_mode, cdc.max_batch)
+
+        return self._once("ingestor", build)  # type: ignore[no-any-return]
 
 
 _services: Services | None = None
