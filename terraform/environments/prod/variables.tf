@@ -202,11 +202,12 @@ variable "functions" {
       invokers      = ["scheduler", "workflows"]
       min_instances = 0
       max_instances = 3
-      concurrency   = 1
-      cpu           = "1"
-      memory        = "1Gi"
-      timeout_s     = 300
-      ingress       = "ALLOW_INTERNAL_ONLY"
+      # FS_REFRESH_WORKERS (2) source statements run while a chunk is written: 2 vCPUs.
+      concurrency = 1
+      cpu         = "2"
+      memory      = "2Gi"
+      timeout_s   = 300
+      ingress     = "ALLOW_INTERNAL_ONLY"
       env = {
         FS_POSTGRES_POOL_SIZE = "4"
       }
@@ -218,11 +219,12 @@ variable "functions" {
       invokers      = ["workflows"]
       min_instances = 0
       max_instances = 2
-      concurrency   = 1
-      cpu           = "2"
-      memory        = "2Gi"
-      timeout_s     = 1800
-      ingress       = "ALLOW_INTERNAL_ONLY"
+      # Export batches are staged in /tmp, which is memory on Cloud Functions.
+      concurrency = 1
+      cpu         = "2"
+      memory      = "4Gi"
+      timeout_s   = 1800
+      ingress     = "ALLOW_INTERNAL_ONLY"
       env = {
         FS_POSTGRES_POOL_SIZE = "2"
       }
