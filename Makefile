@@ -27,13 +27,16 @@ test-fast:
 	$(PY) -m pytest -q -m "not slow"
 
 lint:
-	$(PY) -m ruff check shared functions tests emulators bench
+	$(PY) -m ruff check shared functions tests emulators bench .ci
 	$(PY) -m mypy
 
 bench: bench-serving
 
 bench-serving: install
 	$(PY) bench/serving.py
+
+package: install  ## build/functions/<name>/ and its .zip for every function (self-contained deploy folders)
+	$(PY) .ci/package_functions.py --zip
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

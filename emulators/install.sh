@@ -39,4 +39,6 @@ if ! stamp_ok .local/venvs/wf "$WF_PINS"; then
   .local/venvs/wf/bin/pip install -q $WF_PINS
   echo "$WF_PINS" > .local/venvs/wf/.stamp
 fi
+# python-hcl2 and checkov (the Terraform checks in tests/infra) each in a venv of their own.
+bash .ci/setup_infra_venvs.sh
 echo "[install] done"

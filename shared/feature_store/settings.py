@@ -33,6 +33,8 @@ class PostgresSettings(_Section):
     password: SecretStr | None = None
     # "project:region:instance": connect through cloud-sql-python-connector instead of host/port.
     instance_connection_name: str | None = Field(None, pattern=r"^[a-z0-9-]+:[a-z0-9-]+:[a-z0-9-]+$")
+    # Which address of the Cloud SQL instance the connector dials: private inside the VPC (production).
+    ip_type: Literal["private", "public", "psc"] = "private"
     dialect: Literal["postgresql", "cockroachdb"] = "postgresql"
     ssl: bool = False
     pool_size: int = Field(8, ge=1, le=256)
@@ -51,7 +53,7 @@ class RedisSettings(_Section):
 
     url: str = Field(pattern=r"^(redis|rediss|unix)://")
     # Reads slower than this fall back to PostgreSQL and are marked degraded.
-    socket_timeout_ms: int = Field(25, ge=1)
+    socket_timeout_ms: int = Field(10, ge=1)
     connect_timeout_ms: int = Field(200, ge=1)
     max_connections: int = Field(64, ge=1)
     ttl_seconds: int = Field(7 * 24 * 3600, ge=60)

@@ -74,3 +74,12 @@ def test_known_env_vars_lists_every_field() -> None:
     assert {"FS_POSTGRES_HOST", "FS_REDIS_URL", "FS_BIGQUERY_API_ENDPOINT", "FS_LOG_LEVEL",
             "PUBSUB_EMULATOR_HOST"} <= names
     assert "FS_POSTGRES_HOTS" not in names
+
+
+def test_cloud_sql_connector_dials_the_private_address_by_default() -> None:
+    from google.cloud.sql.connector import IPTypes
+
+    settings = Settings.from_env({"FS_POSTGRES_INSTANCE_CONNECTION_NAME": "proj:europe-west1:fs-db"})
+    assert IPTypes._from_str(settings.postgres.ip_type) is IPTypes.PRIVATE
+    public = Settings.from_env({"FS_POSTGRES_INSTANCE_CONNECTION_NAME": "p:r:i", "FS_POSTGRES_IP_TYPE": "public"})
+    assert IPTypes._from_str(public.postgres.ip_type) is IPTypes.PUBLIC

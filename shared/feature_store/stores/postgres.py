@@ -72,6 +72,7 @@ def connect(settings: PostgresSettings, application_name: str = "feature_store",
             user=settings.user,
             password=_secret(settings),
             db=settings.database,
+            ip_type=settings.ip_type,
         )
     else:
         ssl_context = ssl.create_default_context() if settings.ssl else None
