@@ -204,8 +204,14 @@ def signature_type(main_py: Path, target: str) -> str:
     return "http"
 
 
+# The read endpoints keep the ports the README documents (8081, 8082); the others follow by name.
+DOCUMENTED_FIRST = ("read_features", "read_features_batch")
+
+
 def function_ports() -> dict[str, int]:
-    return {d.name: FIRST_FUNCTION_PORT + i for i, d in enumerate(function_dirs())}
+    names = sorted((d.name for d in function_dirs()),
+                   key=lambda n: (DOCUMENTED_FIRST.index(n) if n in DOCUMENTED_FIRST else len(DOCUMENTED_FIRST), n))
+    return {name: FIRST_FUNCTION_PORT + i for i, name in enumerate(names)}
 
 
 def start_functions(env: dict[str, str], started: list[dict[str, object]]) -> None:
@@ -221,6 +227,68 @@ def start_functions(env: dict[str, str], started: list[dict[str, object]]) -> No
         if str(item["name"]).startswith("function:"):
             port = int(str(item["endpoint"]).rsplit(":", 1)[1])
             wait_port("127.0.0.1", port, str(item["name"]))
+
+
+# --- change data capture ------------------------------------------------------------------------
+
+
+def ensure_logical_decoding(env: dict[str, str]) -> None:
+    """wal_level = logical (and wal2json allowed as an output plugin) on the server the stack uses.
+
+    A private server is started with wal_level=logical already. The machine's own Debian cluster is
+    switched (ALTER SYSTEM + restart) only when it is not logical yet; any other server is reported.
+    """
+    import pg8000.native
+
+    host, port = env["FS_POSTGRES_HOST"], int(env["FS_POSTGRES_PORT"])
+
+    def admin() -> pg8000.native.Connection:
+        return pg8000.native.Connection(user=env.get("FS_POSTGRES_USER", "postgres"), host=host, port=port,
+                                        database="postgres")
+
+    conn = admin()
+    try:
+        if conn.run("SELECT current_setting('wal_level')")[0][0] != "logical":
+            version = conn.run("SELECT current_setting('server_version_num')")[0][0][:2]
+            if host not in ("127.0.0.1", "localhost") or port != 5432 or shutil.which("pg_ctlcluster") is None:
+                raise SystemExit(f"[stack] {host}:{port} runs with wal_level != logical; the CDC relay needs "
+                                 "ALTER SYSTEM SET wal_level = logical and a restart")
+            log("postgres: switching to wal_level = logical (restart)")
+            conn.run("ALTER SYSTEM SET wal_level = logical")
+            conn.close()
+            subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True)
+            wait_port(host, port, "postgres")
+            conn = admin()
+        restricted = conn.run("SELECT setting FROM pg_settings WHERE name = 'output_plugin_libraries'")
+        if restricted and "wal2json" not in restricted[0][0]:
+            conn.run("ALTER SYSTEM SET output_plugin_libraries = 'pgoutput', 'test_decoding', 'wal2json'")
+            conn.run("SELECT pg_reload_conf()")
+    finally:
+        conn.close()
+
+
+def ensure_changelog_tables(env: dict[str, str]) -> None:
+    """The BigQuery changelog tables the ingest function streams into (sql/bigquery/changelog.sql)."""
+    if not port_open("127.0.0.1", BQ_REST_PORT):
+        return
+    from feature_store.settings import Settings
+    from feature_store.stores.bigquery_changelog import BigQueryChangelog
+    from feature_store.stores.dialect import DIALECTS
+    from feature_store.wiring import Services
+
+    settings = Settings.from_env(env)
+    BigQueryChangelog(Services(settings).bigquery, settings.bigquery.dataset, DIALECTS[settings.postgres.dialect],
+                      settings.bigquery.timeout_s).create_tables()
+    log(f"bigquery: changelog tables ready in {settings.bigquery.dataset}")
+
+
+def start_relay(env: dict[str, str], started: list[dict[str, object]]) -> None:
+    """The CDC relay (emulators/cdc_relay.py), pushing to ingest_changes; it resumes from its slot."""
+    url = f"http://127.0.0.1:{function_ports()['ingest_changes']}/"
+    pid = spawn("cdc-relay", [str(VENV_BIN / "python"), str(ROOT / "emulators" / "cdc_relay.py"), "--target-url", url],
+                env={**os.environ, **env}, cwd=ROOT)
+    started.append({"name": "cdc-relay", "pid": pid, "endpoint": f"slot {env.get('FS_CDC_SLOT', 'fs_cdc')} -> {url}"})
+    log(f"cdc relay: pushing changes to {url} (pid {pid})")
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -261,9 +329,13 @@ def up() -> int:
         ensure_postgres(env, started)
         ensure_redis(env, started)
         ensure_database(env)
+        ensure_logical_decoding(env)
         ensure_bigquery(env, started)
         migrate_and_seed(env)
+        ensure_changelog_tables(env)
         start_functions(env, started)
+        if "ingest_changes" in function_ports():
+            start_relay(env, started)
     except BaseException:
         _write_state(env, started)
         down()
