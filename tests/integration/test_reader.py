@@ -101,3 +101,19 @@ def test_breaker_opens_after_failures_and_probes_after_the_reset() -> None:
     assert breaker.allow()
     breaker.success()
     assert breaker.state == "closed" and breaker.allow()
+
+
+def test_reads_survive_the_server_closing_idle_connections(redis_prefix: str, redis_client: redis.Redis) -> None:
+    name = f"{redis_prefix}-idle"
+    store = RedisOnlineStore(redis.Redis.from_url(REDIS_URL, client_name=name),
+                             KeyLayout(redis_prefix, "credit_decision", 1), 3600, 600)
+    state = UserState(user_id="carol", computed_at=1.0, watermark=5, age=40)
+    store.put_if_newer([state])
+    assert store.get_many(["carol"]) == [state]
+
+    ours = [c["id"] for c in redis_client.client_list() if c.get("name") == name]
+    for client_id in ours:
+        redis_client.client_kill_filter(_id=client_id)
+
+    assert ours
+    assert store.get_many(["carol"]) == [state]  # the stale connection is replaced, once, silently
