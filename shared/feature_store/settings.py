@@ -98,6 +98,8 @@ class CdcSettings(_Section):
     decimal_handling_mode: Literal["precise", "string", "double"] = "precise"
     # Messages applied together by one instance (one source query, one Redis pipeline, one insert per table).
     max_batch: int = Field(256, ge=1, le=5000)
+    # Batches applied side by side by one instance (each holds a PostgreSQL connection while it runs).
+    max_inflight: int = Field(4, ge=1, le=64)
     # Writes may take longer than the read path's short timeout; a timeout still means redelivery.
     redis_timeout_ms: int = Field(2000, ge=1)
     # The relay: replication slot, push endpoint (the ingest function), polling and delivery.
@@ -122,6 +124,7 @@ class EtlSettings(_Section):
     # An export call starts no new batch after this long; the workflow calls again until done.
     step_budget_s: float = Field(600.0, gt=0)
     statement_timeout_ms: int = Field(120_000, ge=1)
+    job_timeout_s: float = Field(3600.0, gt=0)  # the longest wait for one BigQuery job (load, MERGE, snapshot)
     feature_set: str = "credit_decision"
     feature_set_version: int | None = Field(None, ge=1)  # None: the newest version in the catalog
     tmp_dir: str | None = None  # where export files are staged (default: the system's temp folder)
@@ -131,7 +134,7 @@ class RefreshSettings(_Section):
     """Bulk cache refresh: functions/refresh_cache and fs-refresh (docs/capacity.md explains the defaults)."""
 
     # Users per source statement; the best rate on 2 cores was 5,000 (bench/refresh.py).
-    chunk_users: int = Field(5000, ge=10, le=100_000)
+    chunk_users: int = Field(5000, ge=1, le=100_000)
     # Source statements computing at once while the previous chunk is written to Redis.
     workers: int = Field(2, ge=1, le=16)
     # Keys per compare-and-set script call: bounds how long one call holds Redis (~1 ms per 500).
@@ -139,7 +142,8 @@ class RefreshSettings(_Section):
     # One HTTP invocation stops taking chunks after this long (the function timeout is 300 s).
     budget_s: float = Field(240.0, gt=0)
     lock_ttl_s: int = Field(120, ge=1)
-    # Checkpoints outlive an interrupted run by this long (renewed at every chunk).
+    # A resumable run's checkpoint never expires (volatile-lru cannot evict it); finished or replaced runs
+    # are kept this long for operators.
     run_ttl_s: int = Field(7 * 24 * 3600, ge=60)
     statement_timeout_ms: int = Field(300_000, ge=1000)
     redis_timeout_ms: int = Field(30_000, ge=100)

@@ -1,0 +1,251 @@
+"""Point-in-time training sets: the features of each labelled decision as they were at its time.
+
+Labels are rows (user_id, decision_time, label) in a CSV or NDJSON file or a BigQuery table.
+They are checked before anything is built, and a bad label set raises ``InvalidLabels`` naming
+the offending rows (the first ten of each problem and how many there are): missing columns or
+values, timestamps that do not parse or lie in the future, users the offline store does not know.
+The training table then holds, per label row, every feature of the chosen feature set version
+computed in BigQuery from rows whose event time is at or before the decision time, by the
+catalog's definitions (stores/bigquery_features.py; docs/offline.md lists what the mirrors
+cannot know about the past).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import secrets
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from feature_store.domain.catalog import get_feature_set
+from feature_store.errors import InvalidLabels, InvalidParameter
+from feature_store.stores.bigquery_features import features_sql, identifier, literal, script
+from feature_store.stores.bigquery_offline import OfflineStore
+
+LABEL_COLUMNS = ("user_id", "decision_time", "label")
+_SHOWN = 10
+_TABLE = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]{0,1023}\.)?[A-Za-z_][A-Za-z0-9_]{0,1023}")
+_INT = re.compile(r"[+-]?\d{1,18}")
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    row: int  # 1-based position among the data rows (the header is not counted)
+    user_id: str
+    decision_time: datetime
+    label: str
+
+
+class _Problems:
+    """Offending rows collected by problem, reported together."""
+
+    def __init__(self) -> None:
+        self.found: dict[str, list[str]] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, problem: str, where: str) -> None:
+        self.counts[problem] = self.counts.get(problem, 0) + 1
+        shown = self.found.setdefault(problem, [])
+        if len(shown) < _SHOWN:
+            shown.append(where)
+
+    def raise_any(self, source: str) -> None:
+        if not self.counts:
+            return
+        parts = []
+        for problem, count in self.counts.items():
+            more = count - len(self.found[problem])
+            rows = ", ".join(self.found[problem]) + (f" and {more} more" if more else "")
+            parts.append(f"{count} {'row' if count == 1 else 'rows'} {problem}: {rows}")
+        raise InvalidLabels(f"the labels in {source} cannot be used; " + "; ".join(parts))
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 instant; one without a zone is taken as UTC."""
+    moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _records(path: Path) -> tuple[list[str], Iterator[dict[str, Any]]]:
+    """The column names and the data rows of a CSV or NDJSON file."""
+    if path.suffix.lower() == ".csv":
+        handle = open(path, newline="")  # noqa: SIM115 - closed when the reader is exhausted
+        reader = csv.DictReader(handle)
+        columns = list(reader.fieldnames or [])
+
+        def rows() -> Iterator[dict[str, Any]]:
+            with handle:
+                yield from reader
+
+        return columns, rows()
+    if path.suffix.lower() in {".ndjson", ".jsonl", ".json"}:
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        records = []
+        for n, line in enumerate(lines, start=1):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                raise InvalidLabels(f"{path.name}: row {n} is not a JSON object") from None
+            if not isinstance(value, dict):
+                raise InvalidLabels(f"{path.name}: row {n} is not a JSON object")
+            records.append(value)
+        present = set(LABEL_COLUMNS).intersection(*(r.keys() for r in records)) if records else set()
+        return [c for c in LABEL_COLUMNS if c in present], iter(records)
+    raise InvalidLabels(f"{path.name}: labels come as .csv or .ndjson (one JSON object per line)")
+
+
+def read_labels(path: Path, now: datetime) -> tuple[list[LabelRow], str]:
+    """The label rows of a file and the BigQuery type of its labels; InvalidLabels naming every bad row."""
+    if not path.is_file():
+        raise InvalidLabels(f"no labels file at {path}")
+    columns, records = _records(path)
+    missing = [c for c in LABEL_COLUMNS if c not in columns]
+    if missing:
+        raise InvalidLabels(f"{path.name} has no column {', '.join(map(repr, missing))}; label files need the "
+                            f"columns {', '.join(LABEL_COLUMNS)} (every row, for NDJSON)")
+    problems = _Problems()
+    rows: list[LabelRow] = []
+    for n, record in enumerate(records, start=1):
+        user_id, raw_time, label = (record.get(c) for c in LABEL_COLUMNS)
+        empty = [c for c, v in zip(LABEL_COLUMNS, (user_id, raw_time, label), strict=True) if v in (None, "")]
+        if empty:
+            problems.add("miss a value", f"row {n} ({', '.join(empty)})")
+            continue
+        try:
+            moment = parse_time(str(raw_time))
+        except ValueError:
+            problems.add("have a decision_time that is not an ISO 8601 instant", f"row {n} ({str(raw_time)[:40]!r})")
+            continue
+        if moment > now:
+            problems.add(f"have a decision_time in the future (after {now.isoformat()})",
+                         f"row {n} ({user_id}, {moment.isoformat()})")
+            continue
+        rows.append(LabelRow(n, str(user_id), moment, str(label)))
+    problems.raise_any(path.name)
+    if not rows:
+        raise InvalidLabels(f"{path.name} holds no label rows")
+    return rows, _label_type([r.label for r in rows])
+
+
+def _label_type(labels: list[str]) -> str:
+    if all(_INT.fullmatch(v) for v in labels):
+        return "INT64"
+    try:
+        for v in labels:
+            float(v)
+    except ValueError:
+        return "STRING"
+    return "FLOAT64"
+
+
+def _table_name(name: str, error: type[InvalidLabels | InvalidParameter]) -> str:
+    if not _TABLE.fullmatch(name):
+        raise error(f"{name!r} is not a BigQuery table name (table, or dataset.table)")
+    return name
+
+
+class TrainingSets:
+    """Builds point-in-time training tables in the offline store."""
+
+    def __init__(self, offline: OfflineStore, feature_set: str, clock: Callable[[], float] = time.monotonic,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC), tmp_dir: str | None = None) -> None:
+        self.offline = offline
+        self.feature_set = feature_set
+        self._clock = clock
+        self._now = now
+        self._tmp_dir = tmp_dir
+
+    def from_file(self, path: Path, destination: str, version: int | None = None) -> dict[str, Any]:
+        """Build ``destination`` from a label file."""
+        started = self._clock()
+        rows, label_type = read_labels(path, self._now())
+        staging = f"_labels_{secrets.token_hex(6)}"
+        with tempfile.NamedTemporaryFile("w", suffix=".csv", dir=self._tmp_dir, newline="") as out:
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(["label_row", *LABEL_COLUMNS])
+            writer.writerows([r.row, r.user_id, r.decision_time.isoformat(), r.label] for r in rows)
+            out.flush()
+            try:
+                self.offline.load_csv(Path(out.name), staging, [("label_row", "INT64"), ("user_id", "STRING"),
+                                                                ("decision_time", "TIMESTAMP"), ("label", label_type)])
+                return self._build(staging, path.name, destination, version, started)
+            finally:
+                self.offline.drop_table(staging)
+
+    def from_table(self, source: str, destination: str, version: int | None = None) -> dict[str, Any]:
+        """Build ``destination`` from a BigQuery table with the label columns (``table`` or ``dataset.table``)."""
+        started = self._clock()
+        columns = self.offline.columns(_table_name(source, InvalidLabels))
+        if columns is None:
+            raise InvalidLabels(f"there is no table {source} with labels")
+        missing = [c for c in LABEL_COLUMNS if c not in columns]
+        if missing:
+            raise InvalidLabels(f"table {source} has no column {', '.join(map(repr, missing))}; label tables need "
+                                f"the columns {', '.join(LABEL_COLUMNS)}")
+        staging = f"_labels_{secrets.token_hex(6)}"
+        try:
+            # Rows of a table have no order of their own: number them by time, then user.
+            self.offline.run(
+                f"CREATE TABLE {self.offline.table(staging)} AS SELECT ROW_NUMBER() OVER "
+                "(ORDER BY decision_time, user_id) AS label_row, CAST(user_id AS STRING) AS user_id, "
+                "SAFE_CAST(decision_time AS TIMESTAMP) AS decision_time, label "
+                f"FROM {self._full(source, InvalidLabels)}")
+            return self._build(staging, source, destination, version, started)
+        finally:
+            self.offline.drop_table(staging)
+
+    def _full(self, name: str, error: type[InvalidLabels | InvalidParameter]) -> str:
+        """The quoted ``dataset.table`` of a name given as ``table`` (this dataset) or ``dataset.table``."""
+        name = _table_name(name, error)
+        return f"`{name}`" if "." in name else self.offline.table(name)
+
+    def _check(self, staging: str, source: str) -> None:
+        """InvalidLabels for rows with a missing value, a future time or a user the mirror lacks."""
+        labels, users = self.offline.table(staging), self.offline.table("users")
+        found = self.offline.run(f"""
+            SELECT problem, label_row, user_id, decision_time, COUNT(*) OVER (PARTITION BY problem) AS n
+            FROM (
+              SELECT 'miss a value (or hold a decision_time that is not a timestamp)' AS problem,
+                     label_row, user_id, decision_time FROM {labels}
+              WHERE user_id IS NULL OR decision_time IS NULL OR label IS NULL
+              UNION ALL
+              SELECT 'have a decision_time in the future', label_row, user_id, decision_time FROM {labels}
+              WHERE decision_time > @now
+              UNION ALL
+              SELECT 'name a user the offline store does not know', l.label_row, l.user_id, l.decision_time
+              FROM {labels} AS l LEFT JOIN {users} AS u ON u.user_id = l.user_id
+              WHERE l.user_id IS NOT NULL AND u.user_id IS NULL
+            )
+            WHERE TRUE
+            QUALIFY ROW_NUMBER() OVER (PARTITION BY problem ORDER BY label_row) <= {_SHOWN}
+            ORDER BY problem, label_row""", {"now": self._now()})
+        problems = _Problems()
+        for r in found:
+            when = r["decision_time"].isoformat() if r["decision_time"] else "no time"
+            problems.found.setdefault(r["problem"], []).append(f"row {r['label_row']} ({r['user_id']}, {when})")
+            problems.counts[r["problem"]] = int(r["n"])
+        problems.raise_any(source)
+
+    def _build(self, staging: str, source: str, destination: str, version: int | None,
+               started: float) -> dict[str, Any]:
+        self._check(staging, source)
+        fs = get_feature_set(self.feature_set, version)
+        target = self._full(destination, InvalidParameter)
+        requests = ("SELECT label_row AS req_id, user_id, decision_time AS as_of, label_row, decision_time, label "
+                    f"FROM {self.offline.table(staging)}")
+        select = features_sql(fs, self.offline.dataset, requests, ["label_row", "user_id", "decision_time", "label"])
+        names = ", ".join(identifier(f.name) for f in fs.features)
+        self.offline.run(script(
+            f"CREATE OR REPLACE TABLE {target} AS\nSELECT label_row, user_id, decision_time, label, "
+            f"{literal(fs.name)} AS feature_set, {fs.version} AS feature_set_version, {names}\n"
+            f"FROM (\n{select}\n)"))
+        rows = int(self.offline.run(f"SELECT COUNT(*) AS n FROM {target}")[0]["n"])
+        return {"table": target.strip("`"), "rows": rows, "feature_set": fs.name, "version": fs.version,
+                "seconds": round(self._clock() - started, 3)}
