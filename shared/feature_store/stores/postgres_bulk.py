@@ -1,0 +1,202 @@
+"""Bulk reads of the source for cache refresh: finished Redis values per user, id ranges, changed ids.
+
+The user-state statement (sql/queries/user_state.sql) stays the one definition of a state: this
+module wraps it and projects each row into the compact layout v1 in SQL, so a chunk of ten
+thousand users crosses the wire as three columns instead of twenty-three. Python then only
+canonicalises that JSON (``canonical``): the values written are byte-for-byte what
+``redis_online.encode`` writes for the same state (tests/integration/test_refresh_source.py).
+
+Invariant: values are tagged with their watermark exactly as ``SourceStore`` tags states (the
+dialect's position read just before the state statement takes its snapshot), so compare-and-set
+writes of bulk values, CDC and the read path's write-back converge on the newest state.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from feature_store.stores.dialect import WATERMARK_HEX_DIGITS, Dialect
+from feature_store.stores.postgres import Connection, PostgresPool
+from feature_store.stores.sql_files import query
+
+# The compact layout v1 (docs/redis-keys.md) built from the user-state row; canonical() fixes
+# what SQL cannot: JSON numbers that must be floats, and the whitespace.
+_PROJECTION = """
+SELECT s.user_id, CAST(json_build_array(1, s.computed_at,
+    json_build_array(s.age, s.location_country, s.verification_status, s.income_bracket, s.signup_day),
+    json_build_array(s.total_orders, s.total_spent, s.last_order_at, s.favorite_category),
+    s.recent_orders,
+    json_build_array(s.risk_score, s.fraud_probability, s.payment_delays, s.device_trust_score,
+                     s.credit_utilization),
+    json_build_array(s.open_plans, s.paid_on_time, s.paid_late, s.late_paid_at, s.unpaid)) AS text)
+FROM ({inner}) AS s
+"""
+
+_RANGE = "{c} >= :lo AND {c} < :hi"
+_FROM = "{c} >= :lo"
+_IDS = "{c} = ANY(CAST(:ids AS text[]))"
+
+# The start of the chunk after the one starting at :lo: an index-only walk of :n keys.
+_NEXT_BOUNDARY = "SELECT user_id FROM users WHERE user_id >= :lo ORDER BY user_id OFFSET :n LIMIT 1"
+_NEXT_BOUNDARY_BELOW = ("SELECT user_id FROM users WHERE user_id >= :lo AND user_id < :hi "
+                        "ORDER BY user_id OFFSET :n LIMIT 1")
+_COUNT = "SELECT count(*) FROM users WHERE user_id >= :lo"
+_COUNT_BELOW = "SELECT count(*) FROM users WHERE user_id >= :lo AND user_id < :hi"
+
+# Users any of whose source rows carries a timestamp after :since (docs/capacity.md lists what
+# this cannot see). Every branch is an index range scan; transactions' is partition-pruned.
+_CHANGED = """
+SELECT DISTINCT user_id FROM (
+    SELECT user_id FROM users WHERE updated_at > :since
+    UNION ALL SELECT user_id FROM transactions WHERE created_at > :since
+    UNION ALL SELECT user_id FROM installment_plans WHERE updated_at > :since
+    UNION ALL SELECT user_id FROM installments WHERE paid_at > :since
+    UNION ALL SELECT user_id FROM risk_scores WHERE calculated_at > :since
+) AS changed
+WHERE user_id > :after
+ORDER BY user_id
+"""
+
+# The oldest start of a transaction still open: a row it stamps with now() may commit later
+# with a timestamp before our own now(). Only sessions this login may see are counted.
+_SAFE_NOW_POSTGRES = """
+SELECT now(), least(now(), (SELECT min(xact_start) FROM pg_stat_activity
+                            WHERE datname = current_database() AND pid <> pg_backend_pid()
+                              AND xact_start IS NOT NULL))
+"""
+_SAFE_NOW_OTHER = "SELECT now(), now()"
+
+
+@dataclass(frozen=True, slots=True)
+class Vector:
+    """A user's finished online-store value (watermark prefix included), ready to write."""
+
+    user_id: str
+    value: str
+
+    @property
+    def watermark(self) -> int:
+        return int(self.value[:WATERMARK_HEX_DIGITS], 16)
+
+
+@dataclass(frozen=True, slots=True)
+class IdBatch:
+    """The vectors of the ids asked that exist, and the watermark of the statement that looked."""
+
+    vectors: list[Vector]
+    missing: list[str]
+    watermark: int
+
+
+def _float(x: Any) -> float | None:
+    return None if x is None else float(x)
+
+
+def canonical(text: str) -> str:
+    """The compact layout v1 exactly as ``UserState.to_compact`` + ``encode`` would write it.
+
+    PostgreSQL's JSON writes ``0`` for a zero sum, ``12.50`` for an amount and puts spaces after
+    commas; the read path returns whatever type it finds, so floats must stay floats.
+    """
+    _, computed_at, demo, beh, recent, risk, rep = json.loads(text)
+    if demo[1] is not None:
+        demo[1] = demo[1].strip()  # CHAR(2) comes padded, as SourceStore strips it
+    return json.dumps([
+        1, float(computed_at), demo,
+        [beh[0], float(beh[1]), _float(beh[2]), beh[3]],
+        [[float(at), float(amount), merchant] for at, amount, merchant in recent or ()],
+        [_float(risk[0]), _float(risk[1]), risk[2], _float(risk[3]), _float(risk[4])],
+        [rep[0], rep[1], rep[2], [float(t) for t in rep[3] or ()],
+         [[day, float(amount)] for day, amount in rep[4] or ()]],
+    ], separators=(",", ":"))
+
+
+class BulkSource:
+    """Set-based reads for refresh: finished values by id range or id list, boundaries, changes."""
+
+    def __init__(self, pool: PostgresPool, dialect: Dialect) -> None:
+        self.pool = pool
+        self.dialect = dialect
+        self._range = self._render(_RANGE)
+        self._from = self._render(_FROM)
+        self._ids = self._render(_IDS)
+
+    @staticmethod
+    def _render(scope: str) -> str:
+        inner = query("user_state").format(scope=scope.format(c="user_id"), scope_u=scope.format(c="u.user_id"))
+        return _PROJECTION.format(inner=inner)
+
+    def _snapshot(self, sql: str, **params: Any) -> tuple[int, list[Vector]]:
+        """The watermark, then the values from a snapshot taken after it (as SourceStore does)."""
+        with self.pool.connection() as conn:
+            if self.dialect.watermark_in_transaction:
+                conn.execute("BEGIN")
+            mark = self.dialect.watermark(conn.run(self.dialect.watermark_sql)[0][0])
+            rows = conn.run(sql, **params)
+            if self.dialect.watermark_in_transaction:
+                conn.execute("COMMIT")
+        head = f"{mark:0{WATERMARK_HEX_DIGITS}x}"
+        return mark, [Vector(user_id, head + canonical(body)) for user_id, body in rows]
+
+    def vectors_in_range(self, lo: str, hi: str | None) -> list[Vector]:
+        """Values of every user with ``lo <= user_id < hi`` (no upper bound when hi is None), by id."""
+        if hi is None:
+            return self._snapshot(self._from, lo=lo)[1]
+        return self._snapshot(self._range, lo=lo, hi=hi)[1]
+
+    def vectors_for(self, user_ids: Sequence[str]) -> IdBatch:
+        """Values of the ids that exist; the others are ``missing`` as of the same snapshot."""
+        mark, vectors = self._snapshot(self._ids, ids=list(user_ids))
+        found = {v.user_id for v in vectors}
+        return IdBatch(vectors, [u for u in dict.fromkeys(user_ids) if u not in found], mark)
+
+    def next_boundary(self, lo: str, n: int, hi: str | None = None) -> str | None:
+        """The ``n``-th user id at or after ``lo`` (and below ``hi``): where the next chunk starts."""
+        with self.pool.connection() as conn:
+            if hi is None:
+                rows = conn.run(_NEXT_BOUNDARY, lo=lo, n=n)
+            else:
+                rows = conn.run(_NEXT_BOUNDARY_BELOW, lo=lo, hi=hi, n=n)
+        return str(rows[0][0]) if rows else None
+
+    def count(self, lo: str, hi: str | None) -> int:
+        """How many users have ``lo <= user_id < hi``."""
+        with self.pool.connection() as conn:
+            rows = conn.run(_COUNT, lo=lo) if hi is None else conn.run(_COUNT_BELOW, lo=lo, hi=hi)
+        return int(rows[0][0])
+
+    def safe_now(self) -> tuple[datetime, datetime]:
+        """The source's clock, and the latest instant before which every commit is already visible."""
+        sql = _SAFE_NOW_POSTGRES if self.dialect.name == "postgresql" else _SAFE_NOW_OTHER
+        with self.pool.connection() as conn:
+            now, safe = conn.run(sql)[0]
+        return now, safe
+
+    @contextmanager
+    def changed_since(self, since: datetime, after: str, page: int) -> Iterator[Iterator[list[str]]]:
+        """Pages of the ids (ascending, > ``after``) changed after ``since``, read through one cursor.
+
+        The set is sorted once in the database and fetched ``page`` ids at a time, so ten million
+        changed users never sit in this process at once.
+        """
+        with self.pool.connection() as conn:
+            conn.execute("BEGIN READ ONLY")
+            try:
+                conn.run(f"DECLARE refresh_changes NO SCROLL CURSOR FOR {_CHANGED}", since=since, after=after)
+                yield _pages(conn, page)
+            finally:
+                conn.execute("ROLLBACK")
+
+
+def _pages(conn: Connection, page: int) -> Iterator[list[str]]:
+    fetch = f"FETCH {int(page)} FROM refresh_changes"
+    while True:
+        rows = conn.run(fetch)
+        if not rows:
+            return
+        yield [str(r[0]) for r in rows]
