@@ -19,12 +19,20 @@ from feature_store.domain.catalog import CATALOG, FeatureSet
 from feature_store.services.breaker import CircuitBreaker
 from feature_store.services.ingest import Ingestor
 from feature_store.services.reader import Reader
+from feature_store.services.refresh import RefreshConfig, Refresher
+from feature_store.services.stats import FlushingHitCounter
+from feature_store.services.versions import ServedVersions
 from feature_store.settings import Settings
 from feature_store.stores.bigquery_changelog import BigQueryChangelog
 from feature_store.stores.dialect import DIALECTS, Dialect
 from feature_store.stores.postgres import PostgresPool
+from feature_store.stores.postgres_bulk import BulkSource
 from feature_store.stores.redis_online import KeyLayout, RedisOnlineStore
+from feature_store.stores.redis_refresh import BulkWriter
 from feature_store.stores.source import SourceStore
+
+# The class below has a property named redis, which hides the module in its annotations.
+BulkRedis = redis.Redis
 
 
 class Services:
@@ -102,7 +110,47 @@ class Services:
             self.online_store, self.source,
             CircuitBreaker("redis", serving.breaker_failures, serving.breaker_reset_s),
             CircuitBreaker("postgres", serving.breaker_failures, serving.breaker_reset_s),
+            counter=FlushingHitCounter(self.redis, self.settings.require_redis().key_prefix,
+                                       self.settings.refresh.stats_flush_s),
         ))
+
+    @cached_property
+    def versions(self) -> ServedVersions:
+        """The served-version pointer as the read path sees it (cached per instance, FS_REFRESH_VERSION_CACHE_S)."""
+        prefix, cache_s = self.settings.require_redis().key_prefix, self.settings.refresh.version_cache_s
+        return self._once("versions", lambda: ServedVersions(self.redis, prefix, cache_s))  # type: ignore[no-any-return]
+
+    @cached_property
+    def bulk_postgres(self) -> PostgresPool:
+        """Refresh's own pool: custom plans (a range plan depends on its bounds) and long statements."""
+        r = self.settings.refresh
+        cfg = self.settings.postgres.model_copy(update={"statement_timeout_ms": r.statement_timeout_ms,
+                                                        "pool_size": r.workers + 2})
+        return self._once("bulk_postgres", lambda: PostgresPool(cfg))  # type: ignore[no-any-return]
+
+    @cached_property
+    def bulk_redis(self) -> BulkRedis:
+        """Refresh's own Redis client: long timeouts, since the online client's are deliberately short."""
+        cfg, r = self.settings.require_redis(), self.settings.refresh
+        return self._once("bulk_redis", lambda: redis.Redis.from_url(  # type: ignore[no-any-return]
+            cfg.url, socket_timeout=r.redis_timeout_ms / 1000, socket_connect_timeout=cfg.connect_timeout_ms / 1000,
+            max_connections=r.workers + 4, health_check_interval=30))
+
+    @cached_property
+    def refresher(self) -> Refresher:
+        cfg, r = self.settings.require_redis(), self.settings.refresh
+
+        def build() -> Refresher:
+            config = RefreshConfig(chunk_users=r.chunk_users, workers=r.workers, lock_ttl_s=r.lock_ttl_s,
+                                   users_max=r.users_max, incremental_overlap_s=r.incremental_overlap_s,
+                                   progress_every_s=r.progress_every_s, ttl_s=cfg.ttl_seconds,
+                                   tombstone_ttl_s=cfg.tombstone_ttl_seconds)
+            # Its own pointer view, uncached: switching and dropping must see the pointer as it is.
+            versions = ServedVersions(self.bulk_redis, cfg.key_prefix, 0.0)
+            return Refresher(BulkSource(self.bulk_postgres, self.dialect), BulkWriter(self.bulk_redis, r.write_batch),
+                             versions, cfg.key_prefix, config, r.run_ttl_s)
+
+        return self._once("refresher", build)  # type: ignore[no-any-return]
 
     @cached_property
     def ingestor(self) -> Ingestor:
@@ -142,7 +190,8 @@ def reset() -> None:
     """Forget the instance's services (tests that change the environment)."""
     global _services
     with _services_lock:
-        pool = _services.__dict__.get("postgres") if _services is not None else None
-        if pool is not None:
-            pool.close()
+        for name in ("postgres", "bulk_postgres"):
+            pool = _services.__dict__.get(name) if _services is not None else None
+            if pool is not None:
+                pool.close()
         _services = None

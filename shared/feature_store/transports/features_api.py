@@ -39,6 +39,11 @@ def _version(text: str | None) -> int | None:
     return int(text)
 
 
+def _feature_set(svc: Services, name: str, version: int | None) -> FeatureSet:
+    """The version asked for, else the one served (the ``active`` pointer: services/versions.py)."""
+    return get_feature_set(name, version if version is not None else svc.versions.served(name))
+
+
 def _vector(svc: Services, result: VectorResult) -> dict[str, Any]:
     return {
         "features": result.features,
@@ -66,8 +71,8 @@ def read_one(request: flask.Request) -> tuple[int, dict[str, Any]]:
     else:
         raise NotFound(f"no route {request.path}; use /api/v1/features/user/{{user_id}}", code="route_not_found")
     svc = services()
-    fs = get_feature_set(request.args.get("feature_set", svc.settings.serving.feature_set),
-                         _version(request.args.get("version")))
+    fs = _feature_set(svc, request.args.get("feature_set", svc.settings.serving.feature_set),
+                      _version(request.args.get("version")))
     outcome = svc.reader.read(fs, [user_id], parse_feature_list(request.args.get("features")))
     result = outcome.results[0]
     if result.status == "unknown_user":
@@ -95,7 +100,7 @@ def read_batch(request: flask.Request) -> tuple[int, dict[str, Any]]:
         raise InvalidBody(f"{where}: {first['msg']}") from None
     for i, user_id in enumerate(body.user_ids):
         check_user_id(user_id, f"user_ids[{i}]")
-    fs = get_feature_set(body.feature_set, body.version)
+    fs = _feature_set(svc, body.feature_set, body.version)
     outcome = svc.reader.read(fs, body.user_ids, body.features)
     results = []
     counts = {"ok": 0, "unknown_user": 0, "unavailable": 0}

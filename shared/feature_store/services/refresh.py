@@ -1,0 +1,405 @@
+"""Cache refresh: materialize feature vectors from the source of truth into Redis, in bulk.
+
+Modes (functions/refresh_cache and fs-refresh share them):
+
+- ``full``: every user (or an id range), chunk by chunk. A run has an id and a checkpoint per
+  shard in Redis; an invocation works until its budget and says where to go on, so a workflow
+  loops (or fans out over shards) and an interrupted run resumes. One full run per version at a
+  time: the run holds a lock with an expiry, renewed at every chunk.
+- ``incremental``: users whose source rows changed since a timestamp (by default where the last
+  pass stopped), streamed through one database cursor.
+- ``users``: an explicit list; ids that do not exist get a tombstone.
+- ``invalidate``: drop some users' vectors, or a whole version (SCAN + UNLINK, resumable).
+- ``switch``: serve another version (one SET), only once a full run has materialized it.
+- ``stats``: hit rate per version, materialization records, Redis memory.
+
+Every value is written compare-and-set on its source watermark, so a refresh racing change data
+capture or the read path's write-back never replaces newer data with older.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
+
+from feature_store.domain.catalog import FeatureSet, get_feature_set
+from feature_store.errors import BatchTooLarge, Conflict, DependencyUnavailable, InvalidParameter, NotFound
+from feature_store.logs import get_logger
+from feature_store.services.refresh_pipeline import Budget, ProgressSink, Tracker, pipelined
+from feature_store.services.versions import ServedVersions, catalog_versions
+from feature_store.stores.postgres_bulk import BulkSource, IdBatch
+from feature_store.stores.redis_online import KeyLayout
+from feature_store.stores.redis_refresh import BulkWriter, RefreshState, memory_info
+
+log = get_logger("feature_store.refresh")
+
+INCREMENTAL = "incremental"  # the run id of a version's incremental pass
+
+
+@dataclass(frozen=True)
+class RefreshConfig:
+    """Tuning of the refresher (settings' refresh section and the online store's TTLs)."""
+
+    chunk_users: int
+    workers: int
+    lock_ttl_s: int
+    users_max: int
+    incremental_overlap_s: int
+    progress_every_s: float
+    ttl_s: int
+    tombstone_ttl_s: int
+    drop_scan_count: int = 1000
+
+
+def new_run_id() -> str:
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+class Refresher:
+    """Runs every refresh mode over a bulk source, a bulk writer and the served-version pointer."""
+
+    def __init__(self, source: BulkSource, writer: BulkWriter, versions: ServedVersions, prefix: str,
+                 config: RefreshConfig, run_ttl_s: int) -> None:
+        self.source = source
+        self.writer = writer
+        self.versions = versions
+        self.prefix = prefix
+        self.config = config
+        self.run_ttl_s = run_ttl_s
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def layout(self, fs: FeatureSet) -> KeyLayout:
+        return KeyLayout(self.prefix, fs.name, fs.version)
+
+    def state(self, fs: FeatureSet) -> RefreshState:
+        return RefreshState(self.writer.client, self.layout(fs), self.run_ttl_s)
+
+    def _served(self, name: str) -> FeatureSet:
+        return get_feature_set(name, self.versions.served(name))
+
+    def targets(self, name: str, version: int | None) -> list[FeatureSet]:
+        """The versions a partial refresh writes: the one named, else the served one and every materialized one."""
+        if version is not None:
+            return [get_feature_set(name, version)]
+        served = self._served(name)
+        others = [get_feature_set(name, v) for v in catalog_versions(name) if v != served.version]
+        return [served, *(fs for fs in others if self.state(fs).materialized() is not None)]
+
+    @property
+    def _ttl_ms(self) -> int:
+        return self.config.ttl_s * 1000
+
+    def _write(self, layouts: list[KeyLayout], batch: IdBatch) -> int:
+        written = self.writer.put(layouts, batch.vectors, self._ttl_ms)
+        if batch.missing:
+            written += self.writer.tombstone(layouts, batch.missing, batch.watermark,
+                                             self.config.tombstone_ttl_s * 1000)
+        return written
+
+    # --- full ---------------------------------------------------------------------------------
+
+    def full(self, name: str, version: int | None = None, run_id: str | None = None,
+             from_user: str | None = None, to_user: str | None = None, shards: int = 1,
+             budget_s: float | None = None, max_chunks: int | None = None,
+             sink: ProgressSink | None = None) -> dict[str, Any]:
+        """Start (or resume, given ``run_id``) a full run and work on it until done or out of budget."""
+        fs = get_feature_set(name, version) if version is not None else self._served(name)
+        state = self.state(fs)
+        lock_ms = self.config.lock_ttl_s * 1000
+        if run_id is None:
+            run_id = self.start_full(name, fs.version, from_user, to_user, shards)
+        loaded = state.load_run(run_id)
+        if loaded is None or loaded.get("mode") != "full":
+            raise NotFound(f"no full refresh run {run_id!r} of {fs.name} v{fs.version} (runs are kept "
+                           f"{self.run_ttl_s // 86400} days once finished or replaced)", code="unknown_run")
+        run = loaded
+        if "finished_at" not in run:
+            holder = state.take(state.lock_key("full"), run_id, lock_ms)
+            if holder != run_id:
+                raise Conflict(f"run {holder} now holds the full refresh lock of {fs.name} v{fs.version}",
+                               code="refresh_in_progress")
+        fields = {"mode": "full", "run_id": run_id, "feature_set": fs.name, "version": fs.version}
+        tracker = Tracker(fields, int(run["total"]), int(run.get("done", 0)), self.config.progress_every_s, sink)
+        budget = Budget(budget_s, max_chunks)
+        written = 0
+        n_shards = int(run["shards"])
+        if "finished_at" not in run:
+            for shard in range(n_shards):
+                if f"finished:{shard}" in run or budget.exhausted():
+                    continue
+                written += self._shard(state, run, run_id, shard, budget, tracker)
+            run = state.load_run(run_id) or run
+        done = all(f"finished:{s}" in run for s in range(n_shards))
+        if done and "finished_at" not in run:
+            self._finish_full(state, fs, run_id, run, tracker)
+        return {**fields, "done": done, "written": written, "progress": tracker.snapshot(),
+                "shards": n_shards, "shards_done": sum(f"finished:{s}" in run for s in range(n_shards)),
+                "next": None if done else {"mode": "full", "feature_set": fs.name, "version": fs.version,
+                                           "run_id": run_id}}
+
+    def start_full(self, name: str, version: int | None = None, from_user: str | None = None,
+                   to_user: str | None = None, shards: int = 1) -> str:
+        """Take the version's full-refresh lock for a new run and plan it; return its id (409 when taken)."""
+        fs = get_feature_set(name, version) if version is not None else self._served(name)
+        state = self.state(fs)
+        run_id = new_run_id()
+        holder = state.take(state.lock_key("full"), run_id, self.config.lock_ttl_s * 1000)
+        if holder != run_id:
+            raise Conflict(f"a full refresh of {fs.name} v{fs.version} is already running (run {holder}); "
+                           "resume it with its run_id or wait for its lock to expire", code="refresh_in_progress")
+        self._plan(state, fs, run_id, from_user or "", to_user, shards)
+        replaced = state.replace_last_run("full", run_id)
+        if replaced is not None:
+            state.retire_run(replaced)  # when unfinished it was abandoned: its lock had expired
+        return run_id
+
+    def _plan(self, state: RefreshState, fs: FeatureSet, run_id: str, lo: str, hi: str | None,
+              shards: int) -> dict[str, str]:
+        """Count the users and cut the key space into ``shards`` ranges of about equal size."""
+        total = self.source.count(lo, hi)
+        bounds: list[str] = [lo]
+        step = max(1, -(-total // shards))
+        while len(bounds) < shards:
+            nxt = self.source.next_boundary(bounds[-1], step, hi)
+            if nxt is None:
+                break
+            bounds.append(nxt)
+        run: dict[str, str] = {
+            "mode": "full", "feature_set": fs.name, "version": str(fs.version), "started_at": _iso(datetime.now(UTC)),
+            "complete": "1" if lo == "" and hi is None else "0", "total": str(total), "shards": str(len(bounds)),
+            "done": "0", "written": "0", "from": lo,
+        }
+        if hi is not None:
+            run["to"] = hi
+        for i, bound in enumerate(bounds):
+            run[f"bound:{i}"] = run[f"next:{i}"] = bound
+        state.save_run(run_id, run)
+        log.info("refresh started", extra={"fields": {"event": "refresh_started", "mode": "full", "run_id": run_id,
+                                                      "feature_set": fs.name, "version": fs.version,
+                                                      "total": total, "shards": len(bounds)}})
+        return run
+
+    def _shard(self, state: RefreshState, run: dict[str, str], run_id: str, shard: int, budget: Budget,
+               tracker: Tracker) -> int:
+        """Work on one shard while this invocation holds its lease; return how many values landed."""
+        token = secrets.token_hex(8)
+        lease = state.lease_key(run_id, shard)
+        lock_ms = self.config.lock_ttl_s * 1000
+        if state.take(lease, token, lock_ms) != token:
+            return 0  # another invocation is working on this shard
+        fresh = state.load_run(run_id) or run
+        if f"finished:{shard}" in fresh:
+            state.release(lease, token)
+            return 0
+        end = fresh.get(f"bound:{shard + 1}") if shard + 1 < int(fresh["shards"]) else fresh.get("to")
+        layouts = [self.layout(get_feature_set(fresh["feature_set"], int(fresh["version"])))]
+        written = 0
+        try:
+            for (hi, last), vectors in pipelined(self._range_jobs(fresh[f"next:{shard}"], end, budget),
+                                                 self.config.workers):
+                n = self.writer.put(layouts, vectors, self._ttl_ms)
+                written += n
+                checkpoint: dict[str, str | int] = {f"finished:{shard}": 1} if last else {f"next:{shard}": hi or ""}
+                state.save_run(run_id, checkpoint, {"done": len(vectors), "written": n})
+                state.take(state.lock_key("full"), run_id, lock_ms)
+                state.take(lease, token, lock_ms)
+                tracker.advance(len(vectors))
+        finally:
+            # Best effort: the lease expires anyway, and an error here must not hide the one in flight.
+            with contextlib.suppress(DependencyUnavailable):
+                state.release(lease, token)
+        return written
+
+    def _range_jobs(self, lo: str, end: str | None, budget: Budget) -> Iterator[tuple[tuple[str | None, bool], Any]]:
+        cursor: str | None = lo
+        while cursor is not None and budget.take():
+            nxt = self.source.next_boundary(cursor, self.config.chunk_users, end)
+            hi = nxt if nxt is not None else end
+            yield (hi, nxt is None), partial(self.source.vectors_in_range, cursor, hi)
+            cursor = nxt
+
+    def _finish_full(self, state: RefreshState, fs: FeatureSet, run_id: str, run: dict[str, str],
+                     tracker: Tracker) -> None:
+        finished_at = _iso(datetime.now(UTC))
+        if not state.claim_finish(run_id, finished_at):
+            return  # another invocation of the same run finished it
+        if run.get("complete") == "1":
+            state.mark_materialized({"run_id": run_id, "started_at": run["started_at"], "finished_at": finished_at,
+                                     "users": run.get("done", "0")})
+            if state.since() is None:
+                state.set_since(run["started_at"])
+        state.release(state.lock_key("full"), run_id)
+        state.retire_run(run_id)
+        age = time.time() - datetime.fromisoformat(run["started_at"]).timestamp()
+        log.info("refresh finished", extra={"fields": {
+            "event": "refresh_finished", "mode": "full", "run_id": run_id, "feature_set": fs.name,
+            "version": fs.version, **tracker.snapshot(), "refresh_age_s": round(age, 1)}})
+
+    # --- incremental --------------------------------------------------------------------------
+
+    def incremental(self, name: str, since: datetime | None = None, version: int | None = None,
+                    budget_s: float | None = None, max_chunks: int | None = None,
+                    sink: ProgressSink | None = None) -> dict[str, Any]:
+        """Refresh the users changed since ``since`` (default: where the last pass stopped)."""
+        targets = self.targets(name, version)
+        primary = targets[0]
+        state = self.state(primary)
+        token = new_run_id()
+        lock = state.lock_key(INCREMENTAL)
+        if state.take(lock, token, self.config.lock_ttl_s * 1000) != token:
+            raise Conflict(f"an incremental refresh of {name} is already running", code="refresh_in_progress")
+        try:
+            return self._incremental(state, targets, since, budget_s, max_chunks, sink)
+        finally:
+            state.release(lock, token)
+
+    def _incremental(self, state: RefreshState, targets: list[FeatureSet], since: datetime | None,
+                     budget_s: float | None, max_chunks: int | None, sink: ProgressSink | None) -> dict[str, Any]:
+        primary = targets[0]
+        now, safe = self.source.safe_now()
+        until = safe - timedelta(seconds=self.config.incremental_overlap_s)
+        fields: dict[str, Any] = {"mode": INCREMENTAL, "feature_set": primary.name,
+                                  "versions": [fs.version for fs in targets]}
+        if since is not None:
+            if since > now:
+                raise InvalidParameter(f"since {_iso(since)} is in the future (the source's clock says {_iso(now)})",
+                                       code="watermark_in_future")
+            state.delete_run(INCREMENTAL)
+            run = None
+        else:
+            run = state.load_run(INCREMENTAL)
+            if run is None:
+                record = state.materialized()
+                stored = state.since() or (record or {}).get("started_at")
+                if stored is None:
+                    # Nothing to start from: what is cached came from reads and CDC; changes from now on count.
+                    state.set_since(_iso(until))
+                    return {**fields, "done": True, "initialized": True, "watermark": _iso(until), "written": 0,
+                            "progress": {"done": 0, "total": 0}, "next": None}
+                since = datetime.fromisoformat(stored)
+        if run is None:
+            assert since is not None
+            run = {"since": _iso(since), "until": _iso(max(since, until)), "after": "", "done": "0",
+                   "started_at": _iso(now)}
+            state.save_run(INCREMENTAL, run)
+        layouts = [self.layout(fs) for fs in targets]
+        budget = Budget(budget_s, max_chunks)
+        tracker = Tracker(fields, 0, int(run["done"]), self.config.progress_every_s, sink)
+        written, finished = 0, False
+        with self.source.changed_since(datetime.fromisoformat(run["since"]), run["after"],
+                                       self.config.chunk_users) as pages:
+            def jobs() -> Iterator[tuple[str, Any]]:
+                nonlocal finished
+                for ids in pages:
+                    if not budget.take():
+                        return
+                    yield ids[-1], partial(self.source.vectors_for, ids)
+                finished = True
+
+            for last_id, batch in pipelined(jobs(), self.config.workers):
+                written += self._write(layouts, batch)
+                state.save_run(INCREMENTAL, {"after": last_id}, {"done": len(batch.vectors) + len(batch.missing)})
+                tracker.advance(len(batch.vectors) + len(batch.missing))
+        snapshot = tracker.snapshot()
+        snapshot["total"] = snapshot["done"]
+        if not finished:
+            return {**fields, "done": False, "since": run["since"], "written": written, "progress": snapshot,
+                    "next": {"mode": INCREMENTAL, "feature_set": primary.name}}
+        state.set_since(run["until"])
+        state.delete_run(INCREMENTAL)
+        age = time.time() - datetime.fromisoformat(run["started_at"]).timestamp()
+        log.info("refresh finished", extra={"fields": {"event": "refresh_finished", **fields, **snapshot,
+                                                       "since": run["since"], "refresh_age_s": round(age, 1)}})
+        return {**fields, "done": True, "since": run["since"], "watermark": run["until"], "written": written,
+                "progress": snapshot, "next": None}
+
+    # --- users, invalidate, switch, stats -----------------------------------------------------
+
+    def users(self, name: str, user_ids: Sequence[str], version: int | None = None) -> dict[str, Any]:
+        """Recompute these users now; ids that do not exist get a tombstone (compare-and-set like any write)."""
+        unique = list(dict.fromkeys(user_ids))
+        if len(unique) > self.config.users_max:
+            raise BatchTooLarge(f"{len(unique)} user ids in one refresh; the limit is {self.config.users_max}")
+        targets = self.targets(name, version)
+        layouts = [self.layout(fs) for fs in targets]
+        written, unknown = 0, []
+        for i in range(0, len(unique), self.config.chunk_users):
+            batch = self.source.vectors_for(unique[i:i + self.config.chunk_users])
+            written += self._write(layouts, batch)
+            unknown += batch.missing
+        return {"mode": "users", "feature_set": name, "versions": [fs.version for fs in targets],
+                "requested": len(unique), "written": written, "unknown_users": unknown}
+
+    def invalidate_users(self, name: str, user_ids: Sequence[str], version: int | None = None) -> dict[str, Any]:
+        """Drop these users' vectors in one version, or in every version of the catalog."""
+        sets = [get_feature_set(name, version)] if version is not None else [
+            get_feature_set(name, v) for v in catalog_versions(name)]
+        if not sets:
+            get_feature_set(name)  # raises NotFound naming the feature set
+        deleted = self.writer.delete([self.layout(fs) for fs in sets], list(dict.fromkeys(user_ids)))
+        return {"mode": "invalidate", "feature_set": name, "versions": [fs.version for fs in sets],
+                "deleted": deleted, "done": True, "next": None}
+
+    def drop_version(self, name: str, version: int, cursor: int = 0, force: bool = False,
+                     budget_s: float | None = None, max_steps: int | None = None) -> dict[str, Any]:
+        """Delete every vector of one version, a SCAN step at a time; resumable from ``cursor``."""
+        fs = get_feature_set(name, version)
+        if not force and self.versions.served(name) == version:
+            raise Conflict(f"{name} v{version} is the served version; switch first, or pass force",
+                           code="version_is_served")
+        state = self.state(fs)
+        state.forget_materialized()  # from the first step on, switching to it is refused
+        budget = Budget(budget_s, max_steps)
+        deleted = 0
+        while budget.take():
+            cursor, n = self.writer.drop_step(self.layout(fs), cursor, self.config.drop_scan_count)
+            deleted += n
+            if cursor == 0:
+                break
+        done = cursor == 0
+        log.info("version drop step", extra={"fields": {"event": "refresh_drop", "feature_set": name,
+                                                        "version": version, "deleted": deleted, "done": done}})
+        return {"mode": "invalidate", "feature_set": name, "version": version, "deleted": deleted, "done": done,
+                "next": None if done else {"mode": "invalidate", "feature_set": name, "version": version,
+                                           "cursor": cursor, "force": force}}
+
+    def switch(self, name: str, version: int, force: bool = False) -> dict[str, Any]:
+        """Serve ``version`` from now on (one SET); refused until a full run has materialized it."""
+        fs = get_feature_set(name, version)
+        record = self.state(fs).materialized()
+        if record is None and not force:
+            raise Conflict(f"{name} v{version} has not been fully materialized; run a full refresh of it first "
+                           "(or pass force to serve it from misses)", code="version_not_materialized")
+        previous = self.versions.switch(name, version)
+        log.info("served version switched", extra={"fields": {"event": "refresh_switch", "feature_set": name,
+                                                               "version": version, "previous": previous}})
+        return {"mode": "switch", "feature_set": name, "version": version, "previous": previous,
+                "materialized": record}
+
+    def stats(self, name: str) -> dict[str, Any]:
+        """Hit rate and refresh records per version, and the Redis server's memory."""
+        out: dict[str, Any] = {"mode": "stats", "feature_set": name, "served": self._served(name).version,
+                               "pointer": self.versions.pointer(name), "versions": {}}
+        for v in catalog_versions(name):
+            state = self.state(get_feature_set(name, v))
+            counts = state.counters()
+            hits, misses = counts.get("hits", 0), counts.get("misses", 0)
+            out["versions"][str(v)] = {
+                "hits": hits, "misses": misses,
+                "hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
+                "materialized": state.materialized(), "incremental_since": state.since(),
+                "full_refresh_running": state.holder(state.lock_key("full")),
+            }
+        out["redis"] = memory_info(self.writer.client)
+        return out
