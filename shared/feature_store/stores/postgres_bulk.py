@@ -49,13 +49,14 @@ _COUNT = "SELECT count(*) FROM users WHERE user_id >= :lo"
 _COUNT_BELOW = "SELECT count(*) FROM users WHERE user_id >= :lo AND user_id < :hi"
 
 # Users any of whose source rows carries a timestamp after :since (docs/capacity.md lists what
-# this cannot see). Every branch is an index range scan; transactions' is partition-pruned.
+# this cannot see). Every branch is an index range scan (transactions' is partition-pruned); the
+# updated_at columns are kept current by the triggers of migration 0004.
 _CHANGED = """
 SELECT DISTINCT user_id FROM (
     SELECT user_id FROM users WHERE updated_at > :since
     UNION ALL SELECT user_id FROM transactions WHERE created_at > :since
     UNION ALL SELECT user_id FROM installment_plans WHERE updated_at > :since
-    UNION ALL SELECT user_id FROM installments WHERE paid_at > :since
+    UNION ALL SELECT user_id FROM installments WHERE updated_at > :since
     UNION ALL SELECT user_id FROM risk_scores WHERE calculated_at > :since
 ) AS changed
 WHERE user_id > :after
