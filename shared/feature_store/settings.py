@@ -99,7 +99,7 @@ class CdcSettings(_Section):
     # Messages applied together by one instance (one source query, one Redis pipeline, one insert per table).
     max_batch: int = Field(256, ge=1, le=5000)
     # Batches applied side by side by one instance (each holds a PostgreSQL connection while it runs).
-    max_inflight: int = Field(4, ge=1, le=64)
+    max_inflight: int = Field(2, ge=1, le=64)
     # Writes may take longer than the read path's short timeout; a timeout still means redelivery.
     redis_timeout_ms: int = Field(2000, ge=1)
     # The relay: replication slot, push endpoint (the ingest function), polling and delivery.

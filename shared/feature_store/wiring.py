@@ -165,7 +165,8 @@ class Services:
                                        cfg.ttl_seconds, cfg.tombstone_ttl_seconds) for fs in CATALOG.values()]
             changelog = (BigQueryChangelog(self.bigquery, self.settings.bigquery.dataset, self.dialect,
                                            self.settings.bigquery.timeout_s) if cdc.changelog_enabled else None)
-            return Ingestor(stores, self.source, changelog, cdc.decimal_handling_mode, cdc.max_batch)
+            return Ingestor(stores, self.source, changelog, cdc.decimal_handling_mode, cdc.max_batch,
+                            cdc.max_inflight)
 
         return self._once("ingestor", build)  # type: ignore[no-any-return]
 

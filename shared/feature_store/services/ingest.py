@@ -6,11 +6,13 @@ users that no longer exist as tombstones. So whatever the order, number or timin
 the last write to land for a user is the state of the newest snapshot read for it, and every
 snapshot read after a commit contains that commit: the online store converges to the source.
 
-Concurrent messages of one instance are applied together (group commit): a thread that finds no
-batch running takes every queued message, including its own, and applies them with one source
-query, one Redis pipeline per feature set and one streaming insert per changelog table; the
-others wait for the batch holding their message. An idle instance therefore applies a message
-at once, a busy one amortises the round trips. Order inside a batch: Redis first, then BigQuery,
+Concurrent messages of one instance are applied together (group commit): a thread that finds
+fewer than ``max_inflight`` batches running takes every queued message, including its own, and
+applies them with one source query, one Redis pipeline per feature set and one streaming insert
+per changelog table; the others wait for the batch holding their message. An idle instance
+therefore applies a message at once, a busy one amortises the round trips over batches that run
+side by side. Batches may overlap on a user: the watermark is read before each snapshot
+(SourceStore.snapshot_states), so the higher watermark always carries the newer snapshot. Order inside a batch: Redis first, then BigQuery,
 so online freshness never waits on (or depends on) the offline store; a failure of either raises
 for every message of the batch, which Pub/Sub redelivers, and re-applying is harmless.
 """
@@ -59,6 +61,7 @@ class IngestStats:
 class _Pending:
     changes: Sequence[Change]
     message_id: str
+    taken: bool = False
     done: bool = False
     error: BaseException | None = None
 
@@ -67,15 +70,16 @@ class Ingestor:
     """Applies Debezium change events; each call returns once its change is durable online and offline."""
 
     def __init__(self, stores: Sequence[RedisOnlineStore], source: SourceStore, changelog: Changelog | None,
-                 decimals: DecimalMode = "precise", max_batch: int = 256) -> None:
+                 decimals: DecimalMode = "precise", max_batch: int = 256, max_inflight: int = 2) -> None:
         self._stores = list(stores)
         self._source = source
         self._changelog = changelog
         self._decimals: DecimalMode = decimals
         self._max_batch = max_batch
+        self._max_inflight = max_inflight
         self._cond = threading.Condition()
         self._queue: list[_Pending] = []
-        self._busy = False
+        self._inflight = 0
         self.stats = IngestStats()
 
     def handle(self, data: bytes, message_id: str) -> Outcome:
@@ -93,12 +97,14 @@ class Ingestor:
         with self._cond:
             self._queue.append(item)
             while not item.done:
-                if self._busy:
+                if item.taken or self._inflight >= self._max_inflight:
                     self._cond.wait()
                     continue
                 batch = self._queue[: self._max_batch]
                 del self._queue[: self._max_batch]
-                self._busy = True
+                for pending in batch:
+                    pending.taken = True
+                self._inflight += 1
                 error: BaseException | None = None
                 self._cond.release()
                 try:
@@ -109,7 +115,7 @@ class Ingestor:
                     self._cond.acquire()
                     for pending in batch:
                         pending.done, pending.error = True, error
-                    self._busy = False
+                    self._inflight -= 1
                     self._cond.notify_all()
         if item.error is not None:
             raise item.error
