@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install up down status seed test test-fast lint typecheck bench bench-serving package clean
+.PHONY: install up down status seed test test-fast lint typecheck bench bench-serving bench-ingest package clean
 
 install:  ## build .venv and the emulators' virtual environments
 	bash emulators/install.sh
@@ -30,10 +30,13 @@ lint:
 	$(PY) -m ruff check shared functions tests emulators bench .ci
 	$(PY) -m mypy
 
-bench: bench-serving
+bench: bench-serving bench-ingest
 
 bench-serving: install
 	$(PY) bench/serving.py
+
+bench-ingest: install  ## CDC: events/s through one ingest_changes instance, commit-to-servable lag
+	$(PY) bench/ingest.py
 
 package: install  ## build/functions/<name>/ and its .zip for every function (self-contained deploy folders)
 	$(PY) .ci/package_functions.py --zip
