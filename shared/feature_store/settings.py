@@ -146,6 +146,8 @@ class RefreshSettings(_Section):
     # are kept this long for operators.
     run_ttl_s: int = Field(7 * 24 * 3600, ge=60)
     statement_timeout_ms: int = Field(300_000, ge=1000)
+    # A chunk's sorts and aggregates stay in memory (the default 4 MB spills a 5,000-user chunk to disk).
+    work_mem_mb: int = Field(32, ge=1, le=2048)
     redis_timeout_ms: int = Field(30_000, ge=100)
     users_max: int = Field(10_000, ge=1, le=100_000)
     # Incremental passes overlap by this much: a transaction may commit after a later one started.

@@ -147,8 +147,8 @@ class Services:
                                    tombstone_ttl_s=cfg.tombstone_ttl_seconds)
             # Its own pointer view, uncached: switching and dropping must see the pointer as it is.
             versions = ServedVersions(self.bulk_redis, cfg.key_prefix, 0.0)
-            return Refresher(BulkSource(self.bulk_postgres, self.dialect), BulkWriter(self.bulk_redis, r.write_batch),
-                             versions, cfg.key_prefix, config, r.run_ttl_s)
+            return Refresher(BulkSource(self.bulk_postgres, self.dialect, r.work_mem_mb),
+                             BulkWriter(self.bulk_redis, r.write_batch), versions, cfg.key_prefix, config, r.run_ttl_s)
 
         return self._once("refresher", build)  # type: ignore[no-any-return]
 

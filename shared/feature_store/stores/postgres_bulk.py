@@ -14,6 +14,7 @@ writes of bulk values, CDC and the read path's write-back converge on the newest
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -120,9 +121,11 @@ def canonical(text: str) -> str:
 class BulkSource:
     """Set-based reads for refresh: finished values by id range or id list, boundaries, changes."""
 
-    def __init__(self, pool: PostgresPool, dialect: Dialect) -> None:
+    def __init__(self, pool: PostgresPool, dialect: Dialect, work_mem_mb: int | None = None) -> None:
         self.pool = pool
         self.dialect = dialect
+        self.work_mem_mb = work_mem_mb
+        self._tuned: weakref.WeakSet[Connection] = weakref.WeakSet()
         self._range = self._render(_RANGE)
         self._from = self._render(_FROM)
         self._ids = self._render(_IDS)
@@ -135,6 +138,7 @@ class BulkSource:
     def _snapshot(self, sql: str, **params: Any) -> tuple[int, list[Vector]]:
         """The watermark, then the values from a snapshot taken after it (as SourceStore does)."""
         with self.pool.connection() as conn:
+            self._tune(conn)
             if self.dialect.watermark_in_transaction:
                 conn.execute("BEGIN")
             mark = self.dialect.watermark(conn.run(self.dialect.watermark_sql)[0][0])
@@ -143,6 +147,12 @@ class BulkSource:
                 conn.execute("COMMIT")
         head = f"{mark:0{WATERMARK_HEX_DIGITS}x}"
         return mark, [Vector(user_id, head + canonical(body)) for user_id, body in rows]
+
+    def _tune(self, conn: Connection) -> None:
+        """Give a pooled connection the bulk statements' work_mem, once."""
+        if self.work_mem_mb is not None and self.dialect.name == "postgresql" and conn not in self._tuned:
+            conn.execute(f"SET work_mem = '{int(self.work_mem_mb)}MB'")
+            self._tuned.add(conn)
 
     def vectors_in_range(self, lo: str, hi: str | None) -> list[Vector]:
         """Values of every user with ``lo <= user_id < hi`` (no upper bound when hi is None), by id."""
@@ -186,6 +196,7 @@ class BulkSource:
         changed users never sit in this process at once.
         """
         with self.pool.connection() as conn:
+            self._tune(conn)
             conn.execute("BEGIN READ ONLY")
             try:
                 conn.run(f"DECLARE refresh_changes NO SCROLL CURSOR FOR {_CHANGED}", since=since, after=after)
