@@ -181,3 +181,16 @@ def test_poison_messages_say_why(data: bytes, code: str) -> None:
 def test_unknown_columns_are_ignored_but_known_ones_checked() -> None:
     change = parse_change(mutate(event(after=TX), _set("after.new_column", {"any": "thing"})))
     assert change is not None and "new_column" not in change.row
+
+
+def test_the_cdc_page_names_only_real_settings_and_poison_codes() -> None:
+    import re
+
+    from feature_store.settings import known_env_vars
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "cdc.md").read_text()
+    named = set(re.findall(r"FS_[A-Z_]+[A-Z]", page))
+    assert named and named <= known_env_vars(), sorted(named - known_env_vars())
+    source = (Path(__file__).resolve().parents[2] / "shared" / "feature_store").rglob("*.py")
+    codes = set(re.findall(r'"(poison_[a-z_]+)"', "".join(p.read_text() for p in source)))
+    assert codes and all(f"`{c}`" in page for c in codes), sorted(c for c in codes if f"`{c}`" not in page)
