@@ -12,9 +12,11 @@ applies them with one source query, one Redis pipeline per feature set and one s
 per changelog table; the others wait for the batch holding their message. An idle instance
 therefore applies a message at once, a busy one amortises the round trips over batches that run
 side by side. Batches may overlap on a user: the watermark is read before each snapshot
-(SourceStore.snapshot_states), so the higher watermark always carries the newer snapshot. Order inside a batch: Redis first, then BigQuery,
-so online freshness never waits on (or depends on) the offline store; a failure of either raises
-for every message of the batch, which Pub/Sub redelivers, and re-applying is harmless.
+(SourceStore.snapshot_states), so the higher watermark always carries the newer snapshot.
+
+Order inside a batch: Redis first, then BigQuery, so online freshness never waits on (or depends
+on) the offline store; a failure of either raises for every message of the batch, which Pub/Sub
+redelivers, and re-applying is harmless.
 """
 
 from __future__ import annotations
