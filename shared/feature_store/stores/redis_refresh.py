@@ -157,6 +157,9 @@ class RefreshState:
     def run_key(self, run_id: str) -> str:
         return f"{self._base}:refresh:run:{run_id}"
 
+    def last_key(self, kind: str) -> str:
+        return f"{self._base}:refresh:last:{kind}"
+
     def lease_key(self, run_id: str, shard: int) -> str:
         return f"{self._base}:refresh:lease:{run_id}:{shard}"
 
@@ -221,7 +224,7 @@ class RefreshState:
     def replace_last_run(self, kind: str, run_id: str) -> str | None:
         """Record ``run_id`` as the latest run of its kind; return the one it replaces."""
         try:
-            previous = self.client.set(f"{self._base}:refresh:last:{kind}", run_id, get=True)
+            previous = self.client.set(self.last_key(kind), run_id, get=True)
         except redis.RedisError as exc:
             raise _unavailable(exc) from exc
         return _text(previous) if isinstance(previous, bytes | str) else None
