@@ -13,13 +13,14 @@ writes of bulk values, CDC and the read path's write-back converge on the newest
 
 from __future__ import annotations
 
-import json
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from feature_store.stores.dialect import WATERMARK_HEX_DIGITS, Dialect
 from feature_store.stores.postgres import Connection, PostgresPool
@@ -100,22 +101,22 @@ def _float(x: Any) -> float | None:
 
 
 def canonical(text: str) -> str:
-    """The compact layout v1 exactly as ``UserState.to_compact`` + ``encode`` would write it.
+    """The compact layout v1 exactly as ``UserState.to_compact`` + ``encode`` would write it (orjson both).
 
     PostgreSQL's JSON writes ``0`` for a zero sum, ``12.50`` for an amount and puts spaces after
     commas; the read path returns whatever type it finds, so floats must stay floats.
     """
-    _, computed_at, demo, beh, recent, risk, rep = json.loads(text)
+    _, computed_at, demo, beh, recent, risk, rep = orjson.loads(text)
     if demo[1] is not None:
         demo[1] = demo[1].strip()  # CHAR(2) comes padded, as SourceStore strips it
-    return json.dumps([
+    return orjson.dumps([
         1, float(computed_at), demo,
         [beh[0], float(beh[1]), _float(beh[2]), beh[3]],
         [[float(at), float(amount), merchant] for at, amount, merchant in recent or ()],
         [_float(risk[0]), _float(risk[1]), risk[2], _float(risk[3]), _float(risk[4])],
         [rep[0], rep[1], rep[2], [float(t) for t in rep[3] or ()],
          [[day, float(amount)] for day, amount in rep[4] or ()]],
-    ], separators=(",", ":"))
+    ]).decode()
 
 
 class BulkSource:
