@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install up down status seed test test-fast lint typecheck bench bench-serving bench-ingest package clean
+.PHONY: install up down status seed refresh test test-fast lint typecheck bench bench-serving bench-ingest bench-refresh package clean
 
 install:  ## build .venv and the emulators' virtual environments
 	bash emulators/install.sh
@@ -20,6 +20,9 @@ seed: install  ## load USERS synthetic users (default 1,000,000) into the stack'
 	. .local/stack.env 2>/dev/null; $(PY) -m feature_store.cli.migrate && \
 	  $(PY) -m feature_store.cli.generate seed --users $${USERS:-1000000} --seed $${SEED:-42}
 
+refresh: install  ## refresh the stack's online store: MODE=full (default) | incremental | stats, ARGS for fs-refresh
+	. .local/stack.env 2>/dev/null; $(PY) -m feature_store.cli.refresh $${MODE:-full} $${ARGS:-}
+
 test: install  ## the whole suite against real PostgreSQL, Redis and the emulators
 	$(PY) -m pytest -q
 
@@ -30,13 +33,16 @@ lint:
 	$(PY) -m ruff check shared functions tests emulators bench .ci
 	$(PY) -m mypy
 
-bench: bench-serving bench-ingest
+bench: bench-serving bench-ingest bench-refresh
 
 bench-serving: install
 	$(PY) bench/serving.py
 
 bench-ingest: install  ## CDC: events/s through one ingest_changes instance, commit-to-servable lag
 	$(PY) bench/ingest.py
+
+bench-refresh: install  ## bulk refresh PostgreSQL -> Redis: users/s, peak RSS at 100K and 1M users, Redis bytes/user
+	$(PY) bench/refresh.py
 
 package: install  ## build/functions/<name>/ and its .zip for every function (self-contained deploy folders)
 	$(PY) .ci/package_functions.py --zip
