@@ -9,9 +9,7 @@ Modes (functions/refresh_cache and fs-refresh share them):
 - ``incremental``: users whose source rows changed since a timestamp (by default where the last
   pass stopped), streamed through one database cursor.
 - ``users``: an explicit list; ids that do not exist get a tombstone.
-- ``invalidate``: drop some users' vectors, or a whole version (SCAN + UNLINK, resumable).
-- ``switch``: serve another version (one SET), only once a full run has materialized it.
-- ``stats``: hit rate per version, materialization records, Redis memory.
+- ``invalidate``, ``switch``, ``stats``: services/cache_admin.py.
 
 Every value is written compare-and-set on its source watermark, so a refresh racing change data
 capture or the read path's write-back never replaces newer data with older.
@@ -31,11 +29,12 @@ from typing import Any
 from feature_store.domain.catalog import FeatureSet, get_feature_set
 from feature_store.errors import BatchTooLarge, Conflict, DependencyUnavailable, InvalidParameter, NotFound
 from feature_store.logs import get_logger
+from feature_store.services.cache_admin import CacheAdmin
 from feature_store.services.refresh_pipeline import Budget, ProgressSink, Tracker, pipelined
 from feature_store.services.versions import ServedVersions, catalog_versions
 from feature_store.stores.postgres_bulk import BulkSource, IdBatch
 from feature_store.stores.redis_online import KeyLayout
-from feature_store.stores.redis_refresh import BulkWriter, RefreshState, memory_info
+from feature_store.stores.redis_refresh import BulkWriter, RefreshState
 
 log = get_logger("feature_store.refresh")
 
@@ -65,28 +64,16 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
 
 
-class Refresher:
-    """Runs every refresh mode over a bulk source, a bulk writer and the served-version pointer."""
+class Refresher(CacheAdmin):
+    """Every refresh mode: the materializing ones here, invalidate / switch / stats from CacheAdmin."""
 
     def __init__(self, source: BulkSource, writer: BulkWriter, versions: ServedVersions, prefix: str,
                  config: RefreshConfig, run_ttl_s: int) -> None:
+        super().__init__(writer, versions, prefix, run_ttl_s, config.drop_scan_count)
         self.source = source
-        self.writer = writer
-        self.versions = versions
-        self.prefix = prefix
         self.config = config
-        self.run_ttl_s = run_ttl_s
 
     # --- helpers ------------------------------------------------------------------------------
-
-    def layout(self, fs: FeatureSet) -> KeyLayout:
-        return KeyLayout(self.prefix, fs.name, fs.version)
-
-    def state(self, fs: FeatureSet) -> RefreshState:
-        return RefreshState(self.writer.client, self.layout(fs), self.run_ttl_s)
-
-    def _served(self, name: str) -> FeatureSet:
-        return get_feature_set(name, self.versions.served(name))
 
     def targets(self, name: str, version: int | None) -> list[FeatureSet]:
         """The versions a partial refresh writes: the one named, else the served one and every materialized one."""
@@ -143,8 +130,12 @@ class Refresher:
         done = all(f"finished:{s}" in run for s in range(n_shards))
         if done and "finished_at" not in run:
             self._finish_full(state, fs, run_id, run, tracker)
+        shards_done = sum(f"finished:{s}" in run for s in range(n_shards))
+        if not done:
+            log.info("refresh step", extra={"fields": {"event": "refresh_step", **fields, **tracker.snapshot(),
+                                                       "written": written, "shards_done": shards_done}})
         return {**fields, "done": done, "written": written, "progress": tracker.snapshot(),
-                "shards": n_shards, "shards_done": sum(f"finished:{s}" in run for s in range(n_shards)),
+                "shards": n_shards, "shards_done": shards_done,
                 "next": None if done else {"mode": "full", "feature_set": fs.name, "version": fs.version,
                                            "run_id": run_id}}
 
@@ -212,7 +203,11 @@ class Refresher:
                 written += n
                 checkpoint: dict[str, str | int] = {f"finished:{shard}": 1} if last else {f"next:{shard}": hi or ""}
                 state.save_run(run_id, checkpoint, {"done": len(vectors), "written": n})
-                state.take(state.lock_key("full"), run_id, lock_ms)
+                holder = state.take(state.lock_key("full"), run_id, lock_ms)
+                if holder != run_id:
+                    # Stalled past the lock's expiry and another run took over: stop, never run twice.
+                    raise Conflict(f"run {run_id} lost the full refresh lock to run {holder}",
+                                   code="refresh_in_progress")
                 state.take(lease, token, lock_ms)
                 tracker.advance(len(vectors))
         finally:
@@ -314,6 +309,8 @@ class Refresher:
         snapshot = tracker.snapshot()
         snapshot["total"] = snapshot["done"]
         if not finished:
+            log.info("refresh step", extra={"fields": {"event": "refresh_step", **fields, **snapshot,
+                                                       "since": run["since"], "written": written}})
             return {**fields, "done": False, "since": run["since"], "written": written, "progress": snapshot,
                     "next": {"mode": INCREMENTAL, "feature_set": primary.name}}
         state.set_since(run["until"])
@@ -324,7 +321,7 @@ class Refresher:
         return {**fields, "done": True, "since": run["since"], "watermark": run["until"], "written": written,
                 "progress": snapshot, "next": None}
 
-    # --- users, invalidate, switch, stats -----------------------------------------------------
+    # --- users -------------------------------------------------------------------------------
 
     def users(self, name: str, user_ids: Sequence[str], version: int | None = None) -> dict[str, Any]:
         """Recompute these users now; ids that do not exist get a tombstone (compare-and-set like any write)."""
@@ -340,66 +337,3 @@ class Refresher:
             unknown += batch.missing
         return {"mode": "users", "feature_set": name, "versions": [fs.version for fs in targets],
                 "requested": len(unique), "written": written, "unknown_users": unknown}
-
-    def invalidate_users(self, name: str, user_ids: Sequence[str], version: int | None = None) -> dict[str, Any]:
-        """Drop these users' vectors in one version, or in every version of the catalog."""
-        sets = [get_feature_set(name, version)] if version is not None else [
-            get_feature_set(name, v) for v in catalog_versions(name)]
-        if not sets:
-            get_feature_set(name)  # raises NotFound naming the feature set
-        deleted = self.writer.delete([self.layout(fs) for fs in sets], list(dict.fromkeys(user_ids)))
-        return {"mode": "invalidate", "feature_set": name, "versions": [fs.version for fs in sets],
-                "deleted": deleted, "done": True, "next": None}
-
-    def drop_version(self, name: str, version: int, cursor: int = 0, force: bool = False,
-                     budget_s: float | None = None, max_steps: int | None = None) -> dict[str, Any]:
-        """Delete every vector of one version, a SCAN step at a time; resumable from ``cursor``."""
-        fs = get_feature_set(name, version)
-        if not force and self.versions.served(name) == version:
-            raise Conflict(f"{name} v{version} is the served version; switch first, or pass force",
-                           code="version_is_served")
-        state = self.state(fs)
-        state.forget_materialized()  # from the first step on, switching to it is refused
-        budget = Budget(budget_s, max_steps)
-        deleted = 0
-        while budget.take():
-            cursor, n = self.writer.drop_step(self.layout(fs), cursor, self.config.drop_scan_count)
-            deleted += n
-            if cursor == 0:
-                break
-        done = cursor == 0
-        log.info("version drop step", extra={"fields": {"event": "refresh_drop", "feature_set": name,
-                                                        "version": version, "deleted": deleted, "done": done}})
-        return {"mode": "invalidate", "feature_set": name, "version": version, "deleted": deleted, "done": done,
-                "next": None if done else {"mode": "invalidate", "feature_set": name, "version": version,
-                                           "cursor": cursor, "force": force}}
-
-    def switch(self, name: str, version: int, force: bool = False) -> dict[str, Any]:
-        """Serve ``version`` from now on (one SET); refused until a full run has materialized it."""
-        fs = get_feature_set(name, version)
-        record = self.state(fs).materialized()
-        if record is None and not force:
-            raise Conflict(f"{name} v{version} has not been fully materialized; run a full refresh of it first "
-                           "(or pass force to serve it from misses)", code="version_not_materialized")
-        previous = self.versions.switch(name, version)
-        log.info("served version switched", extra={"fields": {"event": "refresh_switch", "feature_set": name,
-                                                               "version": version, "previous": previous}})
-        return {"mode": "switch", "feature_set": name, "version": version, "previous": previous,
-                "materialized": record}
-
-    def stats(self, name: str) -> dict[str, Any]:
-        """Hit rate and refresh records per version, and the Redis server's memory."""
-        out: dict[str, Any] = {"mode": "stats", "feature_set": name, "served": self._served(name).version,
-                               "pointer": self.versions.pointer(name), "versions": {}}
-        for v in catalog_versions(name):
-            state = self.state(get_feature_set(name, v))
-            counts = state.counters()
-            hits, misses = counts.get("hits", 0), counts.get("misses", 0)
-            out["versions"][str(v)] = {
-                "hits": hits, "misses": misses,
-                "hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
-                "materialized": state.materialized(), "incremental_since": state.since(),
-                "full_refresh_running": state.holder(state.lock_key("full")),
-            }
-        out["redis"] = memory_info(self.writer.client)
-        return out
