@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -30,6 +30,11 @@ from feature_store.stores.postgres_bulk import BulkSource
 from feature_store.stores.redis_online import KeyLayout, RedisOnlineStore
 from feature_store.stores.redis_refresh import BulkWriter
 from feature_store.stores.source import SourceStore
+
+if TYPE_CHECKING:
+    from feature_store.services.etl import Etl
+    from feature_store.services.training import TrainingSets
+    from feature_store.stores.bigquery_offline import OfflineStore
 
 # The class below has a property named redis, which hides the module in its annotations.
 BulkRedis = redis.Redis
@@ -169,6 +174,35 @@ class Services:
                             cdc.max_inflight)
 
         return self._once("ingestor", build)  # type: ignore[no-any-return]
+
+    # --- offline store (run_etl, fs-training): imported on first use, the read path never needs them
+
+    @cached_property
+    def offline(self) -> OfflineStore:
+        """The BigQuery dataset of the offline store."""
+        from feature_store.stores.bigquery_offline import OfflineStore
+
+        bq, etl = self.settings.bigquery, self.settings.etl
+        return self._once("offline", lambda: OfflineStore(  # type: ignore[no-any-return]
+            self.bigquery, bq.dataset, bq.location, bq.timeout_s, etl.job_timeout_s))
+
+    @cached_property
+    def etl(self) -> Etl:
+        """The ETL steps: their own small pool with custom plans (a keyset page plan depends on its bounds)."""
+        from feature_store.services.etl import Etl
+
+        etl = self.settings.etl
+        cfg = self.settings.postgres.model_copy(update={"statement_timeout_ms": etl.statement_timeout_ms,
+                                                        "pool_size": 2})
+        return self._once("etl", lambda: Etl(PostgresPool(cfg), self.offline, etl))  # type: ignore[no-any-return]
+
+    @cached_property
+    def training(self) -> TrainingSets:
+        from feature_store.services.training import TrainingSets
+
+        etl = self.settings.etl
+        return self._once("training", lambda: TrainingSets(  # type: ignore[no-any-return]
+            self.offline, etl.feature_set, tmp_dir=etl.tmp_dir))
 
 
 _services: Services | None = None
