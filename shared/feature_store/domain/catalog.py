@@ -300,7 +300,11 @@ CREDIT_DECISION_V1 = FeatureSet(
 def _avg_amount(seconds: int) -> Callable[[Frame], float | None]:
     def compute(f: Frame) -> float | None:
         orders = f.orders_within(seconds)
-        return _money(sum((o.amount for o in orders), 0.0) / len(orders)) if orders else None
+        # Whole cents, summed exactly: a float sum depends on the order of the terms, and a mean that
+        # lands on a half cent then rounds either way. BigQuery sums in no set order, so only an exact
+        # sum lets the offline value (bq_sql) equal this one.
+        cents = sum(round(o.amount * 100) for o in orders)
+        return _money(cents / (100 * len(orders))) if orders else None
 
     return compute
 
@@ -318,7 +322,8 @@ CREDIT_DECISION_V2 = FeatureSet(
         _f("avg_order_value_7d", "velocity", "float64", 0.0,
            "Mean amount of completed or pending orders of the last 7 days; 0 when there is none.",
            _avg_amount(_7D),
-           bq=_bq_orders(_7D, "IF(COUNT(*) > 0, py_round(SUM(o.amount) / COUNT(*), 2), NULL)")),
+           bq=_bq_orders(_7D, "IF(COUNT(*) > 0, py_round(SUM(CAST(ROUND(o.amount * 100) AS INT64)) "
+                              "/ (100 * COUNT(*)), 2), NULL)")),
     ),
 )
 
