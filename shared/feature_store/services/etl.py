@@ -32,7 +32,14 @@ from feature_store.errors import InvalidParameter, OfflineQueryFailed
 from feature_store.logs import get_logger
 from feature_store.settings import EtlSettings
 from feature_store.stores.bigquery_features import features_sql, literal, script
-from feature_store.stores.bigquery_mirror import MIRRORED, MirrorTable, apply_sql, keyset_position, read_page
+from feature_store.stores.bigquery_mirror import (
+    MIRRORED,
+    MirrorTable,
+    apply_sql,
+    keyset_position,
+    read_page,
+    start_position,
+)
 from feature_store.stores.bigquery_offline import OfflineStore
 from feature_store.stores.postgres import PostgresPool
 
@@ -64,6 +71,7 @@ class TableExport:
     batches: int = 0
     watermark: str | None = None  # after the call's last batch (None: nothing landed)
     done: bool = False
+    seconds: float = 0.0
 
 
 class Etl:
@@ -161,7 +169,8 @@ class Etl:
                       deadline: float, save: Callable[[], None]) -> TableExport:
         """Export one table from its saved position until done or out of time; ``progress`` is updated."""
         result = TableExport()
-        after: list[str] | None = progress["after"]
+        began = self._clock()
+        after: list[str] = progress["after"] or start_position(table, progress["lo"])
         folder = self.settings.tmp_dir or tempfile.gettempdir()
         fd, name = tempfile.mkstemp(prefix=f"fs_export_{table.name}_", suffix=".csv", dir=folder)
         path = Path(name)
@@ -170,7 +179,7 @@ class Etl:
                 writer = self._start_batch(out, table)
                 in_batch, first, last = 0, None, None
                 while True:
-                    page = read_page(conn, table, progress["lo"], upper, after, self.settings.chunk_rows)
+                    page = read_page(conn, table, upper, after, self.settings.chunk_rows)
                     if page:
                         writer.writerows(page)
                         in_batch += len(page)
@@ -198,6 +207,7 @@ class Etl:
                         progress["done"] = result.done = True
                         return result
         finally:
+            result.seconds = round(self._clock() - began, 3)
             path.unlink(missing_ok=True)
 
     @staticmethod

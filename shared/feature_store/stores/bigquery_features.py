@@ -31,8 +31,8 @@ PY_ROUND = """CREATE TEMP FUNCTION py_round(x FLOAT64, n INT64) AS (
     CAST(REPLACE(SUBSTR(FORMAT('%.30f', ABS(x)), 1, STRPOS(FORMAT('%.30f', ABS(x)), '.') + n), '.', '') AS INT64)
     + IF(SUBSTR(FORMAT('%.30f', ABS(x)), STRPOS(FORMAT('%.30f', ABS(x)), '.') + n + 1) > RPAD('5', 30 - n, '0')
          OR (SUBSTR(FORMAT('%.30f', ABS(x)), STRPOS(FORMAT('%.30f', ABS(x)), '.') + n + 1) = RPAD('5', 30 - n, '0')
-             AND MOD(CAST(SUBSTR(FORMAT('%.30f', ABS(x)), STRPOS(FORMAT('%.30f', ABS(x)), '.') + n, 1) AS INT64), 2)
-                 = 1), 1, 0)
+             AND MOD(CAST(RIGHT(REPLACE(SUBSTR(FORMAT('%.30f', ABS(x)), 1, STRPOS(FORMAT('%.30f', ABS(x)), '.') + n),
+                                        '.', ''), 1) AS INT64), 2) = 1), 1, 0)
   ) / POW(10, n))
 );"""
 

@@ -88,28 +88,37 @@ def _pg_type(kind: str) -> str:
     return {"TIMESTAMP": "timestamptz", "INT64": "bigint"}.get(kind, "text")
 
 
-def page_sql(table: MirrorTable, first: bool) -> str:
-    """One page of ``table``: rows with ``lo <=`` cursor (first page) or after the ``k*`` position,
-    cursor at most ``upper``, in (cursor, key) order, ``n`` rows; the cursor text first."""
-    kinds = dict(table.columns) | {table.cursor: "TIMESTAMP"}
+def _kinds(table: MirrorTable) -> dict[str, str]:
+    return dict(table.columns) | {table.cursor: "TIMESTAMP"}
+
+
+def page_sql(table: MirrorTable) -> str:
+    """One page of ``table``: rows after the keyset position ``k0, k1..``, cursor at most ``upper``,
+    in keyset order, ``n`` rows; the cursor as text first, then the mirrored columns as text.
+
+    The one row comparison is an index range scan on (cursor, key) for the first page too: a
+    first page written as ``cursor >= lo`` let the planner sort the whole table when its
+    statistics were stale.
+    """
+    kinds = _kinds(table)
     values = ", ".join(_as_text(c, k) for c, k in table.columns)
-    if first:
-        start = f"{table.cursor} >= CAST(:lo AS timestamptz)"
-    else:
-        after = ", ".join(f"CAST(:k{i} AS {_pg_type(kinds[c])})" for i, c in enumerate(table.keyset))
-        start = f"({', '.join(table.keyset)}) > ({after})"
+    after = ", ".join(f"CAST(:k{i} AS {_pg_type(kinds[c])})" for i, c in enumerate(table.keyset))
     return (f"SELECT {_as_text(table.cursor, 'TIMESTAMP')} AS {CURSOR_COLUMN}, {values} FROM {table.name} "
-            f"WHERE {start} AND {table.cursor} <= CAST(:upper AS timestamptz) "
+            f"WHERE ({', '.join(table.keyset)}) > ({after}) AND {table.cursor} <= CAST(:upper AS timestamptz) "
             f"ORDER BY {', '.join(table.keyset)} LIMIT :n")
 
 
-def read_page(conn: Connection, table: MirrorTable, lo: str, upper: str, after: Sequence[str] | None,
-              limit: int) -> list[list[Any]]:
-    """A page of rows as text (cursor text first, then the mirrored columns), ``after`` a keyset position."""
-    if after is None:
-        return conn.run(page_sql(table, True), lo=lo, upper=upper, n=limit)
+def start_position(table: MirrorTable, lo: str) -> list[str]:
+    """The keyset position just before every row whose cursor is ``lo`` or later."""
+    kinds = _kinds(table)
+    # The smallest key values there are: '' sorts first in every collation; keys are never empty.
+    return [lo, *("-9223372036854775808" if kinds[c] == "INT64" else "" for c in table.keyset[1:])]
+
+
+def read_page(conn: Connection, table: MirrorTable, upper: str, after: Sequence[str], limit: int) -> list[list[Any]]:
+    """A page of rows as text (cursor text first, then the mirrored columns) after a keyset position."""
     keys = {f"k{i}": v for i, v in enumerate(after)}
-    return conn.run(page_sql(table, False), upper=upper, n=limit, **keys)
+    return conn.run(page_sql(table), upper=upper, n=limit, **keys)
 
 
 def keyset_position(table: MirrorTable, row: Sequence[Any]) -> list[str]:

@@ -1,0 +1,282 @@
+"""Point-in-time training sets (services/training.py) against an independent recomputation from PostgreSQL.
+
+``reference_asof`` below recomputes a user's credit_decision features as of an instant straight from
+the raw source rows, in plain Python, without the catalog, the state or the SQL under test (an as-of
+variant of tests/reference.py, with the rules docs/offline.md states for what current-state rows
+cannot tell about the past). Label rows are sampled around the events that move features: an
+order's own instant, one microsecond before it, a due date's last moment, before signup.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pg8000.native
+import pytest
+
+from conftest import admin_connection, base_env
+from feature_store.cli.training import main as fs_training
+from feature_store.domain.catalog import CATALOG
+from feature_store.errors import InvalidLabels
+from feature_store.services.etl import Etl
+from feature_store.services.training import TrainingSets
+from feature_store.settings import Settings
+from feature_store.stores.bigquery_offline import OfflineStore
+from feature_store.stores.postgres import PostgresPool
+
+pytest_plugins = ["bq_fixture"]
+pytestmark = pytest.mark.bigquery
+
+DAY = 86400
+EPOCH = date(1970, 1, 1)
+VERSIONS = sorted(v for (name, v) in CATALOG if name == "credit_decision")
+
+
+def _epoch(t: datetime) -> float:
+    return t.timestamp()
+
+
+def _money(x: Decimal | float) -> float:
+    return round(float(x), 2)
+
+
+def reference_asof(conn: pg8000.native.Connection, user_id: str, at: datetime) -> dict[str, Any]:
+    """Every credit_decision feature (v1 and v2) of ``user_id`` at ``at``, from rows at or before ``at``."""
+    t = _epoch(at)
+    today = math.floor(t / DAY)
+    (age, country, verification, income, signup, created, updated), = conn.run(
+        "SELECT age, location_country, verification_status, income_bracket, signup_date, created_at, updated_at "
+        "FROM users WHERE user_id = :u", u=user_id)
+    known = updated <= at  # a user row changed after the instant tells nothing about it then
+    txs = [r for r in conn.run("SELECT amount, merchant, category, status, created_at FROM transactions "
+                               "WHERE user_id = :u", u=user_id) if r[4] <= at]
+    completed = [r for r in txs if r[3] == "completed"]
+    spent = sum((r[0] for r in completed), Decimal(0))
+    counts: dict[str, int] = {}
+    for r in completed:
+        counts[r[2]] = counts.get(r[2], 0) + 1
+
+    def window(seconds: int) -> list[Any]:
+        return [r for r in txs if r[3] in ("completed", "pending") and t - seconds < _epoch(r[4]) <= t]
+
+    risk = [r for r in conn.run("SELECT risk_score, fraud_probability, payment_delays, device_trust_score, "
+                                "credit_utilization, calculated_at FROM risk_scores WHERE user_id = :u", u=user_id)
+            if r[5] <= at]
+    plans = {p: (status, p_created, p_updated) for p, status, p_created, p_updated in conn.run(
+        "SELECT plan_id, status, created_at, updated_at FROM installment_plans WHERE user_id = :u", u=user_id)}
+    existing = {p for p, (_, p_created, _) in plans.items() if p_created <= at}
+    # A plan changed after the instant was active then: active is the only status that changes.
+    open_plans = sum(1 for p in existing if plans[p][2] > at or plans[p][0] == "active")
+    inst = [(due, amount, paid if paid is not None and paid <= at else None) for plan, due, amount, paid in
+            conn.run("SELECT plan_id, due_date, amount, paid_at FROM installments WHERE user_id = :u", u=user_id)
+            if plan in existing]
+    unpaid = [i for i in inst if i[2] is None]
+    overdue = [today - (i[0] - EPOCH).days for i in unpaid if (i[0] - EPOCH).days < today]
+    paid = [i for i in inst if i[2] is not None]
+    on_time = sum(1 for i in paid if i[2].astimezone(UTC).date() <= i[0])
+    late = [i for i in paid if i[2].astimezone(UTC).date() > i[0]]
+    fell_due = len(paid) + len(overdue)
+    r = risk[0] if risk else None
+    week = window(7 * DAY)
+    return {
+        "age": age if known else None,
+        "location_country": (country.strip() or None) if known and country else None,
+        "verification_status": verification if known else "pending",
+        "income_bracket": income if known else None,
+        "days_since_signup": max(0, today - (signup - EPOCH).days) if created <= at else 0,
+        "total_orders": len(completed),
+        "avg_order_value": round(float(spent) / len(completed), 2) if completed else 0.0,
+        "total_spent": _money(spent),
+        "last_order_days": (max(0, math.floor((t - max(_epoch(c[4]) for c in completed)) / DAY))
+                            if completed else None),
+        "favorite_category": min(counts, key=lambda c: (-counts[c], c)) if counts else None,
+        "risk_score": None if r is None else float(r[0]),
+        "fraud_probability": None if r is None else float(r[1]),
+        "payment_delays": 0 if r is None else r[2],
+        "device_trust_score": None if r is None else float(r[3]),
+        "credit_utilization": None if r is None else float(r[4]),
+        "outstanding_balance": _money(sum((i[1] for i in unpaid), Decimal(0))),
+        "open_plans": open_plans,
+        "max_days_past_due": max(overdue, default=0),
+        "late_payments_90d": sum(1 for i in late if t - 90 * DAY < _epoch(i[2]) <= t),
+        "on_time_rate": round(on_time / fell_due, 3) if fell_due else None,
+        "orders_1h": len(window(3600)),
+        "orders_24h": len(window(DAY)),
+        "orders_7d": len(week),
+        "amount_24h": _money(sum((w[0] for w in window(DAY)), Decimal(0))),
+        "amount_7d": _money(sum((w[0] for w in week), Decimal(0))),
+        "distinct_merchants_7d": len({w[1] for w in week}),
+        # credit_decision v2
+        "amount_1h": _money(sum((w[0] for w in window(3600)), Decimal(0))),
+        "avg_order_value_7d": round(int(sum((w[0] for w in week), Decimal(0)) * 100) / (100 * len(week)), 2)
+                              if week else 0.0,
+    }
+
+
+@pytest.fixture(scope="module")
+def exported(seeded_database: dict[str, Any], bigquery_emulator: Any) -> Iterator[OfflineStore]:
+    """The session's seeded database exported into a dataset of this module (read-only afterwards)."""
+    client = bigquery_emulator.client()
+    offline = OfflineStore(client, f"pit_{secrets.token_hex(4)}", api_timeout_s=30, job_timeout_s=600)
+    settings = Settings.from_env(base_env(seeded_database["database"]))
+    pool = PostgresPool(settings.postgres)
+    try:
+        etl = Etl(pool, offline, settings.etl.model_copy(update={"batch_rows": 100_000}))
+        assert etl.export("pit-export")["done"]
+        yield offline
+    finally:
+        pool.close()
+        client.delete_dataset(offline.dataset, delete_contents=True, not_found_ok=True)
+
+
+@pytest.fixture(scope="module")
+def source(seeded_database: dict[str, Any]) -> Iterator[pg8000.native.Connection]:
+    conn = admin_connection(seeded_database["database"])
+    conn.run("SET TIME ZONE 'UTC'")
+    yield conn
+    conn.close()
+
+
+def sample_labels(conn: pg8000.native.Connection, now: datetime) -> list[tuple[str, datetime, int]]:
+    """Label rows at the instants where features change, plus random ones."""
+    rng = random.Random(11)
+    labels: list[tuple[str, datetime, int]] = []
+    orders = conn.run("SELECT user_id, created_at FROM transactions WHERE status IN ('completed', 'pending') "
+                      "AND created_at > now() - interval '30 days' ORDER BY transaction_id LIMIT 2000")
+    for user_id, at in rng.sample(orders, 40):
+        labels.append((user_id, at, 1))  # the order's own instant: included (windows end at the instant)
+        labels.append((user_id, at - timedelta(microseconds=1), 0))  # just before it
+        if at + timedelta(hours=1) <= now:
+            labels.append((user_id, at + timedelta(hours=1), 0))  # the 1-hour window's edge: out of it
+    dues = conn.run("SELECT user_id, due_date FROM installments WHERE paid_at IS NULL OR paid_at::date > due_date "
+                    "ORDER BY plan_id, seq LIMIT 2000")
+    for user_id, due in rng.sample(dues, 30):
+        end_of_due = datetime(due.year, due.month, due.day, tzinfo=UTC) + timedelta(days=1)
+        for moment in (end_of_due - timedelta(microseconds=1), end_of_due, end_of_due + timedelta(days=3)):
+            if moment <= now:
+                labels.append((user_id, moment, 1))
+    signups = conn.run("SELECT user_id, created_at FROM users ORDER BY user_id LIMIT 500")
+    for user_id, created in rng.sample(signups, 15):
+        labels.append((user_id, created - timedelta(days=2), 0))  # before the user existed
+    users = [r[0] for r in conn.run("SELECT user_id FROM users")]
+    for _ in range(60):
+        labels.append((rng.choice(users), now - timedelta(seconds=rng.uniform(0, 400 * DAY)), rng.choice([0, 1])))
+    return labels
+
+
+def write_csv(path: Path, rows: list[tuple[Any, ...]], header: tuple[str, ...] = ("user_id", "decision_time",
+                                                                                     "label")) -> Path:
+    with open(path, "w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_training_rows_equal_the_independent_recomputation_as_of_each_decision(
+        exported: OfflineStore, source: pg8000.native.Connection, tmp_path: Path, version: int) -> None:
+    now = datetime.now(UTC)
+    labels = sample_labels(source, now)
+    path = write_csv(tmp_path / "labels.csv", [(u, t.isoformat(), y) for u, t, y in labels])
+
+    built = TrainingSets(exported, "credit_decision").from_file(path, f"train_v{version}", version)
+
+    fs = CATALOG[("credit_decision", version)]
+    rows = exported.run(f"SELECT * FROM {exported.table(f'train_v{version}')} ORDER BY label_row")
+    assert built["rows"] == len(labels) == len(rows)
+    mismatches = []
+    for row in rows:
+        user_id, at, label = labels[row["label_row"] - 1]
+        assert (row["user_id"], row["decision_time"], row["label"]) == (user_id, at, label)
+        expected = reference_asof(source, user_id, at)
+        unknown = set(fs.names) - set(expected)
+        assert not unknown, f"reference_asof does not compute {sorted(unknown)}: extend it with the new features"
+        mismatches += [(row["label_row"], user_id, at.isoformat(), n, row[n], expected[n])
+                       for n in fs.names if row[n] != expected[n]]
+    assert not mismatches, f"{len(mismatches)} values differ, first ones: {mismatches[:10]}"
+
+
+def test_a_label_table_in_bigquery_gives_the_same_rows_as_the_file(
+        exported: OfflineStore, source: pg8000.native.Connection, tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    labels = sample_labels(source, now)[:40]
+    path = write_csv(tmp_path / "labels.csv", [(u, t.isoformat(), y) for u, t, y in labels])
+    exported.load_csv(path, "decisions", [("user_id", "STRING"), ("decision_time", "TIMESTAMP"), ("label", "INT64")])
+    training = TrainingSets(exported, "credit_decision")
+
+    from_file = training.from_file(path, "train_file")
+    from_table = training.from_table("decisions", "train_table")
+
+    assert from_file["rows"] == from_table["rows"] == len(labels)
+    names = ", ".join(CATALOG[("credit_decision", from_file["version"])].names)
+
+    def rows(table: str) -> list[tuple[Any, ...]]:
+        return [tuple(r.values()) for r in exported.run(
+            f"SELECT user_id, decision_time, label, {names} FROM {exported.table(table)} "
+            "ORDER BY decision_time, user_id, label")]
+
+    assert rows("train_file") == rows("train_table")
+
+
+def test_bad_labels_are_refused_naming_the_rows(exported: OfflineStore, tmp_path: Path) -> None:
+    training = TrainingSets(exported, "credit_decision")
+    good, future = "2026-01-05T10:00:00Z", (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    unknown_rows = [(f"u9{n:08d}", good, 0) for n in range(12)]
+    path = write_csv(tmp_path / "unknown.csv", [("u000000001", good, 1), *unknown_rows])
+
+    with pytest.raises(InvalidLabels) as caught:
+        training.from_file(path, "never_built")
+
+    message = caught.value.message
+    assert caught.value.code == "invalid_labels"
+    assert "12 rows name a user the offline store does not know" in message
+    assert "row 2 (u900000000" in message and "row 11 (u900000009" in message and "and 2 more" in message
+    assert "u900000011" not in message  # the first ten are named, then a count
+    assert exported.columns("never_built") is None
+
+    path = write_csv(tmp_path / "future.csv", [("u000000001", good, 1), ("u000000002", future, 0),
+                                                ("u000000003", "last tuesday", 1), ("u000000004", good, "")])
+    with pytest.raises(InvalidLabels) as caught:
+        training.from_file(path, "never_built")
+    message = caught.value.message
+    assert "1 row have a decision_time in the future" in message and "row 2 (u000000002" in message
+    assert "row 3 ('last tuesday')" in message
+    assert "row 4 (label)" in message
+
+    exported.run(f"CREATE TABLE {exported.table('bad_decisions')} AS SELECT 'u000000001' AS user_id, "
+                 f"TIMESTAMP '{future}' AS decision_time, 1 AS label UNION ALL SELECT 'nobody', "
+                 "TIMESTAMP '2026-01-01 00:00:00+00', 0")
+    with pytest.raises(InvalidLabels) as caught:
+        training.from_table("bad_decisions", "never_built")
+    assert "in the future: row 2 (u000000001" in caught.value.message
+    assert "does not know: row 1 (nobody" in caught.value.message
+
+
+def test_fs_training_exits_2_naming_missing_columns_and_builds_a_table(
+        exported: OfflineStore, seeded_database: dict[str, Any], bigquery_emulator: Any, tmp_path: Path,
+        use_env: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    use_env({**base_env(seeded_database["database"]), "FS_BIGQUERY_API_ENDPOINT": bigquery_emulator.api_endpoint,
+             "FS_BIGQUERY_PROJECT": bigquery_emulator.project, "FS_BIGQUERY_DATASET": exported.dataset})
+    missing = write_csv(tmp_path / "missing.csv", [("u000000001", "2026-01-05T10:00:00Z")],
+                        header=("user_id", "decision_time"))
+    good = tmp_path / "labels.ndjson"
+    good.write_text("\n".join(json.dumps({"user_id": f"u{n:09d}", "decision_time": "2026-10-01T12:00:00Z",
+                                          "label": n % 2}) for n in range(5)))
+
+    assert fs_training(["--labels", str(missing), "--table", "cli_training"]) == 2
+    assert "has no column 'label'" in capsys.readouterr().err
+    assert fs_training(["--labels", str(good), "--table", "cli_training", "--version", "1"]) == 0
+
+    report = json.loads(capsys.readouterr().out)
+    assert report["rows"] == 5 and report["version"] == 1
+    assert exported.run(f"SELECT COUNT(*) AS n FROM {exported.table('cli_training')}")[0]["n"] == 5
