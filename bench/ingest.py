@@ -275,7 +275,11 @@ def main() -> int:
         children.append(serve("read_features", read_port, env, logs))
         children.append(Child([str(BIN / "python"), str(ROOT / "emulators" / "cdc_relay.py"), "--target-url",
                                f"http://127.0.0.1:{ingest_port}/"], env, logs / "relay.log"))
-        time.sleep(2)  # the relay creates its slot
+        # Changes are decoded from the moment the slot is consistent: its creation waits for older transactions.
+        deadline = time.monotonic() + 120
+        while not admin.run("SELECT 1 FROM pg_replication_slots WHERE slot_name = :s AND confirmed_flush_lsn "
+                            "IS NOT NULL", s=slot) and time.monotonic() < deadline:
+            time.sleep(0.2)
         results["lag"] = lag(env, read_port, args.users, args.lag_samples)
     finally:
         for child in reversed(children):

@@ -113,11 +113,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory, bigquery_emulator: Any) -> I
         def slot_exists() -> bool:
             conn = admin_connection(database)
             try:
-                return bool(conn.run("SELECT 1 FROM pg_replication_slots WHERE slot_name = :s", s=slot))
+                # The slot is listed while its creation still waits for older transactions to end;
+                # only changes committed after it is consistent (confirmed_flush_lsn set) are decoded.
+                return bool(conn.run("SELECT 1 FROM pg_replication_slots WHERE slot_name = :s "
+                                     "AND confirmed_flush_lsn IS NOT NULL", s=slot))
             finally:
                 conn.close()
 
-        wait_until(slot_exists, "the relay creating its slot")
+        wait_until(slot_exists, "the relay creating its slot", 120)
         yield state
     finally:
         if "relay" in state:
