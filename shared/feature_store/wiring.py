@@ -23,6 +23,7 @@ from feature_store.services.refresh import RefreshConfig, Refresher
 from feature_store.services.stats import FlushingHitCounter
 from feature_store.services.versions import ServedVersions
 from feature_store.settings import Settings
+from feature_store.stores.bigquery_bulk import BigQueryBulkSource
 from feature_store.stores.bigquery_changelog import BigQueryChangelog
 from feature_store.stores.dialect import DIALECTS, Dialect
 from feature_store.stores.postgres import PostgresPool
@@ -153,7 +154,8 @@ class Services:
             # Its own pointer view, uncached: switching and dropping must see the pointer as it is.
             versions = ServedVersions(self.bulk_redis, cfg.key_prefix, 0.0)
             return Refresher(BulkSource(self.bulk_postgres, self.dialect, r.work_mem_mb),
-                             BulkWriter(self.bulk_redis, r.write_batch), versions, cfg.key_prefix, config, r.run_ttl_s)
+                             BulkWriter(self.bulk_redis, r.write_batch), versions, cfg.key_prefix, config, r.run_ttl_s,
+                             bigquery=lambda: BigQueryBulkSource(self.offline))
 
         return self._once("refresher", build)  # type: ignore[no-any-return]
 

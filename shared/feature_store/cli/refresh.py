@@ -1,6 +1,6 @@
 """fs-refresh: the refresh_cache modes from a terminal, run to completion with a progress bar.
 
-    fs-refresh full [--version N] [--run-id ID] [--from USER] [--to USER] [--shards N]
+    fs-refresh full [--version N] [--run-id ID] [--from USER] [--to USER] [--shards N] [--source bigquery]
     fs-refresh incremental [--since 2026-11-23T12:00:00Z]
     fs-refresh users USER [USER ...] | --file PATH
     fs-refresh invalidate --users USER [USER ...] | --version N [--force]
@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     full.add_argument("--to", dest="to_user", default=None, help="last user id (exclusive)")
     full.add_argument("--shards", type=int, default=1, help="key ranges a workflow could run in parallel")
     full.add_argument("--max-chunks", type=int, default=None, help="stop after this many chunks (resumable)")
+    full.add_argument("--source", choices=["postgres", "bigquery"], default="postgres",
+                      help="bigquery: warm up from the offline mirrors, filling only what Redis lacks")
     inc = mode("incremental", "users changed since a timestamp (default: where the last pass stopped)")
     inc.add_argument("--since", default=None)
     inc.add_argument("--version", type=int, default=None)
@@ -93,7 +95,7 @@ def _full(refresher: Refresher, name: str, args: argparse.Namespace) -> dict[str
         raise InvalidParameter("--shards must be between 1 and 256")
     lo = None if args.from_user is None else check_user_ids([args.from_user], 1)[0]
     hi = None if args.to_user is None else check_user_ids([args.to_user], 1)[0]
-    run_id = args.run_id or refresher.start_full(name, args.version, lo, hi, args.shards)
+    run_id = args.run_id or refresher.start_full(name, args.version, lo, hi, args.shards, args.source)
     print(f"fs-refresh: run {run_id}", file=sys.stderr)
     bar = ProgressBar("refresh")
     try:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -32,7 +32,8 @@ from feature_store.logs import get_logger
 from feature_store.services.cache_admin import CacheAdmin
 from feature_store.services.refresh_pipeline import Budget, ProgressSink, Tracker, pipelined
 from feature_store.services.versions import ServedVersions, catalog_versions
-from feature_store.stores.postgres_bulk import BulkSource, IdBatch
+from feature_store.stores.bigquery_bulk import BigQueryBulkSource
+from feature_store.stores.postgres_bulk import BulkSource, IdBatch, Vector
 from feature_store.stores.redis_online import KeyLayout
 from feature_store.stores.redis_refresh import BulkWriter, RefreshState
 
@@ -68,10 +69,18 @@ class Refresher(CacheAdmin):
     """Every refresh mode: the materializing ones here, invalidate / switch / stats from CacheAdmin."""
 
     def __init__(self, source: BulkSource, writer: BulkWriter, versions: ServedVersions, prefix: str,
-                 config: RefreshConfig, run_ttl_s: int) -> None:
+                 config: RefreshConfig, run_ttl_s: int,
+                 bigquery: Callable[[], BigQueryBulkSource] | None = None) -> None:
         super().__init__(writer, versions, prefix, run_ttl_s, config.drop_scan_count)
         self.source = source
         self.config = config
+        self._bigquery = bigquery  # built on first use: only "source": "bigquery" needs BigQuery
+
+    def _offline(self) -> BigQueryBulkSource:
+        if self._bigquery is None:
+            raise InvalidParameter("this deployment has no BigQuery offline store to refresh from",
+                                   code="source_unavailable")
+        return self._bigquery()
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -99,13 +108,17 @@ class Refresher(CacheAdmin):
     def full(self, name: str, version: int | None = None, run_id: str | None = None,
              from_user: str | None = None, to_user: str | None = None, shards: int = 1,
              budget_s: float | None = None, max_chunks: int | None = None,
-             sink: ProgressSink | None = None) -> dict[str, Any]:
-        """Start (or resume, given ``run_id``) a full run and work on it until done or out of budget."""
+             sink: ProgressSink | None = None, source: str = "postgres") -> dict[str, Any]:
+        """Start (or resume, given ``run_id``) a full run and work on it until done or out of budget.
+
+        ``source`` "bigquery" computes states from the offline mirrors (stores/bigquery_bulk.py): a
+        warm-up that only fills what Redis does not hold.
+        """
         fs = get_feature_set(name, version) if version is not None else self._served(name)
         state = self.state(fs)
         lock_ms = self.config.lock_ttl_s * 1000
         if run_id is None:
-            run_id = self.start_full(name, fs.version, from_user, to_user, shards)
+            run_id = self.start_full(name, fs.version, from_user, to_user, shards, source)
         loaded = state.load_run(run_id)
         if loaded is None or loaded.get("mode") != "full":
             raise NotFound(f"no full refresh run {run_id!r} of {fs.name} v{fs.version} (runs are kept "
@@ -140,23 +153,24 @@ class Refresher(CacheAdmin):
                                            "run_id": run_id}}
 
     def start_full(self, name: str, version: int | None = None, from_user: str | None = None,
-                   to_user: str | None = None, shards: int = 1) -> str:
+                   to_user: str | None = None, shards: int = 1, source: str = "postgres") -> str:
         """Take the version's full-refresh lock for a new run and plan it; return its id (409 when taken)."""
         fs = get_feature_set(name, version) if version is not None else self._served(name)
         state = self.state(fs)
+        as_of = self._offline().mirrored_to() if source == "bigquery" else None
         run_id = new_run_id()
         holder = state.take(state.lock_key("full"), run_id, self.config.lock_ttl_s * 1000)
         if holder != run_id:
             raise Conflict(f"a full refresh of {fs.name} v{fs.version} is already running (run {holder}); "
                            "resume it with its run_id or wait for its lock to expire", code="refresh_in_progress")
-        self._plan(state, fs, run_id, from_user or "", to_user, shards)
+        self._plan(state, fs, run_id, from_user or "", to_user, shards, as_of)
         replaced = state.replace_last_run("full", run_id)
         if replaced is not None:
             state.retire_run(replaced)  # when unfinished it was abandoned: its lock had expired
         return run_id
 
     def _plan(self, state: RefreshState, fs: FeatureSet, run_id: str, lo: str, hi: str | None,
-              shards: int) -> dict[str, str]:
+              shards: int, as_of: datetime | None) -> dict[str, str]:
         """Count the users and cut the key space into ``shards`` ranges of about equal size."""
         total = self.source.count(lo, hi)
         bounds: list[str] = [lo]
@@ -173,6 +187,9 @@ class Refresher(CacheAdmin):
         }
         if hi is not None:
             run["to"] = hi
+        run["source"] = "postgres" if as_of is None else "bigquery"
+        if as_of is not None:
+            run["as_of"] = _iso(as_of)
         for i, bound in enumerate(bounds):
             run[f"bound:{i}"] = run[f"next:{i}"] = bound
         state.save_run(run_id, run)
@@ -184,6 +201,9 @@ class Refresher(CacheAdmin):
     def _shard(self, state: RefreshState, run: dict[str, str], run_id: str, shard: int, budget: Budget,
                tracker: Tracker) -> int:
         """Work on one shard while this invocation holds its lease; return how many values landed."""
+        compute: Callable[[str, str | None], list[Vector]] = self.source.vectors_in_range
+        if run.get("source") == "bigquery":
+            compute = partial(self._offline().vectors_in_range, as_of=datetime.fromisoformat(run["as_of"]))
         token = secrets.token_hex(8)
         lease = state.lease_key(run_id, shard)
         lock_ms = self.config.lock_ttl_s * 1000
@@ -197,7 +217,7 @@ class Refresher(CacheAdmin):
         layouts = [self.layout(get_feature_set(fresh["feature_set"], int(fresh["version"])))]
         written = 0
         try:
-            for (hi, last), vectors in pipelined(self._range_jobs(fresh[f"next:{shard}"], end, budget),
+            for (hi, last), vectors in pipelined(self._range_jobs(fresh[f"next:{shard}"], end, budget, compute),
                                                  self.config.workers):
                 n = self.writer.put(layouts, vectors, self._ttl_ms)
                 written += n
@@ -216,12 +236,14 @@ class Refresher(CacheAdmin):
                 state.release(lease, token)
         return written
 
-    def _range_jobs(self, lo: str, end: str | None, budget: Budget) -> Iterator[tuple[tuple[str | None, bool], Any]]:
+    def _range_jobs(self, lo: str, end: str | None, budget: Budget, compute: Callable[[str, str | None], list[Vector]],
+                    ) -> Iterator[tuple[tuple[str | None, bool], Callable[[], list[Vector]]]]:
+        """Chunks of ``chunk_users`` ids from ``lo`` to ``end``; boundaries always come from PostgreSQL's index."""
         cursor: str | None = lo
         while cursor is not None and budget.take():
             nxt = self.source.next_boundary(cursor, self.config.chunk_users, end)
             hi = nxt if nxt is not None else end
-            yield (hi, nxt is None), partial(self.source.vectors_in_range, cursor, hi)
+            yield (hi, nxt is None), partial(compute, cursor, hi)
             cursor = nxt
 
     def _finish_full(self, state: RefreshState, fs: FeatureSet, run_id: str, run: dict[str, str],
@@ -231,9 +253,9 @@ class Refresher(CacheAdmin):
             return  # another invocation of the same run finished it
         if run.get("complete") == "1":
             state.mark_materialized({"run_id": run_id, "started_at": run["started_at"], "finished_at": finished_at,
-                                     "users": run.get("done", "0")})
+                                     "users": run.get("done", "0"), "source": run.get("source", "postgres")})
             if state.since() is None:
-                state.set_since(run["started_at"])
+                state.set_since(run.get("as_of", run["started_at"]))
         state.release(state.lock_key("full"), run_id)
         state.retire_run(run_id)
         age = time.time() - datetime.fromisoformat(run["started_at"]).timestamp()

@@ -2,7 +2,8 @@
 
 Bodies by mode (every field but ``mode`` optional unless marked):
 
-    {"mode": "full", "feature_set", "version", "run_id", "from_user", "to_user", "shards", "max_chunks"}
+    {"mode": "full", "feature_set", "version", "run_id", "from_user", "to_user", "shards", "max_chunks",
+     "source": "postgres" | "bigquery"}
     {"mode": "incremental", "feature_set", "version", "since": ISO 8601, "max_chunks"}
     {"mode": "users", "feature_set", "version", "user_ids": [...] (required)}
     {"mode": "invalidate", "feature_set", "version", "user_ids": [...]}
@@ -16,7 +17,7 @@ A long mode answers ``"done": false`` with ``"next"``: the body to post next (a 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import flask
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -44,6 +45,7 @@ class FullBody(_Body):
     to_user: str | None = None
     shards: int = Field(1, ge=1, le=256)
     max_chunks: int | None = Field(None, ge=1)
+    source: Literal["postgres", "bigquery"] = "postgres"
 
 
 class IncrementalBody(_Body):
@@ -114,7 +116,7 @@ def refresh(request: flask.Request) -> tuple[int, dict[str, Any]]:
         lo = None if body.from_user is None else check_user_id(body.from_user, "from_user")
         hi = None if body.to_user is None else check_user_id(body.to_user, "to_user")
         return 200, refresher.full(name, body.version, body.run_id, lo, hi, body.shards, settings.budget_s,
-                                   body.max_chunks)
+                                   body.max_chunks, source=body.source)
     if isinstance(body, IncrementalBody):
         since = None if body.since is None else parse_since(body.since)
         return 200, refresher.incremental(name, since, body.version, settings.budget_s, body.max_chunks)
