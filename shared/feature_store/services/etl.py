@@ -278,7 +278,9 @@ class Etl:
         self.ensure_schema()
         record = self.offline.run_record(run_id)
         merged: dict[str, Any] = dict(record["steps"]) if record else {}
-        merged.update(steps or {})
+        # The export's plan (bounds, positions, refresh request) is the service's own: a report of
+        # the export's answer must not replace it, or the next run would not know where this began.
+        merged.update({k: v for k, v in (steps or {}).items() if k != "export" or "export" not in merged})
         rows = merged.get("export", {}).get("rows")
         self.offline.save_run(run_id, status, merged, error=error,
                               rows_loaded=None if rows is None else int(rows), finished=True)
