@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install up down status seed refresh test test-fast lint typecheck bench bench-serving bench-ingest bench-refresh package clean
+.PHONY: install up down status seed refresh etl test test-fast lint typecheck bench bench-serving bench-ingest bench-refresh bench-offline package clean
 
 install:  ## build .venv and the emulators' virtual environments
 	bash emulators/install.sh
@@ -23,6 +23,10 @@ seed: install  ## load USERS synthetic users (default 1,000,000) into the stack'
 refresh: install  ## refresh the stack's online store: MODE=full (default) | incremental | stats, ARGS for fs-refresh
 	. .local/stack.env 2>/dev/null; $(PY) -m feature_store.cli.refresh $${MODE:-full} $${ARGS:-}
 
+etl: install  ## run workflows/etl.yaml once against the `make up` stack (DATE=YYYY-MM-DD, RUN_ID=... to resume)
+	$(PY) -c 'import json, sys; f = json.load(open(".local/stack.json"))["functions"]; a = {"run_etl_url": f["run_etl"], "refresh_cache_url": f["refresh_cache"], "auth": "none"}; a.update({k: v for k, v in (("date", sys.argv[1]), ("run_id", sys.argv[2])) if v}); json.dump(a, open(".local/etl-args.json", "w"))' "$${DATE:-}" "$${RUN_ID:-}"
+	.local/venvs/wf/bin/workflows-emulator --source workflows/etl.yaml --loglevel WARNING run --data .local/etl-args.json
+
 test: install  ## the whole suite against real PostgreSQL, Redis and the emulators
 	$(PY) -m pytest -q
 
@@ -33,7 +37,7 @@ lint:
 	$(PY) -m ruff check shared functions tests emulators bench .ci
 	$(PY) -m mypy
 
-bench: bench-serving bench-ingest bench-refresh
+bench: bench-serving bench-ingest bench-refresh bench-offline
 
 bench-serving: install
 	$(PY) bench/serving.py
@@ -43,6 +47,9 @@ bench-ingest: install  ## CDC: events/s through one ingest_changes instance, com
 
 bench-refresh: install  ## bulk refresh PostgreSQL -> Redis: users/s, peak RSS at 100K and 1M users, Redis bytes/user
 	$(PY) bench/refresh.py
+
+bench-offline: install  ## ETL of fs_bench (1M users) into the BigQuery emulator, snapshot, 100K-row training set
+	$(PY) bench/offline.py
 
 package: install  ## build/functions/<name>/ and its .zip for every function (self-contained deploy folders)
 	$(PY) .ci/package_functions.py --zip

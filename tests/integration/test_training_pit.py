@@ -30,6 +30,7 @@ from feature_store.errors import InvalidLabels
 from feature_store.services.etl import Etl
 from feature_store.services.training import TrainingSets
 from feature_store.settings import Settings
+from feature_store.stores.bigquery_features import literal
 from feature_store.stores.bigquery_offline import OfflineStore
 from feature_store.stores.postgres import PostgresPool
 
@@ -280,3 +281,76 @@ def test_fs_training_exits_2_naming_missing_columns_and_builds_a_table(
     report = json.loads(capsys.readouterr().out)
     assert report["rows"] == 5 and report["version"] == 1
     assert exported.run(f"SELECT COUNT(*) AS n FROM {exported.table('cli_training')}")[0]["n"] == 5
+
+
+def test_changelog_images_say_what_rows_changed_later_were_at_the_decision(
+        exported: OfflineStore, bigquery_emulator: Any, tmp_path: Path) -> None:
+    # A copy of one user's mirrored rows in a dataset of its own, with every plan active: the baseline.
+    user = exported.run(
+        f"SELECT u.user_id FROM {exported.table('users')} AS u "
+        f"JOIN {exported.table('risk_scores')} AS s USING (user_id) "
+        f"WHERE (SELECT COUNT(*) FROM {exported.table('installment_plans')} AS p WHERE p.user_id = u.user_id "
+        f"       AND p.created_at < TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL 40 DAY)) >= 2 "
+        f"ORDER BY u.user_id LIMIT 1")[0]["user_id"]
+    offline = OfflineStore(bigquery_emulator.client(), f"pitcl_{secrets.token_hex(4)}", api_timeout_s=30)
+    offline.ensure_schema()
+    try:
+        for table in ("users", "transactions", "risk_scores", "installment_plans", "installments"):
+            offline.run(f"INSERT INTO {offline.table(table)} SELECT * FROM {exported.table(table)} "
+                        f"WHERE user_id = '{user}'")
+        offline.run(f"UPDATE {offline.table('installment_plans')} SET status = 'active' WHERE TRUE")
+        now = datetime.now(UTC).replace(microsecond=0)
+        seen, decided, later = now - timedelta(days=30), now - timedelta(days=10), now - timedelta(days=1)
+        before = seen - timedelta(days=1)
+        (p, q), = [tuple(r["plan_id"] for r in offline.run(
+            f"SELECT plan_id FROM {offline.table('installment_plans')} WHERE created_at < {literal(before)} "
+            "ORDER BY plan_id LIMIT 2"))]
+        order = offline.run(f"SELECT transaction_id FROM {offline.table('transactions')} WHERE status = 'completed' "
+                            f"AND created_at < {literal(before)} ORDER BY transaction_id LIMIT 1")[0]["transaction_id"]
+        labels = write_csv(tmp_path / "l.csv", [(user, decided.isoformat(), 1), (user, before.isoformat(), 0)])
+        training = TrainingSets(offline, "credit_decision")
+
+        def features() -> list[dict[str, Any]]:
+            training.from_file(labels, "t", 1)
+            return offline.run(f"SELECT * FROM {offline.table('t')} ORDER BY label_row")
+
+        base = features()
+        # Later changes the mirrors hold, and the versions the changelog saw before them.
+        offline.run(f"UPDATE {offline.table('users')} SET age = 77, verification_status = 'rejected', "
+                    f"updated_at = {literal(later)} WHERE TRUE")
+        offline.run(f"UPDATE {offline.table('risk_scores')} SET risk_score = 0.999, calculated_at = {literal(later)} "
+                    "WHERE TRUE")
+        offline.run(f"UPDATE {offline.table('installment_plans')} SET status = IF(plan_id = '{p}', 'defaulted', "
+                    f"'completed'), updated_at = {literal(later)} WHERE plan_id IN ('{p}', '{q}')")
+        common = f"'update', '0/1', 1, 1, {literal(seen)}, CURRENT_TIMESTAMP(), 'm1'"
+        offline.run(f"INSERT INTO {offline.table('changelog_users')} (change_op, source_watermark, lsn, tx_id, "
+                    "changed_at, ingested_at, message_id, row_key, user_id, age, location_country, "
+                    f"verification_status, income_bracket) VALUES ({common}, '[\"{user}\"]', '{user}', 31, 'GB', "
+                    "'pending', 'high')")
+        offline.run(f"INSERT INTO {offline.table('changelog_risk_scores')} (change_op, source_watermark, lsn, tx_id, "
+                    "changed_at, ingested_at, message_id, row_key, user_id, risk_score, fraud_probability, "
+                    "payment_delays, device_trust_score, credit_utilization, calculated_at) "
+                    f"VALUES ({common}, '[\"{user}\"]', '{user}', 0.25, 0.01, 3, 0.9, 0.2, {literal(seen)})")
+        for plan, status in ((p, "active"), (q, "completed")):
+            offline.run(f"INSERT INTO {offline.table('changelog_installment_plans')} (change_op, source_watermark, "
+                        "lsn, tx_id, changed_at, ingested_at, message_id, row_key, plan_id, user_id, status) "
+                        f"VALUES ({common}, '[\"{plan}\"]', '{plan}', '{user}', '{status}')")
+        offline.run(f"INSERT INTO {offline.table('changelog_transactions')} (change_op, source_watermark, lsn, tx_id, "
+                    "changed_at, ingested_at, message_id, row_key, transaction_id, user_id, status) "
+                    f"VALUES ({common}, '[\"{order}\"]', '{order}', '{user}', 'refunded')")
+
+        at_decision, before_any = features()
+    finally:
+        bigquery_emulator.client().delete_dataset(offline.dataset, delete_contents=True, not_found_ok=True)
+
+    # At the decision: what the changelog had seen by then.
+    assert (at_decision["age"], at_decision["location_country"], at_decision["verification_status"],
+            at_decision["income_bracket"]) == (31, "GB", "pending", "high")
+    assert (at_decision["risk_score"], at_decision["payment_delays"]) == (0.25, 3)
+    assert at_decision["open_plans"] == base[0]["open_plans"] - 1  # q had completed; p was still active
+    assert at_decision["total_orders"] == base[0]["total_orders"] - 1  # the order was refunded by then
+    # Before the changelog saw anything: unknown, never the later values.
+    assert (before_any["age"], before_any["verification_status"], before_any["risk_score"]) == (None, "pending", None)
+    assert before_any["payment_delays"] == 0
+    assert before_any["open_plans"] == base[1]["open_plans"]  # changed later: active at the time
+    assert before_any["total_orders"] == base[1]["total_orders"]  # current status: no history before
