@@ -8,7 +8,10 @@ Seeds the database when it holds no finished synthetic data set (fs-generate, se
 persistence, volatile-lru, stopped by its pid at the end) and, for each size, runs one full
 refresh of the first N users in a child process of its own, so that each size's peak RSS
 (VmHWM) is its own. Prints users/s, wall time, peak RSS, and Redis bytes per user twice: INFO
-used_memory before/after divided by N, and MEMORY USAGE averaged over a sample of keys.
+used_memory before/after divided by N, and MEMORY USAGE averaged over a sample of keys. It also
+adds up the CPU the run cost per user in the Python process, in its PostgreSQL backends (read from
+/proc: PostgreSQL must run on this machine) and in Redis, which gives the rate the work would reach
+on idle cores however busy the machine is while it runs.
 ``--chunk 2000,5000,10000`` sweeps chunk sizes. Figures, never pass/fail; the machine's load
 average is printed beside them because other work on the same cores changes them.
 """
@@ -19,6 +22,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import socket
 import subprocess
@@ -93,12 +97,32 @@ def child(size: int) -> None:
     name = svc.settings.serving.feature_set
     to_user = refresher.source.next_boundary("", size)
     rss_before = _vm("VmRSS")
+    cpu_before = _cpu_self()
     started = time.perf_counter()
     out = refresher.full(name, from_user=None, to_user=to_user)
     wall = time.perf_counter() - started
-    print(json.dumps({"users": out["progress"]["done"], "written": out["written"], "wall_s": round(wall, 2),
-                      "users_per_s": round(out["progress"]["done"] / wall, 1), "rss_before_mb": rss_before,
-                      "peak_rss_mb": _vm("VmHWM")}))
+    python_cpu = _cpu_self() - cpu_before
+    # The backends of the refresh's own pool: their CPU since they connected is this run's (plus a login).
+    idle = list(svc.bulk_postgres._idle.queue)  # a bench may look inside: no public way to list them
+    pids = [int(c.run("SELECT pg_backend_pid()")[0][0]) for c in idle]
+    postgres_cpu = sum(_cpu_pid(p) for p in pids)
+    users = out["progress"]["done"]
+    print(json.dumps({"users": users, "written": out["written"], "wall_s": round(wall, 2),
+                      "users_per_s": round(users / wall, 1), "rss_before_mb": rss_before,
+                      "peak_rss_mb": _vm("VmHWM"), "python_cpu_us_per_user": round(python_cpu / users * 1e6, 1),
+                      "postgres_cpu_us_per_user": round(postgres_cpu / users * 1e6, 1),
+                      "postgres_backends": len(pids)}))
+
+
+def _cpu_self() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_pid(pid: int) -> float:
+    """User + system CPU seconds of a process on this machine (PostgreSQL runs here in the bench)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _vm(field: str) -> float:
@@ -114,6 +138,7 @@ def measure(env: dict[str, str], port: int, size: int, chunk: int) -> dict[str, 
     client = redis.Redis(host="127.0.0.1", port=port)
     client.flushall()
     before = int(client.info("memory")["used_memory"])
+    redis_cpu_before = _redis_cpu(client)
     load_before = load()
     proc = subprocess.run([PY, __file__, "--child", str(size)], env={**env, "FS_REFRESH_CHUNK_USERS": str(chunk)},
                           capture_output=True, text=True)
@@ -121,6 +146,7 @@ def measure(env: dict[str, str], port: int, size: int, chunk: int) -> dict[str, 
         raise SystemExit(f"bench/refresh.py: the {size:,}-user run failed:\n{proc.stderr[-3000:]}")
     figures = json.loads(proc.stdout.strip().splitlines()[-1])
     after = int(client.info("memory")["used_memory"])
+    redis_cpu = _redis_cpu(client) - redis_cpu_before
     keys = [k for k in client.scan_iter(f"{PREFIX}:*:u:*", count=1000)][:50_000]
     sample = random.Random(1).sample(keys, min(1000, len(keys)))
     usage = [int(client.memory_usage(k) or 0) for k in sample]
@@ -130,9 +156,19 @@ def measure(env: dict[str, str], port: int, size: int, chunk: int) -> dict[str, 
         "redis_bytes_per_user_info": round((after - before) / max(1, figures["users"]), 1),
         "redis_bytes_per_user_memory_usage": round(sum(usage) / max(1, len(usage)), 1),
         "value_bytes_mean": round(sum(len(v or b"") for v in values) / max(1, len(values)), 1),
+        "redis_cpu_us_per_user": round(redis_cpu / max(1, figures["users"]) * 1e6, 1),
     })
+    total = figures["python_cpu_us_per_user"] + figures["postgres_cpu_us_per_user"] + figures["redis_cpu_us_per_user"]
+    figures["cpu_us_per_user"] = round(total, 1)
+    # What the same work would reach with every core of this machine to itself.
+    figures["idle_machine_ceiling_users_per_s"] = round((os.cpu_count() or 1) / total * 1e6) if total else None
     client.flushall()
     return figures
+
+
+def _redis_cpu(client: Any) -> float:
+    cpu = client.info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
 
 def main() -> int:
@@ -183,7 +219,11 @@ def _line(r: dict[str, Any]) -> str:
     return (f"{r['size']:>9,} users  chunk {r['chunk']:>6,}  {r['users_per_s']:>9,.0f} users/s  {r['wall_s']:>7.1f} s  "
             f"peak RSS {r['peak_rss_mb']:>6.1f} MB (at start {r['rss_before_mb']:.1f})  "
             f"Redis {r['redis_bytes_per_user_info']:.0f} B/user (INFO), {r['redis_bytes_per_user_memory_usage']:.0f} "
-            f"B/key (MEMORY USAGE), value {r['value_bytes_mean']:.0f} B  load {r['load_before']} -> {r['load_after']}")
+            f"B/key (MEMORY USAGE), value {r['value_bytes_mean']:.0f} B  load {r['load_before']} -> {r['load_after']}\n"
+            f"{'':>11}CPU per user: Python {r['python_cpu_us_per_user']:.0f} us, PostgreSQL "
+            f"{r['postgres_cpu_us_per_user']:.0f} us, Redis {r['redis_cpu_us_per_user']:.0f} us "
+            f"= {r['cpu_us_per_user']:.0f} us"
+            f" -> ceiling on {os.cpu_count()} idle cores {r['idle_machine_ceiling_users_per_s']:,} users/s")
 
 
 if __name__ == "__main__":
