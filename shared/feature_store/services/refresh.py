@@ -58,6 +58,7 @@ class RefreshConfig:
 
 
 def new_run_id() -> str:
+    """A run id that sorts by start time: ``20261123T152613Z-9df829``."""
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
@@ -121,8 +122,9 @@ class Refresher(CacheAdmin):
             run_id = self.start_full(name, fs.version, from_user, to_user, shards, source)
         loaded = state.load_run(run_id)
         if loaded is None or loaded.get("mode") != "full":
-            raise NotFound(f"no full refresh run {run_id!r} of {fs.name} v{fs.version} (runs are kept "
-                           f"{self.run_ttl_s // 86400} days once finished or replaced)", code="unknown_run")
+            raise NotFound(f"no full refresh run {run_id!r} of {fs.name} v{fs.version} (a run of another version "
+                           f"needs that version; runs are kept {self.run_ttl_s // 86400} days once finished or "
+                           "replaced)", code="unknown_run")
         run = loaded
         if "finished_at" not in run:
             holder = state.take(state.lock_key("full"), run_id, lock_ms)
