@@ -38,12 +38,13 @@ def test_from_empty_then_again_is_a_no_op(databases: Databases) -> None:
     first = run_cli(name)
     second = run_cli(name)
 
+    files = len(load_migrations(sql_root() / "postgres"))
     assert first.returncode == 0, first.stderr
-    assert "2 applied, 0 already applied" in first.stdout
+    assert f"{files} applied, 0 already applied" in first.stdout
     assert {"users", "transactions", "risk_scores", "installment_plans", "installments",
             "schema_migrations"} <= tables(name)
     assert second.returncode == 0, second.stderr
-    assert "0 applied, 2 already applied, 0 partitions created" in second.stdout
+    assert f"0 applied, {files} already applied, 0 partitions created" in second.stdout
 
 
 def test_partitions_cover_past_and_future_months_with_full_replica_identity(databases: Databases) -> None:

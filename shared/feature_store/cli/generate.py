@@ -62,7 +62,7 @@ _COPY_COLUMNS = {
     "transactions": "transaction_id, user_id, amount, currency, merchant, category, status, created_at",
     "installment_plans": "plan_id, user_id, transaction_id, principal, n_installments, status, "
                          "created_at, updated_at",
-    "installments": "plan_id, seq, user_id, due_date, amount, paid_at",
+    "installments": "plan_id, seq, user_id, due_date, amount, paid_at, updated_at",
     "risk_scores": "user_id, risk_score, fraud_probability, payment_delays, device_trust_score, "
                    "credit_utilization, calculated_at",
 }

@@ -180,6 +180,8 @@ def _plan(rng: random.Random, out: Block, n: int, k: int, uid: str, tid: str, am
         if paid is None:
             status = "defaulted" if defaults_at is not None and due_day < today - 60 else "active"
         paid_text = _ts(paid) if paid is not None else ""
-        out.installments.append(f"{pid},{seq},{uid},{_day_text(due_day)},{part:.2f},{paid_text}")
+        # updated_at: the last change of the row (its payment, else the purchase), never now().
+        touched = paid_text or _ts(at)
+        out.installments.append(f"{pid},{seq},{uid},{_day_text(due_day)},{part:.2f},{paid_text},{touched}")
     out.plans.append(f"{pid},{uid},{tid},{amount:.2f},4,{status},{_ts(at)},{_ts(at)}")
     return late
