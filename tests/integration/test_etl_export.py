@@ -124,7 +124,8 @@ def test_changes_and_late_commits_within_the_overlap_arrive_on_the_next_run(
     etl = make_etl(overlap_s=600)
     assert etl.export("run-1")["done"]
     mark = parse_watermark(offline.watermarks()["transactions"])
-    db.run("INSERT INTO transactions VALUES ('t-new', 'u000000001', 12.34, 'USD', 'm00001', 'books', 'completed', now())")
+    db.run("INSERT INTO transactions VALUES ('t-new', 'u000000001', 12.34, 'USD', 'm00001', 'books', 'completed', "
+           "now())")
     # Committed now, stamped before the watermark: a long transaction that committed late.
     db.run("INSERT INTO transactions VALUES ('t-late', 'u000000002', 5.00, 'USD', 'm00002', 'toys', 'pending', :t)",
            t=mark - timedelta(seconds=120))
@@ -154,7 +155,8 @@ def test_a_failed_step_leaves_its_watermark_and_a_rerun_completes_without_duplic
     etl = make_etl()
     assert etl.export("run-1")["done"]
     before = offline.watermarks()
-    db.run("INSERT INTO transactions VALUES ('t-after', 'u000000001', 1.00, 'USD', 'm00001', 'books', 'completed', now())")
+    db.run("INSERT INTO transactions VALUES ('t-after', 'u000000001', 1.00, 'USD', 'm00001', 'books', 'completed', "
+           "now())")
     db.run("UPDATE users SET age = 99 WHERE user_id = 'u000000006'")  # the trigger moves updated_at
     # The mirror refuses the transactions batch (its MERGE names a column the table no longer has).
     offline.run(f"ALTER TABLE {offline.table('transactions')} RENAME COLUMN merchant TO merchant_hidden")
@@ -222,3 +224,29 @@ def test_run_etl_answers_bad_input_with_a_4xx_and_exports_over_http(
     assert exported.status_code == 200
     assert exported.get_json()["done"] is True
     assert exported.get_json()["tables"]["users"]["rows"] == USERS
+
+
+def test_an_unreachable_bigquery_is_a_503_the_workflow_retries_and_bad_sql_is_permanent(
+        source: str, offline: OfflineStore, bigquery_emulator: Any, redis_prefix: str,
+        use_env: Callable[[dict[str, str]], None]) -> None:
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    from conftest import closed_port
+    from feature_store.errors import DependencyUnavailable
+
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    down = OfflineStore(bigquery.Client(project="p", credentials=AnonymousCredentials(),
+                                        client_options=ClientOptions(api_endpoint=endpoint)), "d", api_timeout_s=2)
+    with pytest.raises(DependencyUnavailable):
+        down.run("SELECT 1")
+    with pytest.raises(OfflineQueryFailed):
+        offline.run("SELECT no_such_column FROM " + offline.table("users"))
+
+    use_env({**base_env(source, redis_prefix), "FS_BIGQUERY_API_ENDPOINT": endpoint, "FS_BIGQUERY_PROJECT": "p",
+             "FS_BIGQUERY_DATASET": "d", "FS_BIGQUERY_TIMEOUT_S": "2"})
+    answer = function_client("run_etl").post("/", json={"step": "export"})
+
+    assert answer.status_code == 503
+    assert answer.get_json()["error"]["code"] == "dependency_unavailable" and answer.headers["Retry-After"]

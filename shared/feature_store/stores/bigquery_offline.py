@@ -12,11 +12,11 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import requests
 from google.api_core import exceptions as gexc
@@ -28,10 +28,10 @@ from feature_store.stores.sql_files import sql_root
 
 log = get_logger(__name__)
 
-T = TypeVar("T")
 
 # Statements of a DDL file end with a semicolon at the end of a line (sql/bigquery/changelog.sql).
 _STATEMENT_END = re.compile(r";[ \t]*(?:\r?\n|$)")
+_TRANSIENT_REASONS = {"rateLimitExceeded", "jobRateLimitExceeded", "backendError", "internalError"}
 _TRANSIENT = (gexc.ServiceUnavailable, gexc.InternalServerError, gexc.TooManyRequests, gexc.BadGateway,
               gexc.GatewayTimeout, gexc.DeadlineExceeded, gexc.RetryError, requests.exceptions.ConnectionError,
               requests.exceptions.Timeout, ConnectionError, TimeoutError, concurrent.futures.TimeoutError)
@@ -69,7 +69,9 @@ class OfflineStore:
         self.location = location
         self.api_timeout_s = api_timeout_s
         self.job_timeout_s = job_timeout_s
-        # The client's own retry would keep a failing call going for 600 s; bound it.
+        # The client's own retries would keep a failing call going for 600 s, and re-insert a query
+        # for 10 minutes more: bound the first, drop the second, so an outage soon becomes a 503
+        # that the workflow retries on its own schedule.
         self._retry = bigquery.DEFAULT_RETRY.with_deadline(api_timeout_s)
 
     def table(self, name: str) -> str:
@@ -117,9 +119,11 @@ class OfflineStore:
         """Run one statement or script (``@name`` parameters only outside scripts); return its rows."""
         config = bigquery.QueryJobConfig(query_parameters=[_parameter(k, v) for k, v in (params or {}).items()])
         with _mapped("run a statement"):
+            # The emulator runs a query inside the insert call: let that call last as long as a job may.
             job = self.client.query(sql, job_config=config, location=self.location, retry=self._retry,
-                                    timeout=self.api_timeout_s)
-            return [dict(row.items()) for row in job.result(timeout=self.job_timeout_s)]
+                                    timeout=self.job_timeout_s, job_retry=None)
+            rows = job.result(retry=self._retry, timeout=self.job_timeout_s, job_retry=None)
+            return [dict(row.items()) for row in rows]
 
     def load_csv(self, path: Path, table: str, schema: Sequence[tuple[str, str]], truncate: bool = True) -> int:
         """Load a CSV file with a header row into a table of the dataset; return the rows loaded.
@@ -200,11 +204,8 @@ def _mapped(action: str) -> Iterator[None]:
     except _TRANSIENT as exc:
         raise DependencyUnavailable("bigquery", f"could not {action}: {type(exc).__name__}") from exc
     except gexc.GoogleAPICallError as exc:
+        reasons = {str(e.get("reason")) for e in getattr(exc, "errors", None) or [] if isinstance(e, dict)}
+        if reasons & _TRANSIENT_REASONS:  # BigQuery says 403 for rate limits
+            raise DependencyUnavailable("bigquery", f"could not {action}: {', '.join(sorted(reasons))}") from exc
         message = getattr(exc, "message", None) or str(exc)
         raise OfflineQueryFailed(f"BigQuery refused to {action}: {message[:600]}") from exc
-
-
-def call(action: str, fn: Callable[[], T]) -> T:
-    """Run one client call with the same error mapping as the store's methods."""
-    with _mapped(action):
-        return fn()
