@@ -282,7 +282,7 @@ class Etl:
         # the export's answer must not replace it, or the next run would not know where this began.
         merged.update({k: v for k, v in (steps or {}).items() if k != "export" or "export" not in merged})
         rows = merged.get("export", {}).get("rows")
-        self.offline.save_run(run_id, status, merged, error=error,
+        self.offline.save_run(run_id, status, merged, error=None if error is None else error[:4000],
                               rows_loaded=None if rows is None else int(rows), finished=True)
         log.info("run recorded", extra={"fields": {"run_id": run_id, "status": status}})
         return {"run_id": run_id, "step": "record", "status": status}

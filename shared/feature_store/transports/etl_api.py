@@ -30,7 +30,7 @@ class EtlRequest(BaseModel):
     date: dt.date | None = None  # snapshot: the UTC day (default: yesterday)
     full: bool = False  # export: ignore the watermarks and re-export everything
     status: Literal["succeeded", "failed"] | None = None  # record
-    error: str | None = Field(default=None, max_length=4000)  # record
+    error: str | None = None  # record: kept to its first 4,000 characters
     steps: dict[str, Any] | None = None  # record: what each step answered
 
     @model_validator(mode="after")
