@@ -17,7 +17,7 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from conftest import ROOT, admin_connection, closed_port, function_client
-from feature_store.domain.catalog import CREDIT_DECISION_V1
+from feature_store.domain.catalog import CATALOG
 from feature_store.domain.synthetic import user_id
 from reference import reference_features
 
@@ -273,9 +273,17 @@ def test_postgres_down_in_a_batch_marks_only_the_misses(
 def test_openapi_lists_every_catalog_feature_with_its_type() -> None:
     schemas = OPENAPI["components"]["schemas"]
     json_types = {"int64": "integer", "float64": "number", "string": "string"}
-    for f in CREDIT_DECISION_V1.features:
-        declared = schemas[f.group.capitalize()]["properties"][f.name]["type"]
-        assert declared == ([json_types[f.dtype], "null"] if f.default is None else json_types[f.dtype]), f.name
+    for fs in CATALOG.values():
+        for f in fs.features:
+            declared = schemas[f.group.capitalize()]["properties"][f.name]["type"]
+            assert declared == ([json_types[f.dtype], "null"] if f.default is None else json_types[f.dtype]), f.name
+
+
+def test_a_v2_vector_conforms_too(single: Any) -> None:
+    response = single.get(f"/api/v1/features/user/{user_id(18)}?version=2")
+    body = conforms(response.get_json(), "FeatureVector")
+    assert (response.status_code, body["version"]) == (200, 2)
+    assert {"amount_1h", "avg_order_value_7d"} <= set(body["features"]["velocity"]) | set(body["features"]["behavior"])
 
 
 def test_redis_key_written_by_the_read_path_follows_the_layout(

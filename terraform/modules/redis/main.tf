@@ -14,9 +14,10 @@ resource "google_redis_instance" "this" {
   transit_encryption_mode = "SERVER_AUTHENTICATION"
 
   redis_configs = {
-    # Keys carry a TTL (FS_REDIS_TTL_SECONDS); when memory runs out, evict the ones nearest
-    # expiry rather than failing writes: a missing vector falls back to PostgreSQL.
-    maxmemory-policy = "volatile-ttl"
+    # Vectors carry a TTL (FS_REDIS_TTL_SECONDS); when memory runs out, evict the least recently
+    # used of them rather than failing writes: a missing vector falls back to PostgreSQL. Keys
+    # without a TTL (the served-version pointer, run checkpoints) are never evicted (docs/capacity.md).
+    maxmemory-policy = "volatile-lru"
   }
 
   persistence_config {
