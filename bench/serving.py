@@ -23,6 +23,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from dataset import ensure_data
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "emulators"))
 PY = str(Path(sys.executable))
@@ -45,27 +47,6 @@ def env_for(args: argparse.Namespace) -> dict[str, str]:
            "FS_LOG_LEVEL": "WARNING", "WORKERS": str(args.workers), "THREADS": str(args.threads)}
     env["FS_REDIS_URL"] = args.redis_url or env["FS_REDIS_URL"]
     return env
-
-
-def ensure_data(env: dict[str, str], database: str, users: int) -> int:
-    import pg8000.native
-
-    admin = pg8000.native.Connection(user="postgres", host=env["FS_POSTGRES_HOST"], port=int(env["FS_POSTGRES_PORT"]))
-    if not admin.run("SELECT 1 FROM pg_database WHERE datname = :d", d=database):
-        admin.run(f'CREATE DATABASE "{database}"')
-    admin.close()
-    conn = pg8000.native.Connection(user="postgres", host=env["FS_POSTGRES_HOST"], port=int(env["FS_POSTGRES_PORT"]),
-                                    database=database)
-    try:
-        done = conn.run("SELECT users FROM seed_runs WHERE finished_at IS NOT NULL") if conn.run(
-            "SELECT to_regclass('seed_runs')")[0][0] else []
-    finally:
-        conn.close()
-    if done:
-        return int(done[0][0])
-    subprocess.run([PY, "-m", "feature_store.cli.migrate"], env=env, check=True)
-    subprocess.run([PY, "-m", "feature_store.cli.generate", "seed", "--users", str(users)], env=env, check=True)
-    return users
 
 
 def serve(name: str, source: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
