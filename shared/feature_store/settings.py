@@ -125,6 +125,9 @@ class EtlSettings(_Section):
     step_budget_s: float = Field(600.0, gt=0)
     statement_timeout_ms: int = Field(120_000, ge=1)
     job_timeout_s: float = Field(3600.0, gt=0)  # the longest wait for one BigQuery job (load, MERGE, snapshot)
+    # Users (snapshot) or label rows (training set) per BigQuery feature statement: bounds its memory
+    # (the emulator held 20 GB for 1M users in one statement; BigQuery itself takes far more).
+    feature_chunk: int = Field(50_000, ge=1)
     feature_set: str = "credit_decision"
     feature_set_version: int | None = Field(None, ge=1)  # None: the newest version in the catalog
     tmp_dir: str | None = None  # where export files are staged (default: the system's temp folder)

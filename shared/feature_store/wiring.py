@@ -204,7 +204,7 @@ class Services:
 
         etl = self.settings.etl
         return self._once("training", lambda: TrainingSets(  # type: ignore[no-any-return]
-            self.offline, etl.feature_set, tmp_dir=etl.tmp_dir))
+            self.offline, etl.feature_set, tmp_dir=etl.tmp_dir, chunk=etl.feature_chunk))
 
 
 _services: Services | None = None

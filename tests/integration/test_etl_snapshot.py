@@ -44,7 +44,8 @@ def exported(seeded_database: dict[str, Any], bigquery_emulator: Any) -> Iterato
     settings = Settings.from_env(base_env(seeded_database["database"]))
     pool = PostgresPool(settings.postgres)
     try:
-        etl = Etl(pool, offline, settings.etl.model_copy(update={"batch_rows": 100_000}))
+        # Chunks of 1,600 users: the snapshot is built in two statements, as a large one is.
+        etl = Etl(pool, offline, settings.etl.model_copy(update={"batch_rows": 100_000, "feature_chunk": 1600}))
         assert etl.export("snap-export")["done"]
         yield offline, etl
     finally:

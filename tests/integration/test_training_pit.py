@@ -190,7 +190,8 @@ def test_training_rows_equal_the_independent_recomputation_as_of_each_decision(
     labels = sample_labels(source, now)
     path = write_csv(tmp_path / "labels.csv", [(u, t.isoformat(), y) for u, t, y in labels])
 
-    built = TrainingSets(exported, "credit_decision").from_file(path, f"train_v{version}", version)
+    # Chunks of 100 label rows: the table is built in several statements, as a large one is.
+    built = TrainingSets(exported, "credit_decision", chunk=100).from_file(path, f"train_v{version}", version)
 
     fs = CATALOG[("credit_decision", version)]
     rows = exported.run(f"SELECT * FROM {exported.table(f'train_v{version}')} ORDER BY label_row")

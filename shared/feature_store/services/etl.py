@@ -247,9 +247,6 @@ class Etl:
         fs = self.feature_set()
         marks = self.offline.watermarks()
         target = self.offline.table("feature_snapshots")
-        users = self.offline.table("users")
-        requests = (f"SELECT user_id AS req_id, user_id, {literal(as_of)} AS as_of FROM {users} "
-                    f"WHERE created_at <= {literal(as_of)}")
         names = [f.name for f in fs.features]
         columns = ["snapshot_date", "user_id", "feature_set", "feature_set_version", "as_of", "source_watermark",
                    "computed_at", "etl_run_id", *names]
@@ -257,18 +254,39 @@ class Etl:
                   literal(json.dumps(marks, sort_keys=True)), "CURRENT_TIMESTAMP()", literal(run_id), *names]
         this_day = (f"snapshot_date = {literal(day)} AND feature_set = {literal(fs.name)} "
                     f"AND feature_set_version = {fs.version}")
-        self.offline.run(script(
-            "BEGIN TRANSACTION",
-            f"DELETE FROM {target} WHERE {this_day}",
-            f"INSERT INTO {target} ({', '.join(columns)})\nSELECT {', '.join(values)} FROM (\n"
-            f"{features_sql(fs, self.offline.dataset, requests, ['user_id', 'as_of'])}\n)",
-            "COMMIT TRANSACTION",
-        ))
+        # Chunks of users by id bound each statement's memory; the day's rows are then replaced in
+        # one transaction, so readers see the old day or the new one, never a part.
+        staging = self.offline.table(f"_snapshot_{secrets.token_hex(6)}")
+        bounds = self._user_bounds(as_of)
+        try:
+            for i, lo in enumerate(bounds):
+                scope = f"user_id >= {literal(lo)}" + (f" AND user_id < {literal(bounds[i + 1])}"
+                                                      if i + 1 < len(bounds) else "")
+                requests = (f"SELECT user_id AS req_id, user_id, {literal(as_of)} AS as_of "
+                            f"FROM {self.offline.table('users')} WHERE created_at <= {literal(as_of)} AND {scope}")
+                select = (f"SELECT {', '.join(f'{v} AS {c}' for v, c in zip(values, columns, strict=True))} FROM (\n"
+                          f"{features_sql(fs, self.offline.dataset, requests, ['user_id', 'as_of'])}\n)")
+                into = f"CREATE TABLE {staging} AS\n" if i == 0 else f"INSERT INTO {staging} ({', '.join(columns)})\n"
+                self.offline.run(script(into + select))
+            land = (f"INSERT INTO {target} ({', '.join(columns)}) SELECT {', '.join(columns)} FROM {staging}"
+                    if bounds else "SELECT 0")
+            self.offline.run(f"BEGIN TRANSACTION;\nDELETE FROM {target} WHERE {this_day};\n{land};\n"
+                             "COMMIT TRANSACTION;")
+        finally:
+            self.offline.drop_table(staging.strip("`").split(".")[-1])
         rows = int(self.offline.run(f"SELECT COUNT(*) AS n FROM {target} WHERE {this_day}")[0]["n"])
         seconds = round(self._clock() - started, 3)
         log.info("snapshot built", extra={"fields": {"run_id": run_id, "rows": rows, "seconds": seconds}})
         return {"run_id": run_id, "step": "snapshot", "date": day.isoformat(), "as_of": as_of.isoformat(),
                 "feature_set": fs.name, "version": fs.version, "rows": rows, "seconds": seconds}
+
+    def _user_bounds(self, as_of: datetime) -> list[str]:
+        """The first user id of each chunk of ``feature_chunk`` users who existed at ``as_of``, in order."""
+        rows = self.offline.run(
+            f"SELECT user_id FROM (SELECT user_id, ROW_NUMBER() OVER (ORDER BY user_id) AS n "
+            f"FROM {self.offline.table('users')} WHERE created_at <= @as_of) "
+            "WHERE MOD(n - 1, @chunk) = 0 ORDER BY user_id", {"as_of": as_of, "chunk": self.settings.feature_chunk})
+        return [str(r["user_id"]) for r in rows]
 
     # --- run record ---------------------------------------------------------------------------
 

@@ -155,9 +155,11 @@ class TrainingSets:
     """Builds point-in-time training tables in the offline store."""
 
     def __init__(self, offline: OfflineStore, feature_set: str, clock: Callable[[], float] = time.monotonic,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC), tmp_dir: str | None = None) -> None:
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC), tmp_dir: str | None = None,
+                 chunk: int = 50_000) -> None:
         self.offline = offline
         self.feature_set = feature_set
+        self._chunk = chunk
         self._clock = clock
         self._now = now
         self._tmp_dir = tmp_dir
@@ -238,14 +240,27 @@ class TrainingSets:
         self._check(staging, source)
         fs = get_feature_set(self.feature_set, version)
         target = self._full(destination, InvalidParameter)
-        requests = ("SELECT label_row AS req_id, user_id, decision_time AS as_of, label_row, decision_time, label "
-                    f"FROM {self.offline.table(staging)}")
-        select = features_sql(fs, self.offline.dataset, requests, ["label_row", "user_id", "decision_time", "label"])
         names = ", ".join(identifier(f.name) for f in fs.features)
-        self.offline.run(script(
-            f"CREATE OR REPLACE TABLE {target} AS\nSELECT label_row, user_id, decision_time, label, "
-            f"{literal(fs.name)} AS feature_set, {fs.version} AS feature_set_version, {names}\n"
-            f"FROM (\n{select}\n)"))
+        last = int(self.offline.run(f"SELECT MAX(label_row) AS n FROM {self.offline.table(staging)}")[0]["n"] or 0)
+        if last == 0:
+            raise InvalidLabels(f"{source} holds no label rows")
+        # Chunks of label rows bound each statement's memory; the finished table replaces the old one.
+        building = f"_training_{secrets.token_hex(6)}"
+        try:
+            for lo in range(1, last + 1, self._chunk):
+                requests = ("SELECT label_row AS req_id, user_id, decision_time AS as_of, label_row, decision_time, "
+                            f"label FROM {self.offline.table(staging)} "
+                            f"WHERE label_row BETWEEN {lo} AND {lo + self._chunk - 1}")
+                select = features_sql(fs, self.offline.dataset, requests,
+                                      ["label_row", "user_id", "decision_time", "label"])
+                into = (f"CREATE TABLE {self.offline.table(building)} AS" if lo == 1
+                        else f"INSERT INTO {self.offline.table(building)}")
+                self.offline.run(script(
+                    f"{into}\nSELECT label_row, user_id, decision_time, label, {literal(fs.name)} AS feature_set, "
+                    f"{fs.version} AS feature_set_version, {names}\nFROM (\n{select}\n)"))
+            self.offline.run(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM {self.offline.table(building)}")
+        finally:
+            self.offline.drop_table(building)
         rows = int(self.offline.run(f"SELECT COUNT(*) AS n FROM {target}")[0]["n"])
         return {"table": target.strip("`"), "rows": rows, "feature_set": fs.name, "version": fs.version,
                 "seconds": round(self._clock() - started, 3)}
