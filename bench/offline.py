@@ -27,6 +27,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -75,6 +76,43 @@ def start_emulator() -> tuple[subprocess.Popen[bytes], str]:
             time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGTERM)
     raise SystemExit(f"the BigQuery emulator did not start; see {log.name}")
+
+
+class MemoryGuard:
+    """Watches the emulator's resident memory: records the peak, stops it past a limit.
+
+    The emulator is DuckDB in memory on a machine shared with other work; a runaway statement must
+    not take the machine's memory with it.
+    """
+
+    def __init__(self, pid: int, limit_gb: float) -> None:
+        self.pid, self.limit = pid, limit_gb * 2**30
+        self.peak = 0
+        self.tripped = False
+        self._stop = threading.Event()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _rss(self) -> int:
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    def _watch(self) -> None:
+        while not self._stop.wait(1.0):
+            rss = self._rss()
+            self.peak = max(self.peak, rss)
+            if rss > self.limit:
+                self.tripped = True
+                say(f"the emulator holds {rss / 2**30:.1f} GB, over the {self.limit / 2**30:.0f} GB limit: stopping it")
+                os.killpg(self.pid, signal.SIGKILL)
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 def ensure_source(settings: Settings, users: int) -> dict[str, int]:
@@ -144,6 +182,8 @@ def main() -> int:
     parser.add_argument("--skip", default="", help="comma-separated: export,snapshot,training")
     parser.add_argument("--dataset", default=None, help="the dataset to use (default: a new one)")
     parser.add_argument("--keep", action="store_true", help="keep the BigQuery dataset (reuse it with --dataset)")
+    parser.add_argument("--max-emulator-gb", type=float, default=10.0,
+                        help="stop the emulator past this resident memory (a private emulator only)")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
 
@@ -161,7 +201,9 @@ def main() -> int:
     from feature_store.wiring import Services
 
     svc = Services(settings)
-    results: dict[str, Any] = {"users": args.users, "labels": args.labels, "started": datetime.now(UTC).isoformat()}
+    guard = MemoryGuard(proc.pid, args.max_emulator_gb) if proc else None
+    results: dict[str, Any] = {"users": args.users, "labels": args.labels, "started": datetime.now(UTC).isoformat(),
+                               "feature_chunk": settings.etl.feature_chunk}
     try:
         counts = ensure_source(settings, args.users)
         results["source_rows"] = counts
@@ -194,6 +236,11 @@ def main() -> int:
         results["etl_seconds"] = round(total, 1)
         say(f"ETL end to end (export + snapshot): {total:.1f} s")
     finally:
+        if guard is not None:
+            guard.stop()
+            results["emulator_peak_gb"] = round(guard.peak / 2**30, 2)
+            say(f"emulator peak resident memory: {guard.peak / 2**30:.1f} GB"
+                + (" (stopped: over the limit)" if guard.tripped else ""))
         if not args.keep:
             try:
                 svc.bigquery.delete_dataset(dataset, delete_contents=True, not_found_ok=True)

@@ -229,6 +229,12 @@ def test_a_failed_step_fails_the_run_by_name_and_a_rerun_of_the_same_run_complet
 
     assert again["status"] == "succeeded"
     assert again["steps"]["materialize"]["mode"] == "incremental"  # wf-run-1 succeeded before it
+    day = again["steps"]["snapshot"]["date"]
+    rebuilt = stack["offline"].run(f"SELECT COUNT(*) AS n, COUNT(DISTINCT user_id) AS users, "
+                                   f"ARRAY_AGG(DISTINCT etl_run_id) AS runs FROM "
+                                   f"{stack['offline'].table('feature_snapshots')} WHERE snapshot_date = '{day}'")[0]
+    assert rebuilt["n"] == rebuilt["users"] == again["steps"]["snapshot"]["rows"]  # the day replaced, not added to
+    assert rebuilt["runs"] == ["wf-run-2"]
     assert stack["offline"].run_record("wf-run-2")["status"] == "succeeded"  # type: ignore[index]
     assert_mirror_equals_source(stack)  # t-wf-1 once, nothing twice
 

@@ -26,7 +26,7 @@ from feature_store.stores.postgres import PostgresPool
 pytest_plugins = ["bq_fixture"]
 pytestmark = pytest.mark.bigquery
 
-USERS = 300
+USERS = 150
 AS_OF = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 
 

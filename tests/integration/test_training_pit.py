@@ -183,9 +183,9 @@ def write_csv(path: Path, rows: list[tuple[Any, ...]], header: tuple[str, ...] =
     return path
 
 
-@pytest.mark.parametrize("version", VERSIONS)
 def test_training_rows_equal_the_independent_recomputation_as_of_each_decision(
-        exported: OfflineStore, source: pg8000.native.Connection, tmp_path: Path, version: int) -> None:
+        exported: OfflineStore, source: pg8000.native.Connection, tmp_path: Path) -> None:
+    version = VERSIONS[-1]  # the newest holds every feature of the older ones
     now = datetime.now(UTC)
     labels = sample_labels(source, now)
     path = write_csv(tmp_path / "labels.csv", [(u, t.isoformat(), y) for u, t, y in labels])
