@@ -1,6 +1,7 @@
 """Offline store benchmark: the ETL of a large source end to end and a point-in-time training set.
 
     .venv/bin/python bench/offline.py [--users 1000000] [--labels 100000] [--endpoint http://127.0.0.1:9050]
+                                      [--database fs_bench] [--skip export,snapshot,training] [--keep]
 
 Source: the PostgreSQL database ``fs_bench`` (FS_POSTGRES_HOST/PORT, default 127.0.0.1:5432). It is
 reused when it holds a finished ``fs-generate seed`` run of --users users with seed 42 (another
@@ -116,13 +117,13 @@ class MemoryGuard:
 
 
 def ensure_source(settings: Settings, users: int) -> dict[str, int]:
-    """Migrate fs_bench and make sure it holds a finished seed of ``users`` users; return row counts."""
+    """Migrate the database and make sure it holds a finished seed of ``users`` users; return row counts."""
     import pg8000.native
 
     pg = settings.postgres
     admin = pg8000.native.Connection(user=pg.user, host=pg.host, port=pg.port, database="postgres")
-    if not admin.run("SELECT 1 FROM pg_database WHERE datname = :n", n=DATABASE):
-        admin.run(f'CREATE DATABASE "{DATABASE}"')
+    if not admin.run("SELECT 1 FROM pg_database WHERE datname = :n", n=pg.database):
+        admin.run(f'CREATE DATABASE "{pg.database}"')
     admin.close()
     pool = PostgresPool(pg, bulk=True)
     try:
@@ -136,9 +137,9 @@ def ensure_source(settings: Settings, users: int) -> dict[str, int]:
             done = conn.run("SELECT as_of FROM seed_runs WHERE seed = :s AND users = :u AND finished_at IS NOT NULL",
                             s=SEED, u=users)
             if done:
-                say(f"reusing {DATABASE}: {users:,} users seeded as of {done[0][0]:%Y-%m-%d %H:%M}")
+                say(f"reusing {pg.database}: {users:,} users seeded as of {done[0][0]:%Y-%m-%d %H:%M}")
             else:
-                say(f"seeding {DATABASE} with {users:,} users (seed {SEED}); this takes minutes")
+                say(f"seeding {pg.database} with {users:,} users (seed {SEED}); this takes minutes")
                 seed(conn, users, SEED, None, workers=2, reset=False)
             return {t: int(conn.run(f"SELECT count(*) FROM {t}")[0][0]) for t in
                     ("users", "transactions", "risk_scores", "installment_plans", "installments")}
@@ -175,6 +176,8 @@ def export(etl: Etl, results: dict[str, Any]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--database", default=DATABASE,
+                        help=f"the source database (default {DATABASE}; another size needs another database)")
     parser.add_argument("--labels", type=int, default=100_000)
     parser.add_argument("--endpoint", default=None, help="a running BigQuery emulator (default: start one)")
     parser.add_argument("--batch-rows", type=int, default=1_000_000)
@@ -192,7 +195,7 @@ def main() -> int:
     dataset = args.dataset or f"bench_offline_{secrets.token_hex(3)}"
     env = {"FS_POSTGRES_HOST": os.environ.get("FS_POSTGRES_HOST", "127.0.0.1"),
            "FS_POSTGRES_PORT": os.environ.get("FS_POSTGRES_PORT", "5432"),
-           "FS_POSTGRES_USER": os.environ.get("FS_POSTGRES_USER", "postgres"), "FS_POSTGRES_DATABASE": DATABASE,
+           "FS_POSTGRES_USER": os.environ.get("FS_POSTGRES_USER", "postgres"), "FS_POSTGRES_DATABASE": args.database,
            "FS_BIGQUERY_PROJECT": project, "FS_BIGQUERY_DATASET": dataset, "FS_BIGQUERY_API_ENDPOINT": endpoint,
            "FS_BIGQUERY_TIMEOUT_S": "120", "FS_ETL_BATCH_ROWS": str(args.batch_rows),
            "FS_ETL_CHUNK_ROWS": str(args.chunk_rows), "FS_ETL_STEP_BUDGET_S": "100000",
