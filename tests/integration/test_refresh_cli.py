@@ -51,7 +51,9 @@ def test_ctrl_c_exits_130_keeps_the_checkpoint_and_the_run_resumes(
         cli_env: dict[str, str], redis_client: redis.Redis, redis_prefix: str,
         capsys: pytest.CaptureFixture[str]) -> None:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("FS_")}, **cli_env,
-           "FS_REFRESH_CHUNK_USERS": "10", "PYTHONUNBUFFERED": "1"}
+           # One user per chunk: thousands of chunks, so the run is still going when the (possibly
+           # descheduled) test gets round to interrupting it; 10 per chunk finished in 2 s under load.
+           "FS_REFRESH_CHUNK_USERS": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "feature_store.cli.refresh", "full"], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
