@@ -104,3 +104,17 @@ def test_state_round_trips_through_its_compact_form() -> None:
     s = state(age=40, recent_orders=(RecentOrder(NOW, 1.5, "m"),), unpaid=(UnpaidInstallment(3, 2.5),),
               late_paid_at=(NOW,), favorite_category="x")
     assert UserState.from_compact("u1", 1, s.to_compact()) == s
+
+
+def test_a_selection_computes_exactly_the_full_vectors_values() -> None:
+    today = int(NOW // DAY)
+    s = state(recent_orders=(RecentOrder(NOW - 600, 10.005, "m1"), RecentOrder(NOW - 5 * 3600, 20.0, "m2"),
+                             RecentOrder(NOW - 3 * DAY, 7.5, "m1"), RecentOrder(NOW + 60, 99.0, "m3")),
+              unpaid=(UnpaidInstallment(today - 3, 12.5),), paid_on_time=2, total_orders=3, total_spent=37.5)
+    for fs in CATALOG.values():
+        full = fs.evaluate(s, Instant(NOW))
+        for f in fs.features:
+            assert fs.evaluate(s, Instant(NOW), fs.select([f.name])) == {f.group: {f.name: full[f.group][f.name]}}
+        pair = fs.select(["orders_1h", "on_time_rate"])
+        assert fs.evaluate(s, Instant(NOW), pair) == {"repayment": {"on_time_rate": round(2 / 3, 3)},
+                                                      "velocity": {"orders_1h": 1}}

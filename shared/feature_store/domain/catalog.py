@@ -1,19 +1,26 @@
 """The feature catalog: every feature set, version, group and feature, as code.
 
 Each feature declares its type, the value for a user with no data, a one-line description
-and how it is finished from a ``UserState`` at an instant. The read path, CDC ingestion,
-bulk refresh and the offline store all use these definitions; changing what a feature
-means requires a new version of its feature set.
+and how it is finished from a ``UserState`` at an instant - twice, side by side: as a Python
+expression for the online path and as BigQuery SQL for the offline store (tests hold the two
+equal, and both equal to an independent recomputation from PostgreSQL). The read path, CDC
+ingestion, bulk refresh and the offline store all use these definitions; changing what a
+feature means requires a new version of its feature set.
+
+A selection of features is compiled once into one plain function (``Selection.finish``): each
+time window is cut once and every value is computed inline, because finishing 26 features
+through 26 small functions cost more than the Redis round trip of a whole batch.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from feature_store.domain.state import RecentOrder, UserState
+from feature_store.domain.state import UserState
 from feature_store.errors import NotFound, UnknownFeature
 
 DType = Literal["int64", "float64", "string"]
@@ -37,51 +44,70 @@ class Feature:
     dtype: DType
     default: Any
     description: str
-    compute: Callable[[Frame], Any]
+    # The value as a Python expression over the state ``s``, the instant ``at`` (epoch seconds) and
+    # ``day`` (UTC day), and the windows of _WINDOWS; None means "no value" and becomes the default.
+    py: str
     # The same value in BigQuery SQL over one row of sql/bigquery/queries/user_state_asof.sql (the
     # state's columns), with {at} (epoch seconds) and {day} (UTC day) for the instant; py_round(x, n)
     # rounds as Python's round() does. Offline snapshots and training sets are built from it.
     bq_sql: str = ""
 
 
-class Frame:
-    """A user's state seen at one instant; each time window is cut once however many features use it."""
-
-    __slots__ = ("_cache", "at", "s")
-
-    def __init__(self, state: UserState, at: Instant) -> None:
-        self.s = state
-        self.at = at
-        self._cache: dict[int, list[RecentOrder]] = {}
-
-    def orders_within(self, seconds: int) -> list[RecentOrder]:
-        """Velocity-eligible orders in ``(at - seconds, at]``."""
-        window = self._cache.get(seconds)
-        if window is None:
-            lo, hi = self.at.epoch - seconds, self.at.epoch
-            window = self._cache[seconds] = [o for o in self.s.recent_orders if lo < o.at <= hi]
-        return window
-
-    def overdue_days(self) -> list[int]:
-        """Days past due of each unpaid installment whose due date has passed."""
-        today = self.at.day
-        return [today - u.due_day for u in self.s.unpaid if u.due_day < today]
-
-
+# Values several features share, cut once per user: name -> Python expression (may use earlier ones).
+# The velocity windows nest - an order in the last hour is in the last day, which is in the last week -
+# so each is cut from the next wider one. ``recent_orders`` may hold orders after ``at``; none counts.
+# Orders are (at, amount, merchant) and unpaid installments (due_day, amount): see domain/state.py.
+_WINDOWS: dict[str, str] = {
+    "o7d": "[o for o in s.recent_orders if at - 604800 < o[0] <= at]",
+    "o24h": "[o for o in o7d if at - 86400 < o[0]]",
+    "o1h": "[o for o in o24h if at - 3600 < o[0]]",
+    "overdue": "[day - u[0] for u in s.unpaid if u[0] < day]",  # days past due of each
+    "fell_due": "s.paid_on_time + s.paid_late + len(overdue)",  # installments that fell due
+}
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAX_SELECTIONS = 1024
+
+Finish = Callable[[UserState, float, int], dict[str, dict[str, Any]]]
+
+
+def _compile(features: tuple[Feature, ...], groups: tuple[tuple[str, tuple[Feature, ...]], ...],
+             label: str) -> Finish:
+    """One function computing ``{group: {name: value}}`` for these features, defaults applied."""
+    needed: set[str] = set()
+    pending = [f.py for f in features]
+    while pending:
+        for name in _IDENT.findall(pending.pop()):
+            if name in _WINDOWS and name not in needed:
+                needed.add(name)
+                pending.append(_WINDOWS[name])
+    lines = ["def finish(s, at, day):"]
+    lines += [f"    {name} = {expr}" for name, expr in _WINDOWS.items() if name in needed]
+    parts = []
+    for group, members in groups:
+        values = ", ".join(
+            f"{f.name!r}: ({f.py})" if f.default is None
+            else f"{f.name!r}: (_v if (_v := ({f.py})) is not None else {f.default!r})"
+            for f in members)
+        parts.append(f"{group!r}: {{{values}}}")
+    lines.append(f"    return {{{', '.join(parts)}}}")
+    namespace: dict[str, Any] = {"floor": math.floor}
+    # The source is this module's own expressions and validated feature names, never request text.
+    exec(compile("\n".join(lines), f"<finish {label}>", "exec"), namespace)
+    return namespace["finish"]  # type: ignore[no-any-return]
 
 
 class Selection:
-    """Some features of a set, laid out by group once so that evaluating them is a plain loop."""
+    """Some features of a set, laid out by group and compiled into one finishing function."""
 
-    __slots__ = ("features", "groups")
+    __slots__ = ("features", "finish", "groups")
 
-    def __init__(self, features: tuple[Feature, ...]) -> None:
+    def __init__(self, features: tuple[Feature, ...], label: str = "selection") -> None:
         self.features = features
         by_group: dict[str, list[Feature]] = {}
         for f in features:
             by_group.setdefault(f.group, []).append(f)
         self.groups = tuple((g, tuple(members)) for g, members in by_group.items())
+        self.finish: Finish = _compile(features, self.groups, label)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -101,6 +127,7 @@ class FeatureSet:
         names = [f.name for f in self.features]
         if len(names) != len(set(names)):
             raise ValueError(f"duplicate feature names in {self.name} v{self.version}")
+        self.select(None)  # compiles every expression now: a broken one fails at import, not at a request
 
     @property
     def groups(self) -> tuple[str, ...]:
@@ -128,70 +155,16 @@ class FeatureSet:
             features = tuple(f for f in self.features if f.name in key)
         if len(self._selections) >= _MAX_SELECTIONS:
             self._selections.clear()  # bounded: a caller inventing subsets cannot grow it forever
-        chosen = self._selections[key] = Selection(features)
+        chosen = self._selections[key] = Selection(features, f"{self.name} v{self.version}")
         return chosen
 
     def evaluate(self, state: UserState, at: Instant, selection: Selection | None = None) -> dict[str, dict[str, Any]]:
         """Feature values grouped as ``{group: {name: value}}``; a missing value becomes the default."""
-        frame = Frame(state, at)
-        out: dict[str, dict[str, Any]] = {}
-        for group, members in (selection or self.select(None)).groups:
-            values = out[group] = {}
-            for f in members:
-                value = f.compute(frame)
-                values[f.name] = f.default if value is None else value
-        return out
+        return (selection or self.select(None)).finish(state, at.epoch, at.day)
 
 
-# --- finishing functions: pure, small, and exact at the instant given -------------------------
-
-
-def _money(x: float | None) -> float | None:
-    return None if x is None else round(x, 2)
-
-
-def _ratio(x: float | None) -> float | None:
-    return None if x is None else round(x, 3)
-
-
-def _days_since_signup(f: Frame) -> int | None:
-    return None if f.s.signup_day is None else max(0, f.at.day - f.s.signup_day)
-
-
-def _avg_order_value(f: Frame) -> float | None:
-    return _money(f.s.total_spent / f.s.total_orders) if f.s.total_orders else None
-
-
-def _last_order_days(f: Frame) -> int | None:
-    if f.s.last_order_at is None:
-        return None
-    return max(0, math.floor((f.at.epoch - f.s.last_order_at) / 86400))
-
-
-_1H, _24H, _7D = 3600, 86400, 7 * 86400
-
-
-def _count(seconds: int) -> Callable[[Frame], int]:
-    return lambda f: len(f.orders_within(seconds))
-
-
-def _amount(seconds: int) -> Callable[[Frame], float | None]:
-    return lambda f: _money(sum((o.amount for o in f.orders_within(seconds)), 0.0))
-
-
-def _late_payments_90d(f: Frame) -> int:
-    lo, hi = f.at.epoch - 90 * 86400, f.at.epoch
-    return sum(1 for t in f.s.late_paid_at if lo < t <= hi)
-
-
-def _on_time_rate(f: Frame) -> float | None:
-    fell_due = f.s.paid_on_time + f.s.paid_late + len(f.overdue_days())
-    return _ratio(f.s.paid_on_time / fell_due) if fell_due else None
-
-
-def _f(name: str, group: str, dtype: DType, default: Any, description: str,
-       compute: Callable[[Frame], Any], bq: str = "") -> Feature:
-    return Feature(name, group, dtype, default, description, compute, bq)
+def _f(name: str, group: str, dtype: DType, default: Any, description: str, py: str, bq: str = "") -> Feature:
+    return Feature(name, group, dtype, default, description, py, bq)
 
 
 def _bq_orders(seconds: int, select: str) -> str:
@@ -200,6 +173,12 @@ def _bq_orders(seconds: int, select: str) -> str:
 
 
 _BQ_OVERDUE = "(SELECT COUNT(*) FROM UNNEST(unpaid) AS u WHERE u.due_day < {day})"
+_1H, _24H, _7D = 3600, 86400, 7 * 86400
+
+
+def _py_amount(window: str) -> str:
+    """Python: the amount of a window's orders, rounded to cents."""
+    return f"round(sum([o[1] for o in {window}], 0.0), 2)"
 
 
 CREDIT_DECISION_V1 = FeatureSet(
@@ -208,105 +187,95 @@ CREDIT_DECISION_V1 = FeatureSet(
     features=(
         # demographics
         _f("age", "demographics", "int64", None, "Age in years as declared at signup.",
-           lambda f: f.s.age,
+           "s.age",
            bq="age"),
         _f("location_country", "demographics", "string", None, "ISO 3166-1 alpha-2 country of residence.",
-           lambda f: f.s.location_country,
+           "s.location_country",
            bq="location_country"),
         _f("verification_status", "demographics", "string", "pending",
            "Identity verification state: verified, pending or rejected.",
-           lambda f: f.s.verification_status,
+           "s.verification_status",
            bq="verification_status"),
         _f("income_bracket", "demographics", "string", None, "Declared income bracket (low, medium, high).",
-           lambda f: f.s.income_bracket,
+           "s.income_bracket",
            bq="income_bracket"),
         _f("days_since_signup", "demographics", "int64", 0, "Whole UTC days since the signup date.",
-           _days_since_signup,
+           "None if s.signup_day is None else max(0, day - s.signup_day)",
            bq="IF(signup_day IS NULL, NULL, GREATEST(0, {day} - signup_day))"),
         # behavior: completed orders over the whole history
         _f("total_orders", "behavior", "int64", 0, "Number of completed orders ever.",
-           lambda f: f.s.total_orders,
+           "s.total_orders",
            bq="total_orders"),
         _f("avg_order_value", "behavior", "float64", 0.0, "Mean amount of completed orders.",
-           _avg_order_value,
+           "round(s.total_spent / s.total_orders, 2) if s.total_orders else None",
            bq="IF(total_orders > 0, py_round(total_spent / total_orders, 2), NULL)"),
         _f("total_spent", "behavior", "float64", 0.0, "Sum of completed order amounts.",
-           lambda f: _money(f.s.total_spent),
+           "round(s.total_spent, 2)",
            bq="py_round(total_spent, 2)"),
         _f("last_order_days", "behavior", "int64", None,
-           "Whole days since the latest completed order; null when there is none.", _last_order_days,
+           "Whole days since the latest completed order; null when there is none.",
+           "None if s.last_order_at is None else max(0, floor((at - s.last_order_at) / 86400))",
            bq="IF(last_order_at IS NULL, NULL, GREATEST(0, CAST(FLOOR(({at} - last_order_at) / 86400) AS INT64)))"),
         _f("favorite_category", "behavior", "string", None,
            "Most frequent category of completed orders (ties: alphabetical first).",
-           lambda f: f.s.favorite_category,
+           "s.favorite_category",
            bq="favorite_category"),
         # risk: the latest score row
         _f("risk_score", "risk", "float64", None, "Latest model risk score in [0, 1].",
-           lambda f: f.s.risk_score,
+           "s.risk_score",
            bq="risk_score"),
         _f("fraud_probability", "risk", "float64", None, "Latest fraud probability in [0, 1].",
-           lambda f: f.s.fraud_probability,
+           "s.fraud_probability",
            bq="fraud_probability"),
         _f("payment_delays", "risk", "int64", 0, "Payment delays counted by the risk model.",
-           lambda f: f.s.payment_delays,
+           "s.payment_delays",
            bq="payment_delays"),
         _f("device_trust_score", "risk", "float64", None, "Trust in the user's devices in [0, 1].",
-           lambda f: f.s.device_trust_score,
+           "s.device_trust_score",
            bq="device_trust_score"),
         _f("credit_utilization", "risk", "float64", None, "Share of the credit limit in use, [0, 1].",
-           lambda f: f.s.credit_utilization,
+           "s.credit_utilization",
            bq="credit_utilization"),
         # repayment: BNPL installment plans
         _f("outstanding_balance", "repayment", "float64", 0.0, "Sum of unpaid installment amounts.",
-           lambda f: _money(sum((u.amount for u in f.s.unpaid), 0.0)),
+           "round(sum([u[1] for u in s.unpaid], 0.0), 2)",
            bq="py_round((SELECT COALESCE(SUM(u.amount), 0) FROM UNNEST(unpaid) AS u), 2)"),
         _f("open_plans", "repayment", "int64", 0, "Installment plans still active.",
-           lambda f: f.s.open_plans,
+           "s.open_plans",
            bq="open_plans"),
         _f("max_days_past_due", "repayment", "int64", 0,
            "Days the oldest unpaid, overdue installment is past its due date.",
-           lambda f: max(f.overdue_days(), default=0),
+           "max(overdue, default=0)",
            bq="(SELECT MAX({day} - u.due_day) FROM UNNEST(unpaid) AS u WHERE u.due_day < {day})"),
         _f("late_payments_90d", "repayment", "int64", 0,
-           "Installments paid after their due date, paid in the last 90 days.", _late_payments_90d,
+           "Installments paid after their due date, paid in the last 90 days.",
+           "len([t for t in s.late_paid_at if at - 7776000 < t <= at])",
            bq="(SELECT COUNT(*) FROM UNNEST(late_paid_at) AS t WHERE t > {at} - 7776000 AND t <= {at})"),
         _f("on_time_rate", "repayment", "float64", None,
            "Share of installments that fell due and were paid by their due date; null when none did.",
-           _on_time_rate,
+           "round(s.paid_on_time / fell_due, 3) if fell_due else None",
            bq="py_round(SAFE_DIVIDE(paid_on_time, paid_on_time + paid_late + " + _BQ_OVERDUE + "), 3)"),
         # velocity: exact at the instant of the request
         _f("orders_1h", "velocity", "int64", 0, "Completed or pending orders in the last hour.",
-           _count(_1H),
+           "len(o1h)",
            bq=_bq_orders(_1H, "COUNT(*)")),
         _f("orders_24h", "velocity", "int64", 0, "Completed or pending orders in the last 24 hours.",
-           _count(_24H),
+           "len(o24h)",
            bq=_bq_orders(_24H, "COUNT(*)")),
         _f("orders_7d", "velocity", "int64", 0, "Completed or pending orders in the last 7 days.",
-           _count(_7D),
+           "len(o7d)",
            bq=_bq_orders(_7D, "COUNT(*)")),
         _f("amount_24h", "velocity", "float64", 0.0, "Amount of completed or pending orders, last 24 hours.",
-           _amount(_24H),
+           _py_amount("o24h"),
            bq="py_round(" + _bq_orders(_24H, "COALESCE(SUM(o.amount), 0)") + ", 2)"),
         _f("amount_7d", "velocity", "float64", 0.0, "Amount of completed or pending orders, last 7 days.",
-           _amount(_7D),
+           _py_amount("o7d"),
            bq="py_round(" + _bq_orders(_7D, "COALESCE(SUM(o.amount), 0)") + ", 2)"),
         _f("distinct_merchants_7d", "velocity", "int64", 0, "Distinct merchants ordered from, last 7 days.",
-           lambda f: len({o.merchant for o in f.orders_within(_7D)}),
+           "len({o[2] for o in o7d})",
            bq=_bq_orders(_7D, "COUNT(DISTINCT o.merchant)")),
     ),
 )
-
-
-def _avg_amount(seconds: int) -> Callable[[Frame], float | None]:
-    def compute(f: Frame) -> float | None:
-        orders = f.orders_within(seconds)
-        # Whole cents, summed exactly: a float sum depends on the order of the terms, and a mean that
-        # lands on a half cent then rounds either way. BigQuery sums in no set order, so only an exact
-        # sum lets the offline value (bq_sql) equal this one.
-        cents = sum(round(o.amount * 100) for o in orders)
-        return _money(cents / (100 * len(orders))) if orders else None
-
-    return compute
 
 
 # v2: v1 unchanged plus two velocity features finished from the same state, so its vectors are
@@ -317,11 +286,14 @@ CREDIT_DECISION_V2 = FeatureSet(
     features=(
         *CREDIT_DECISION_V1.features,
         _f("amount_1h", "velocity", "float64", 0.0, "Amount of completed or pending orders, last hour.",
-           _amount(_1H),
+           _py_amount("o1h"),
            bq="py_round(" + _bq_orders(_1H, "COALESCE(SUM(o.amount), 0)") + ", 2)"),
+        # Whole cents, summed exactly: a float sum depends on the order of the terms, and a mean that
+        # lands on a half cent then rounds either way. BigQuery sums in no set order, so only an exact
+        # sum lets the offline value (bq_sql) equal this one.
         _f("avg_order_value_7d", "velocity", "float64", 0.0,
            "Mean amount of completed or pending orders of the last 7 days; 0 when there is none.",
-           _avg_amount(_7D),
+           "round(sum([round(o[1] * 100) for o in o7d]) / (100 * len(o7d)), 2) if o7d else None",
            bq=_bq_orders(_7D, "IF(COUNT(*) > 0, py_round(SUM(CAST(ROUND(o.amount * 100) AS INT64)) "
                               "/ (100 * COUNT(*)), 2), NULL)")),
     ),

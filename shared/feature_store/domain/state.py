@@ -35,6 +35,13 @@ class UnpaidInstallment(NamedTuple):
     amount: float
 
 
+# The source builds the named tuples above; a state decoded from the cache holds plain tuples of
+# the same positions (four times cheaper to build on the read path's hot loop). Everything reads
+# them by position, so either is a valid element.
+Order = tuple[float, float, str]
+Unpaid = tuple[int, float]
+
+
 @dataclass(slots=True)
 class UserState:
     """A user's reduced source rows as of ``computed_at``, tagged with the source watermark.
@@ -58,7 +65,7 @@ class UserState:
     last_order_at: float | None = None
     favorite_category: str | None = None
     # velocity
-    recent_orders: tuple[RecentOrder, ...] = ()
+    recent_orders: tuple[Order, ...] = ()
     # risk
     risk_score: float | None = None
     fraud_probability: float | None = None
@@ -70,7 +77,7 @@ class UserState:
     paid_on_time: int = 0
     paid_late: int = 0
     late_paid_at: tuple[float, ...] = ()
-    unpaid: tuple[UnpaidInstallment, ...] = field(default=())
+    unpaid: tuple[Unpaid, ...] = field(default=())
 
     def to_compact(self) -> list[Any]:
         """A JSON-ready list, positional to keep each cached vector small (docs/redis-keys.md)."""
@@ -80,11 +87,11 @@ class UserState:
             [self.age, self.location_country, self.verification_status, self.income_bracket,
              self.signup_day],
             [self.total_orders, self.total_spent, self.last_order_at, self.favorite_category],
-            [[o.at, o.amount, o.merchant] for o in self.recent_orders],
+            [list(o) for o in self.recent_orders],
             [self.risk_score, self.fraud_probability, self.payment_delays, self.device_trust_score,
              self.credit_utilization],
             [self.open_plans, self.paid_on_time, self.paid_late, list(self.late_paid_at),
-             [[u.due_day, u.amount] for u in self.unpaid]],
+             [list(u) for u in self.unpaid]],
         ]
 
     @classmethod
@@ -105,7 +112,7 @@ class UserState:
             total_spent=beh[1],
             last_order_at=beh[2],
             favorite_category=beh[3],
-            recent_orders=tuple(RecentOrder(o[0], o[1], o[2]) for o in recent),
+            recent_orders=tuple(map(tuple, recent)),
             risk_score=risk[0],
             fraud_probability=risk[1],
             payment_delays=risk[2],
@@ -115,5 +122,5 @@ class UserState:
             paid_on_time=rep[1],
             paid_late=rep[2],
             late_paid_at=tuple(rep[3]),
-            unpaid=tuple(UnpaidInstallment(u[0], u[1]) for u in rep[4]),
+            unpaid=tuple(map(tuple, rep[4])),
         )
