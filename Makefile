@@ -39,7 +39,8 @@ lint:
 
 bench: bench-serving bench-ingest bench-refresh bench-offline
 
-bench-serving: install
+bench-serving: install  ## read functions against a no-op floor: p50/p95/p99 and req/s at concurrency 1, 10, 50
+	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(PY) bench/serving.py
 
 bench-ingest: install  ## CDC: events/s through one ingest_changes instance, commit-to-servable lag

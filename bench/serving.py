@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -112,6 +113,9 @@ def main() -> int:
     parser.add_argument("--redis-url", default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench/serving.py drives the functions with wrk, which is not installed: "
+                         "apt-get install wrk (make bench-serving does it)")
     levels = [int(c) for c in args.concurrency.split(",")]
     scenarios = args.scenarios.split(",")
     env = env_for(args)
