@@ -8,7 +8,8 @@ Builds a throw-away database (migrated, seeded), then:
 1. throughput: serves ingest_changes with functions-framework as production does (gunicorn gthread,
    WORKERS/THREADS), and posts pre-built Pub/Sub push requests (Debezium transaction inserts for
    random users, CloudEvent binary mode) over keep-alive connections; prints events/s and request
-   latency, with BigQuery landing (the emulator) and without it;
+   latency, with BigQuery landing (the emulator) and without it, and the same for a no-op
+   CloudEvent function served the same way (the floor: HTTP, gunicorn and CloudEvent parsing);
 2. lag: runs the relay on a fresh slot plus read_features, commits a completed order for a user and
    polls read_features until it serves the new total_orders; prints p50/p95 of commit -> servable.
 
@@ -81,10 +82,11 @@ class Child:
 
 
 def serve(name: str, port: int, env: dict[str, str], logs: Path) -> Child:
-    kind = "cloudevent" if name == "ingest_changes" else "http"
-    child = Child([str(BIN / "functions-framework"), "--target", name, "--source",
-                   str(ROOT / "functions" / name / "main.py"), "--signature-type", kind, "--host", "127.0.0.1",
-                   "--port", str(port)], env, logs / f"{name}-{port}.log")
+    kind = "cloudevent" if name in ("ingest_changes", "noop_event") else "http"
+    source = ROOT / ("bench/noop" if name == "noop_event" else f"functions/{name}") / "main.py"
+    child = Child([str(BIN / "functions-framework"), "--target", name, "--source", str(source),
+                   "--signature-type", kind, "--host", "127.0.0.1", "--port", str(port)],
+                  env, logs / f"{name}-{port}.log")
     wait_port(port, name)
     return child
 
@@ -149,15 +151,19 @@ async def _drive(port: int, requests: list[bytes], concurrency: int) -> tuple[fl
     return time.perf_counter() - started, latencies, failures
 
 
-def throughput(label: str, port: int, requests: list[bytes], concurrency: int) -> dict[str, Any]:
+def throughput(label: str, port: int, requests: list[bytes], concurrency: int,
+               floor: dict[str, Any] | None = None) -> dict[str, Any]:
     asyncio.run(_drive(port, requests[:200], concurrency))  # warm-up: connections, prepared statements
     elapsed, lat, failures = asyncio.run(_drive(port, requests[200:], concurrency))
     lat.sort()
     result = {"scenario": label, "events": len(lat), "seconds": round(elapsed, 2),
               "events_per_s": round(len(lat) / elapsed), "p50_ms": round(1000 * lat[len(lat) // 2], 1),
               "p95_ms": round(1000 * lat[int(len(lat) * 0.95)], 1), "failures": failures}
-    print(f"  {label:<34} {result['events_per_s']:>6} events/s   request p50 {result['p50_ms']:>6} ms"
-          f"  p95 {result['p95_ms']:>6} ms   ({len(lat)} events, {failures} not acknowledged)", flush=True)
+    if floor:
+        result["events_per_s_vs_floor"] = round(result["events_per_s"] / floor["events_per_s"], 2)
+    ratio = f"   {result['events_per_s_vs_floor']:.2f}x the floor" if floor else ""
+    print(f"  {label:<44} {result['events_per_s']:>6} events/s   request p50 {result['p50_ms']:>6} ms"
+          f"  p95 {result['p95_ms']:>6} ms   ({len(lat)} events, {failures} not acknowledged){ratio}", flush=True)
     return result
 
 
@@ -209,6 +215,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=32)
     parser.add_argument("--lag-samples", type=int, default=100)
     parser.add_argument("--no-bigquery", action="store_true", help="skip the scenario with BigQuery landing")
+    parser.add_argument("--set", action="append", default=[], metavar="FS_SECTION_FIELD=VALUE",
+                        help="a setting for the functions, e.g. FS_CDC_MAX_INFLIGHT=1 (repeatable)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
 
@@ -222,7 +230,8 @@ def main() -> int:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("FS_")}, **base,
            "FS_POSTGRES_DATABASE": database, "FS_REDIS_KEY_PREFIX": prefix, "FS_LOG_LEVEL": "WARNING",
            "FS_BIGQUERY_PROJECT": BQ_PROJECT, "FS_BIGQUERY_DATASET": dataset, "FS_CDC_SLOT": slot,
-           "WORKERS": str(args.workers), "THREADS": str(args.threads)}
+           "WORKERS": str(args.workers), "THREADS": str(args.threads),
+           **dict(item.split("=", 1) for item in args.set)}
     logs = ROOT / ".local" / "logs" / "bench-ingest"
     logs.mkdir(parents=True, exist_ok=True)
     admin = pg8000.native.Connection(user="postgres", host=env["FS_POSTGRES_HOST"], port=int(env["FS_POSTGRES_PORT"]))
@@ -257,15 +266,18 @@ def main() -> int:
 
         print(f"ingest_changes: one instance, WORKERS={args.workers} THREADS={args.threads}, "
               f"{args.concurrency} connections, {args.users} users", flush=True)
-        scenarios = [("redis only (FS_CDC_CHANGELOG_ENABLED=false)", {"FS_CDC_CHANGELOG_ENABLED": "false"})]
+        scenarios = [("floor: a no-op CloudEvent function", "noop_event", {}),
+                     ("redis only (FS_CDC_CHANGELOG_ENABLED=false)", "ingest_changes",
+                      {"FS_CDC_CHANGELOG_ENABLED": "false"})]
         if bq_port:
-            scenarios.append(("redis + BigQuery emulator changelog", {}))
-        for label, extra in scenarios:
+            scenarios.append(("redis + BigQuery emulator changelog", "ingest_changes", {}))
+        for label, target, extra in scenarios:
             port = free_port()
-            fn = serve("ingest_changes", port, {**env, **extra}, logs)
+            fn = serve(target, port, {**env, **extra}, logs)
             children.append(fn)
             requests = push_requests(port, args.users, args.events)
-            results["throughput"].append(throughput(label, port, requests, args.concurrency))
+            results["throughput"].append(throughput(label, port, requests, args.concurrency,
+                                                    floor=results["throughput"][0] if results["throughput"] else None))
             fn.stop()
 
         if not bq_port:

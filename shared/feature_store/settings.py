@@ -98,8 +98,9 @@ class CdcSettings(_Section):
     decimal_handling_mode: Literal["precise", "string", "double"] = "precise"
     # Messages applied together by one instance (one source query, one Redis pipeline, one insert per table).
     max_batch: int = Field(256, ge=1, le=5000)
-    # Batches applied side by side by one instance (each holds a PostgreSQL connection while it runs).
-    max_inflight: int = Field(2, ge=1, le=64)
+    # Batches applied side by side by one instance (each holds a PostgreSQL connection while it runs);
+    # one at a time makes bigger batches, cheaper per user at the source (bench/ingest.py).
+    max_inflight: int = Field(1, ge=1, le=64)
     # Writes may take longer than the read path's short timeout; a timeout still means redelivery.
     redis_timeout_ms: int = Field(2000, ge=1)
     # The relay: replication slot, push endpoint (the ingest function), polling and delivery.

@@ -75,6 +75,18 @@ def test_compare_and_set_keeps_the_newest_watermark(redis_prefix: str, redis_cli
     assert 0 < redis_client.pttl(f"{redis_prefix}:credit_decision:v1:u:bob") <= 600_000
 
 
+def test_writes_reload_their_script_after_redis_forgot_it(redis_prefix: str, redis_client: redis.Redis) -> None:
+    # Scripts are sent by SHA (one round trip); a Redis restart or SCRIPT FLUSH forgets them.
+    store = RedisOnlineStore(redis_client, KeyLayout(redis_prefix, "credit_decision", 1), 3600, 600)
+    redis_client.script_flush()
+    states = [UserState(user_id=f"s{i}", computed_at=1.0, watermark=10 + i) for i in range(3)]
+
+    assert store.put_if_newer(states) == 3
+    assert redis_client.script_exists(store._put.sha) == [True]
+    assert store.get_many(["s0", "s1", "s2"]) == states
+    assert store.put_if_newer([UserState(user_id="s1", computed_at=0.5, watermark=5)]) == 0
+
+
 def test_a_cached_tombstone_answers_unknown_user_without_the_source(
         seeded_database: dict[str, Any], redis_prefix: str) -> None:
     reader, store, pool = make_reader(seeded_database["database"], redis_prefix, Clock(time.time()))

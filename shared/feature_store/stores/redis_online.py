@@ -15,12 +15,13 @@ or reordered writes can never replace newer data with older.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import redis
+from redis.commands.core import Script
 
 from feature_store.domain.state import UserState
 from feature_store.errors import DependencyUnavailable
@@ -38,6 +39,30 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
+
+
+def run_script(client: redis.Redis, script: Script,
+               calls: Iterable[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
+    """Run ``script`` once per ``(keys, args)``, all in one pipeline: one round trip.
+
+    redis-py's Script inside a pipeline asks SCRIPT EXISTS before every execute, a second round
+    trip per batch. Here the script is sent by its SHA and loaded only when Redis answers NOSCRIPT
+    (after a restart or a SCRIPT FLUSH); the pipeline is then sent again. Every script this is used
+    with is a compare-and-set on the watermark, so a command that did run the first time changes
+    nothing the second.
+    """
+    commands = [(len(keys), *keys, *args) for keys, args in calls]
+    for attempt in (1, 2):
+        pipe = client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command("EVALSHA", script.sha, *command)  # type: ignore[no-untyped-call]
+        try:
+            return pipe.execute()
+        except redis.exceptions.NoScriptError:
+            if attempt == 2:
+                raise
+            client.script_load(script.script)
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,17 +165,7 @@ class RedisOnlineStore:
 
     def put_if_newer(self, entries: Sequence[Entry]) -> int:
         """Write each entry unless a newer watermark is stored; return how many were written."""
-        if not entries:
-            return 0
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            for entry in entries:
-                ttl = self.tombstone_ttl_ms if isinstance(entry, Tombstone) else self.ttl_ms
-                self._put(keys=[self.layout.user(entry.user_id)], args=[encode(entry), ttl], client=pipe)
-            results = pipe.execute()
-        except redis.RedisError as exc:
-            raise DependencyUnavailable("redis", type(exc).__name__) from exc
-        return sum(int(r) for r in results)
+        return put_everywhere([self], entries)
 
     def delete_many(self, user_ids: Sequence[str]) -> int:
         """Drop the cached vectors of these users (the next read recomputes them)."""
@@ -160,3 +175,21 @@ class RedisOnlineStore:
             return int(self.client.unlink(*[self.layout.user(u) for u in user_ids]))
         except redis.RedisError as exc:
             raise DependencyUnavailable("redis", type(exc).__name__) from exc
+
+
+def put_everywhere(stores: Sequence[RedisOnlineStore], entries: Sequence[Entry]) -> int:
+    """``put_if_newer`` into several layouts (feature-set versions) of one client: one round trip in all."""
+    if not stores or not entries:
+        return 0
+    client = stores[0].client
+    if any(store.client is not client for store in stores):
+        raise ValueError("put_everywhere needs stores sharing one Redis client")
+    values = [encode(e) for e in entries]
+    tombstone = [isinstance(e, Tombstone) for e in entries]
+    try:
+        results = run_script(client, stores[0]._put, [
+            ((store.layout.user(e.user_id),), (value, store.tombstone_ttl_ms if dead else store.ttl_ms))
+            for store in stores for e, value, dead in zip(entries, values, tombstone, strict=True)])
+    except redis.RedisError as exc:
+        raise DependencyUnavailable("redis", type(exc).__name__) from exc
+    return sum(int(r) for r in results)

@@ -21,7 +21,7 @@ import redis
 from feature_store.errors import DependencyUnavailable
 from feature_store.stores.dialect import WATERMARK_HEX_DIGITS
 from feature_store.stores.postgres_bulk import Vector
-from feature_store.stores.redis_online import TOMBSTONE, KeyLayout
+from feature_store.stores.redis_online import TOMBSTONE, KeyLayout, run_script
 
 # KEYS: user keys; ARGV[1]: ttl in ms; ARGV[i + 1]: the value of KEYS[i] (watermark prefix first).
 # The same rule as redis_online._PUT_IF_NEWER, key by key. Returns how many were written.
@@ -100,13 +100,10 @@ class BulkWriter:
         if not vectors or not layouts:
             return 0
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for layout in layouts:
-                for i in range(0, len(vectors), self.batch):
-                    part = vectors[i:i + self.batch]
-                    self._put(keys=[layout.user(v.user_id) for v in part],
-                              args=[ttl_ms, *(v.value for v in part)], client=pipe)
-            return sum(int(n) for n in pipe.execute())
+            parts = [vectors[i:i + self.batch] for i in range(0, len(vectors), self.batch)]
+            return sum(int(n) for n in run_script(self.client, self._put, [
+                ([layout.user(v.user_id) for v in part], [ttl_ms, *(v.value for v in part)])
+                for layout in layouts for part in parts]))
         except redis.RedisError as exc:
             raise _unavailable(exc) from exc
 
