@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install up down status seed refresh etl test test-fast lint typecheck bench bench-serving bench-ingest bench-refresh bench-offline package clean
+.PHONY: install up down status seed refresh etl test test-fast lint typecheck bench bench-serving bench-ingest bench-refresh bench-offline wrk package clean
 
 install:  ## build .venv and the emulators' virtual environments
 	bash emulators/install.sh
@@ -39,12 +39,14 @@ lint:
 
 bench: bench-serving bench-ingest bench-refresh bench-offline
 
-bench-serving: install  ## read functions against a no-op floor: p50/p95/p99 and req/s at concurrency 1, 10, 50
-	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+bench-serving: install wrk  ## read functions against a no-op floor: p50/p95/p99 and req/s at concurrency 1, 10, 50
 	$(PY) bench/serving.py
 
-bench-ingest: install  ## CDC: events/s through one ingest_changes instance, commit-to-servable lag
+bench-ingest: install wrk  ## CDC: events/s through one ingest_changes instance, commit-to-servable lag
 	$(PY) bench/ingest.py
+
+wrk:  ## the HTTP load generator of the serving and ingest benchmarks
+	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 
 bench-refresh: install  ## bulk refresh PostgreSQL -> Redis: users/s, peak RSS at 100K and 1M users, Redis bytes/user
 	$(PY) bench/refresh.py

@@ -1,15 +1,18 @@
 """CDC ingestion benchmark: events/s through one ingest_changes instance, and commit-to-servable lag.
 
-    .venv/bin/python bench/ingest.py [--users 2000] [--events 6000] [--concurrency 64] [--threads 32]
-                                     [--workers 1] [--lag-samples 100] [--no-bigquery] [--json out.json]
+    .venv/bin/python bench/ingest.py [--users 2000] [--events 20000] [--duration 10] [--concurrency 64]
+                                     [--workers 2] [--threads 32] [--set FS_X=Y] [--lag-samples 100]
+                                     [--no-bigquery] [--json out.json]
 
 Builds a throw-away database (migrated, seeded), then:
 
 1. throughput: serves ingest_changes with functions-framework as production does (gunicorn gthread,
-   WORKERS/THREADS), and posts pre-built Pub/Sub push requests (Debezium transaction inserts for
-   random users, CloudEvent binary mode) over keep-alive connections; prints events/s and request
+   WORKERS/THREADS; two workers: one per core of a 2-vCPU instance), and wrk (bench/wrk_report.lua)
+   posts pre-built Pub/Sub push requests (Debezium transaction inserts for random users, CloudEvent
+   binary mode) over keep-alive connections for --duration seconds; prints events/s and request
    latency, with BigQuery landing (the emulator) and without it, and the same for a no-op
-   CloudEvent function served the same way (the floor: HTTP, gunicorn and CloudEvent parsing);
+   CloudEvent function served the same way (the floor: HTTP, gunicorn and CloudEvent parsing).
+   wrk is written in C, so the load generator takes little of the two cores the instance uses;
 2. lag: runs the relay on a fresh slot plus read_features, commits a completed order for a user and
    polls read_features until it serves the new total_orders; prints p50/p95 of commit -> servable.
 
@@ -19,7 +22,6 @@ Figures, never pass/fail. Everything it starts is stopped by pid; its slot, data
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import json
 import os
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+LUA = str(ROOT / "bench" / "wrk_report.lua")
 sys.path.insert(0, str(ROOT / "emulators"))
 BIN = Path(sys.executable).parent
 BQ_PROJECT = "local-project"
@@ -94,8 +97,8 @@ def serve(name: str, port: int, env: dict[str, str], logs: Path) -> Child:
 # --- throughput -----------------------------------------------------------------------------------
 
 
-def push_requests(port: int, users: int, events: int) -> list[bytes]:
-    """Pre-built HTTP requests: Pub/Sub pushes of Debezium transaction inserts for random seeded users."""
+def push_requests(users: int, events: int) -> list[str]:
+    """Pub/Sub pushes of Debezium transaction inserts for random seeded users: ``<ce-id>\t<JSON body>``."""
     from cdc_relay import debezium_event
 
     from feature_store.domain.synthetic import user_id
@@ -115,55 +118,34 @@ def push_requests(port: int, users: int, events: int) -> list[bytes]:
                               before=None, after=row, columns=columns)
         body = json.dumps({"message": {"data": base64.b64encode(data).decode(), "messageId": str(base_lsn + 100 * i),
                                        "publishTime": now.isoformat(), "attributes": {}},
-                           "subscription": "projects/local-project/subscriptions/bench"}).encode()
-        head = (f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-                f"ce-id: {base_lsn + 100 * i}\r\nce-specversion: 1.0\r\n"
-                f"ce-type: google.cloud.pubsub.topic.v1.messagePublished\r\n"
-                f"ce-source: //pubsub.googleapis.com/projects/local-project/topics/bench\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
-        out.append(head + body)
+                           "subscription": "projects/local-project/subscriptions/bench"})
+        out.append(f"{base_lsn + 100 * i}\t{body}")
     return out
 
 
-async def _drive(port: int, requests: list[bytes], concurrency: int) -> tuple[float, list[float], int]:
-    queue = iter(requests)
-    latencies: list[float] = []
-    failures = 0
-
-    async def worker() -> None:
-        nonlocal failures
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        for request in queue:
-            started = time.perf_counter()
-            writer.write(request)
-            await writer.drain()
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                           if line.lower().startswith(b"content-length:")), 0)
-            await reader.readexactly(length)
-            latencies.append(time.perf_counter() - started)
-            if not head.startswith(b"HTTP/1.1 2"):
-                failures += 1
-        writer.close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return time.perf_counter() - started, latencies, failures
-
-
-def throughput(label: str, port: int, requests: list[bytes], concurrency: int,
+def throughput(label: str, port: int, pushes: Path, concurrency: int, duration: int,
                floor: dict[str, Any] | None = None) -> dict[str, Any]:
-    asyncio.run(_drive(port, requests[:200], concurrency))  # warm-up: connections, prepared statements
-    elapsed, lat, failures = asyncio.run(_drive(port, requests[200:], concurrency))
-    lat.sort()
-    result = {"scenario": label, "events": len(lat), "seconds": round(elapsed, 2),
-              "events_per_s": round(len(lat) / elapsed), "p50_ms": round(1000 * lat[len(lat) // 2], 1),
-              "p95_ms": round(1000 * lat[int(len(lat) * 0.95)], 1), "failures": failures}
+    """wrk posting the pushes in turn (binary-mode CloudEvents, keep-alive) for ``duration`` seconds."""
+    def run(seconds: int) -> dict[str, Any]:
+        out = subprocess.run(["wrk", "-t2", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s", "-s", LUA,
+                              f"http://127.0.0.1:{port}/"],
+                             env={**os.environ, "SCENARIO": "push", "PUSH_FILE": str(pushes), "WRK_THREADS": "2"},
+                             capture_output=True, text=True, check=True).stdout
+        return dict(json.loads(next(x for x in out.splitlines() if x.startswith("{"))))
+
+    run(2)  # warm-up: connections, prepared statements, the first batches
+    raw = run(duration)
+    seconds = raw["duration_us"] / 1e6
+    failures = raw["errors_status"] + raw["errors_socket"]
+    result = {"scenario": label, "events": raw["requests"], "seconds": round(seconds, 2),
+              "events_per_s": round(raw["requests"] / seconds), "p50_ms": round(raw["p50_us"] / 1000, 1),
+              "p95_ms": round(raw["p95_us"] / 1000, 1), "failures": failures}
     if floor:
         result["events_per_s_vs_floor"] = round(result["events_per_s"] / floor["events_per_s"], 2)
     ratio = f"   {result['events_per_s_vs_floor']:.2f}x the floor" if floor else ""
     print(f"  {label:<44} {result['events_per_s']:>6} events/s   request p50 {result['p50_ms']:>6} ms"
-          f"  p95 {result['p95_ms']:>6} ms   ({len(lat)} events, {failures} not acknowledged){ratio}", flush=True)
+          f"  p95 {result['p95_ms']:>6} ms   ({raw['requests']} events, {failures} not acknowledged){ratio}",
+          flush=True)
     return result
 
 
@@ -209,9 +191,10 @@ def lag(env: dict[str, str], read_port: int, users: int, samples: int) -> dict[s
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=2000)
-    parser.add_argument("--events", type=int, default=6000)
+    parser.add_argument("--events", type=int, default=20000, help="distinct pushes built (sent in turn)")
+    parser.add_argument("--duration", type=int, default=10, help="seconds of each throughput run")
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=32)
     parser.add_argument("--lag-samples", type=int, default=100)
     parser.add_argument("--no-bigquery", action="store_true", help="skip the scenario with BigQuery landing")
@@ -271,12 +254,13 @@ def main() -> int:
                       {"FS_CDC_CHANGELOG_ENABLED": "false"})]
         if bq_port:
             scenarios.append(("redis + BigQuery emulator changelog", "ingest_changes", {}))
+        pushes = logs / "pushes.tsv"
+        pushes.write_text("\n".join(push_requests(args.users, args.events)) + "\n")
         for label, target, extra in scenarios:
             port = free_port()
             fn = serve(target, port, {**env, **extra}, logs)
             children.append(fn)
-            requests = push_requests(port, args.users, args.events)
-            results["throughput"].append(throughput(label, port, requests, args.concurrency,
+            results["throughput"].append(throughput(label, port, pushes, args.concurrency, args.duration,
                                                     floor=results["throughput"][0] if results["throughput"] else None))
             fn.stop()
 

@@ -115,7 +115,7 @@ def main() -> int:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("bench/serving.py drives the functions with wrk, which is not installed: "
-                         "apt-get install wrk (make bench-serving does it)")
+                         "apt-get install wrk (make wrk does it)")
     levels = [int(c) for c in args.concurrency.split(",")]
     scenarios = args.scenarios.split(",")
     env = env_for(args)

@@ -1,6 +1,8 @@
--- Shared by every scenario of bench/serving.py: builds requests from a scenario table and prints
--- one JSON line with latency percentiles (microseconds) and counts when the run ends.
+-- Shared by every scenario of bench/serving.py and bench/ingest.py: builds requests from a scenario
+-- table and prints one JSON line with latency percentiles (microseconds) and counts when the run ends.
 -- Environment (set by serving.py): SCENARIO, IDS_FROM, IDS_SPAN, STRIDE, THREAD_SPAN, BATCH.
+-- Scenario "push" (ingest.py): PUSH_FILE holds one Pub/Sub push per line, "<ce-id>\t<JSON body>";
+-- every thread sends them in turn from its own offset, formatted once at start.
 local scenario = os.getenv("SCENARIO")
 local from = tonumber(os.getenv("IDS_FROM") or "0")
 local span = tonumber(os.getenv("IDS_SPAN") or "1")
@@ -15,9 +17,21 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
+local pushes = {}
+
 function init(args)
   counter = index * thread_span
   math.randomseed(1000 + index)
+  if scenario == "push" then
+    for line in io.lines(os.getenv("PUSH_FILE")) do
+      local id, payload = line:match("^([^\t]+)\t(.*)$")
+      pushes[#pushes + 1] = wrk.format("POST", "/", {
+        ["Content-Type"] = "application/json", ["ce-id"] = id, ["ce-specversion"] = "1.0",
+        ["ce-type"] = "google.cloud.pubsub.topic.v1.messagePublished",
+        ["ce-source"] = "//pubsub.googleapis.com/projects/local-project/topics/bench"}, payload)
+    end
+    counter = math.floor(#pushes * index / tonumber(os.getenv("WRK_THREADS") or "2"))
+  end
 end
 
 local function uid(n)
@@ -31,7 +45,10 @@ local function body(first)
 end
 
 function request()
-  if scenario == "floor" then
+  if scenario == "push" then
+    counter = counter % #pushes + 1
+    return pushes[counter]
+  elseif scenario == "floor" then
     return wrk.format("GET", "/")
   elseif scenario == "hit" then
     return wrk.format("GET", "/api/v1/features/user/" .. uid(from + math.random(0, span - 1)))
