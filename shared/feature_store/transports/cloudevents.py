@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -90,8 +91,9 @@ def pubsub_edge(event: Any, handle: Callable[[PubSubMessage], str], on_poison: C
         log.exception("unexpected failure; the message will be redelivered",
                       extra={"fields": {"message_id": message_id}})
         raise
-    log.debug("message applied", extra={"fields": {
-        "message_id": message_id, "outcome": outcome, "latency": f"{time.perf_counter() - started:.6f}s"}})
+    if log.isEnabledFor(logging.DEBUG):  # one line per message: only built when it is written
+        log.debug("message applied", extra={"fields": {
+            "message_id": message_id, "outcome": outcome, "latency": f"{time.perf_counter() - started:.6f}s"}})
 
 
 def ingest_changes(event: Any) -> None:
