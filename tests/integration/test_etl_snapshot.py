@@ -10,6 +10,7 @@ builds it.
 
 from __future__ import annotations
 
+import logging
 import math
 import secrets
 from collections.abc import Iterator
@@ -117,12 +118,21 @@ def test_py_round_rounds_as_python_does(exported: tuple[OfflineStore, Etl]) -> N
 
 
 def test_snapshot_holds_every_user_once_as_of_the_end_of_the_day(
-        exported: tuple[OfflineStore, Etl], seeded_database: dict[str, Any]) -> None:
+        exported: tuple[OfflineStore, Etl], seeded_database: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
     offline, etl = exported
     day = date.today() - timedelta(days=1)
     fs = etl.feature_set()
+    logging.getLogger().addHandler(caplog.handler)  # logs.configure() may have replaced the root handlers
+    caplog.set_level(logging.INFO, "feature_store")
 
-    built = etl.snapshot("snap-1", day)  # a day built again replaces its rows: tests/e2e/test_etl_workflow.py
+    try:
+        built = etl.snapshot("snap-1", day)  # a day built again replaces its rows: tests/e2e/test_etl_workflow.py
+    finally:
+        logging.getLogger().removeHandler(caplog.handler)
+
+    progress = [r.fields for r in caplog.records if r.getMessage() == "snapshot progress"]  # type: ignore[attr-defined]
+    assert [(p["chunks_done"], p["chunks"]) for p in progress] == [(1, 2), (2, 2)]  # 3,000 users, chunks of 1,600
+    assert progress[-1]["eta_s"] == 0
 
     table = offline.table("feature_snapshots")
     next_day = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)

@@ -201,6 +201,10 @@ class Etl:
                         in_batch, first = 0, None
                         writer = self._start_batch(out, table)
                         save()
+                        elapsed = self._clock() - began
+                        log.info("export progress", extra={"fields": {
+                            "run_id": run_id, "table": table.name, "rows": result.rows, "done": end,
+                            "rows_per_s": round(result.rows / elapsed) if elapsed > 0 else None}})
                         if not end and self._clock() > deadline:
                             return result
                     if end:
@@ -268,6 +272,10 @@ class Etl:
                           f"{features_sql(fs, self.offline.dataset, requests, ['user_id', 'as_of'])}\n)")
                 into = f"CREATE TABLE {staging} AS\n" if i == 0 else f"INSERT INTO {staging} ({', '.join(columns)})\n"
                 self.offline.run(script(into + select))
+                elapsed = self._clock() - started
+                log.info("snapshot progress", extra={"fields": {
+                    "run_id": run_id, "chunks_done": i + 1, "chunks": len(bounds),
+                    "eta_s": round(elapsed / (i + 1) * (len(bounds) - i - 1), 1)}})
             land = (f"INSERT INTO {target} ({', '.join(columns)}) SELECT {', '.join(columns)} FROM {staging}"
                     if bounds else "SELECT 0")
             self.offline.run(f"BEGIN TRANSACTION;\nDELETE FROM {target} WHERE {this_day};\n{land};\n"
