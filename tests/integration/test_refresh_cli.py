@@ -54,8 +54,11 @@ def test_ctrl_c_exits_130_keeps_the_checkpoint_and_the_run_resumes(
            # One user per chunk: thousands of chunks, so the run is still going when the (possibly
            # descheduled) test gets round to interrupting it; 10 per chunk finished in 2 s under load.
            "FS_REFRESH_CHUNK_USERS": "1", "PYTHONUNBUFFERED": "1"}
+    # Ctrl-C's default action in the child whatever this process inherited: a shell starts background
+    # jobs (`cmd &`, as a CI runner may) with SIGINT ignored, and an ignored signal survives exec.
     proc = subprocess.Popen([sys.executable, "-m", "feature_store.cli.refresh", "full"], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stderr is not None
     line = proc.stderr.readline()
     assert line.startswith("fs-refresh: run "), line
