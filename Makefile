@@ -52,7 +52,7 @@ bench-refresh: install  ## bulk refresh PostgreSQL -> Redis: users/s, peak RSS a
 	$(PY) bench/refresh.py
 
 bench-offline: install  ## ETL of fs_bench (1M users) into the BigQuery emulator, snapshot, 100K-row training set
-	$(PY) bench/offline.py
+	$(PY) bench/offline.py --max-emulator-gb $${MAX_EMULATOR_GB:-18}
 
 package: install  ## build/functions/<name>/ and its .zip for every function (self-contained deploy folders)
 	$(PY) .ci/package_functions.py --zip

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import os
 import random
 import secrets
@@ -51,6 +52,14 @@ SEED = 42
 
 def say(text: str) -> None:
     print(f"[bench-offline] {text}", flush=True)
+
+
+class ProgressEcho(logging.Handler):
+    """Prints the ETL's own progress records (rows and rate per export batch, ETA per snapshot chunk)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields = getattr(record, "fields", {})
+        say("  " + record.getMessage() + ": " + ", ".join(f"{k} {v}" for k, v in fields.items() if k != "run_id"))
 
 
 def free_port() -> int:
@@ -201,6 +210,10 @@ def main() -> int:
            "FS_ETL_CHUNK_ROWS": str(args.chunk_rows), "FS_ETL_STEP_BUDGET_S": "100000",
            "FS_ETL_JOB_TIMEOUT_S": "7200", "FS_LOG_LEVEL": "WARNING"}
     settings = Settings.from_env(env)
+    etl_log = logging.getLogger("feature_store.services.etl")  # the only INFO lines shown: a long run's progress
+    etl_log.setLevel(logging.INFO)
+    etl_log.addHandler(ProgressEcho())
+    etl_log.propagate = False
     from feature_store.wiring import Services
 
     svc = Services(settings)
