@@ -133,9 +133,14 @@ def redis_prefix(redis_client: redis.Redis) -> Iterator[str]:
     """A key prefix of this test alone; its keys are deleted afterwards."""
     prefix = "t" + secrets.token_hex(5)
     yield prefix
-    keys = list(redis_client.scan_iter(f"{prefix}:*", count=1000))
+    drop_prefix(redis_client, prefix)
+
+
+def drop_prefix(client: redis.Redis, prefix: str) -> None:
+    """Delete every key under ``prefix:`` (a test's own keys; some, like refresh state, have no TTL)."""
+    keys = list(client.scan_iter(f"{prefix}:*", count=1000))
     if keys:
-        redis_client.delete(*keys)
+        client.delete(*keys)
 
 
 @pytest.fixture

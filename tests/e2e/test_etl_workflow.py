@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import redis
 
-from conftest import REDIS_URL, ROOT, Databases, admin_connection, base_env
+from conftest import REDIS_URL, ROOT, Databases, admin_connection, base_env, drop_prefix
 from feature_store.cli.generate import seed
 from feature_store.domain.catalog import get_feature_set
 from feature_store.settings import Settings
@@ -149,6 +149,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, bigquery_emulator: Any) -> I
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
         bigquery_emulator.client().delete_dataset(dataset, delete_contents=True, not_found_ok=True)
+        drop_prefix(redis.Redis.from_url(REDIS_URL), prefix)
         dbs.drop_all()
 
 
