@@ -151,6 +151,7 @@ def main() -> int:
             os.killpg(p.pid, signal.SIGTERM)
         for p in procs:
             p.wait(10)
+        clear_cache(env["FS_REDIS_URL"])  # the shared Redis gets its memory back (the vectors have a 7-day TTL)
     report(results, args, users)
     return 0
 
