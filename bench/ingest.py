@@ -99,7 +99,7 @@ def serve(name: str, port: int, env: dict[str, str], logs: Path) -> Child:
 
 def push_requests(users: int, events: int) -> list[str]:
     """Pub/Sub pushes of Debezium transaction inserts for random seeded users: ``<ce-id>\t<JSON body>``."""
-    from cdc_relay import debezium_event
+    from debezium_wire import debezium_event
 
     from feature_store.domain.synthetic import user_id
 

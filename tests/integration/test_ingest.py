@@ -31,7 +31,7 @@ from feature_store.stores.redis_online import Tombstone
 from reference import reference_features
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "emulators"))
-from cdc_relay import debezium_event
+from debezium_wire import debezium_event
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 

@@ -24,7 +24,8 @@ from feature_store.settings import Settings
 from feature_store.stores.postgres import Connection, connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "emulators"))
-from cdc_relay import Message, Relay, format_lsn
+from cdc_relay import Message, Relay
+from debezium_wire import format_lsn
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -164,6 +165,6 @@ def test_the_slot_moves_past_other_databases_wal(make_relay: Callable[..., Relay
                                s=relay.slot)[0][0]
     finally:
         other_db.drop_all()
-    from cdc_relay import parse_lsn
+    from debezium_wire import parse_lsn
 
     assert parse_lsn(after) - parse_lsn(before) > 64 * 1024, (format_lsn(parse_lsn(before)), after)

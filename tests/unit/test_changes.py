@@ -16,7 +16,7 @@ from feature_store.domain.changes import TABLES, parse_change, source_table
 from feature_store.errors import PoisonMessage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "emulators"))
-from cdc_relay import debezium_event
+from debezium_wire import debezium_event
 
 COLUMNS: dict[str, dict[str, tuple[str, bool]]] = {
     "users": {"user_id": ("character varying(64)", False), "age": ("integer", True),

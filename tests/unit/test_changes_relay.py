@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "emulators"))
-from cdc_relay import (
+from debezium_wire import (
     debezium_value,
     decode_test_decoding,
     decode_wal2json,
