@@ -13,12 +13,14 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
+from bq_ddl import DdlTable, ddl_tables
+
+from feature_store.stores.bigquery_offline import ddl_files
 
 from .repo import (
     FUNCTIONS,
@@ -429,53 +431,10 @@ def test_bigquery_declares_every_table_with_a_schema_file() -> None:
     assert tables["feature_snapshots"]["partition"] == "snapshot_date"
 
 
-class DdlTable(NamedTuple):
-    columns: dict[str, tuple[str, str]]  # name => (type, mode)
-    partition: str | None
-    cluster: list[str]
-
-
-def _split_top_level(body: str) -> list[str]:
-    parts, depth, current = [], 0, ""
-    for ch in body:
-        depth += {"(": 1, "<": 1, ")": -1, ">": -1}.get(ch, 0)
-        if ch == "," and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += ch
-    return [*parts, current]
-
-
-def _ddl_tables() -> dict[str, DdlTable]:
-    """CREATE TABLE statements of sql/bigquery/*.sql: columns with type and mode, partitioning, clustering."""
-    out: dict[str, DdlTable] = {}
-    create = re.compile(
-        r"CREATE\s+(?:OR\s+REPLACE\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?`?([\w.${}-]+)`?\s*\(", re.IGNORECASE
-    )
-    for path in sorted((ROOT / "sql" / "bigquery").glob("*.sql")):
-        text = re.sub(r"--[^\n]*", "", path.read_text())
-        for match in create.finditer(text):
-            depth, i = 1, match.end()
-            while depth and i < len(text):
-                depth += {"(": 1, ")": -1}.get(text[i], 0)
-                i += 1
-            columns = {}
-            for part in _split_top_level(text[match.end() : i - 1]):
-                words = part.split()
-                if len(words) >= 2 and words[0].upper() not in {"PRIMARY", "FOREIGN", "CONSTRAINT"}:
-                    base = re.split(r"[(<]", words[1])[0].upper()
-                    mode = "REQUIRED" if re.search(r"\bNOT\s+NULL\b", part, re.IGNORECASE) else "NULLABLE"
-                    columns[words[0].strip("`")] = (TYPE_ALIASES.get(base, base), mode)
-            tail = text[i : text.find(";", i) if ";" in text[i:] else len(text)]
-            partition = re.search(r"PARTITION\s+BY\s+(?:DATE\s*\(\s*)?(\w+)", tail, re.IGNORECASE)
-            cluster = re.search(r"CLUSTER\s+BY\s+([\w\s,]+)", tail, re.IGNORECASE)
-            out[match.group(1).split(".")[-1]] = DdlTable(
-                columns,
-                partition.group(1) if partition else None,
-                [c.strip() for c in cluster.group(1).split(",")] if cluster else [],
-            )
-    return out
+def _ddl_tables(directory: Path | None = None) -> dict[str, DdlTable]:
+    """The CREATE TABLEs of sql/bigquery/ with Terraform's (legacy SQL) type names."""
+    return {name: t._replace(columns={c: (TYPE_ALIASES.get(kind, kind), mode) for c, (kind, mode) in t.columns.items()})
+            for name, t in ddl_tables(ddl_files(directory)).items()}
 
 
 def test_bigquery_schemas_match_the_ddl_in_sql_bigquery() -> None:
@@ -503,9 +462,7 @@ def test_bigquery_schemas_match_the_ddl_in_sql_bigquery() -> None:
         assert (table.partition, table.cluster) == (tables[name]["partition"], tables[name]["cluster"]), name
 
 
-def test_ddl_reader_sees_types_modes_partitioning_and_clustering(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_ddl_reader_sees_types_modes_partitioning_and_clustering(tmp_path: Path) -> None:
     sql = tmp_path / "sql" / "bigquery"
     sql.mkdir(parents=True)
     (sql / "x.sql").write_text(
@@ -513,9 +470,7 @@ def test_ddl_reader_sees_types_modes_partitioning_and_clustering(
         "  b INT64,\n  c TIMESTAMP NOT NULL\n)\nPARTITION BY DATE(c)\nCLUSTER BY a, b;\n"
         "CREATE OR REPLACE VIEW `{dataset}.v` AS SELECT 1;\n"
     )
-    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
-
-    ddl = _ddl_tables()
+    ddl = _ddl_tables(sql)
 
     assert ddl == {
         "t": DdlTable(

@@ -7,6 +7,7 @@ import string
 from dataclasses import replace
 
 import pytest
+from bq_ddl import ddl_tables
 
 from feature_store.domain.catalog import CATALOG, CREDIT_DECISION_V1, FeatureSet
 from feature_store.errors import OfflineQueryFailed
@@ -19,18 +20,10 @@ ALIASES = {"INTEGER": "INT64", "FLOAT": "FLOAT64"}
 
 
 def ddl_columns(table: str) -> dict[str, str]:
-    """Column -> type of ``table`` in sql/bigquery/*.sql (comments dropped)."""
-    for path in ddl_files():
-        text = re.sub(r"--[^\n]*", "", path.read_text())
-        match = re.search(rf"CREATE TABLE IF NOT EXISTS `\{{dataset\}}\.{table}` \((.*?)\n\)", text, re.S)
-        if match:
-            columns = {}
-            for line in match.group(1).split(","):
-                words = line.split()
-                if words:
-                    columns[words[0]] = ALIASES.get(words[1], words[1])
-            return columns
-    raise AssertionError(f"no CREATE TABLE for {table} in sql/bigquery/")
+    """Column -> type of ``table`` in sql/bigquery/*.sql."""
+    tables = ddl_tables(ddl_files())
+    assert table in tables, f"no CREATE TABLE for {table} in sql/bigquery/"
+    return {name: ALIASES.get(kind, kind) for name, (kind, _) in tables[table].columns.items()}
 
 
 def test_every_feature_of_every_feature_set_has_bigquery_sql_with_known_placeholders() -> None:
