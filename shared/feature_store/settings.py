@@ -194,12 +194,11 @@ class MigrationSettings(_Section):
     routing_cache_s: float = Field(1.0, ge=0)
     # Share of routed reads also read from the other database and compared (0..1).
     shadow_sample: float = Field(0.05, ge=0, le=1)
-    # The guard rolls the percentage back when, over a window of at least guard_min_reads target reads,
-    # the target's error rate or p95 latency passes these, or on any confirmed vector mismatch.
+    # The guard rolls the percentage back when, once a step has seen guard_min_reads target reads, the
+    # target's error rate or p95 latency passes these, or on any confirmed vector mismatch.
     guard_error_rate: float = Field(0.01, ge=0, le=1)
     guard_p95_ms: float = Field(50.0, gt=0)
     guard_min_reads: int = Field(50, ge=1)
-    guard_window_s: float = Field(60.0, gt=0)
 
 
 class Settings(BaseModel):

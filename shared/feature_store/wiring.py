@@ -107,7 +107,9 @@ class Services:
 
     @cached_property
     def source(self) -> SourceStore:
-        return self._once("source", lambda: SourceStore(self.postgres, self.dialect))  # type: ignore[no-any-return]
+        from feature_store.migration_wiring import routed_source  # reads split by the migration's pointer
+
+        return self._once("source", lambda: routed_source(self, SourceStore(self.postgres, self.dialect)))  # type: ignore[no-any-return]
 
     @cached_property
     def reader(self) -> Reader:
@@ -153,7 +155,9 @@ class Services:
                                    tombstone_ttl_s=cfg.tombstone_ttl_seconds)
             # Its own pointer view, uncached: switching and dropping must see the pointer as it is.
             versions = ServedVersions(self.bulk_redis, cfg.key_prefix, 0.0)
-            return Refresher(BulkSource(self.bulk_postgres, self.dialect, r.work_mem_mb),
+            from feature_store.migration_wiring import routed_bulk
+
+            return Refresher(routed_bulk(self, BulkSource(self.bulk_postgres, self.dialect, r.work_mem_mb)),
                              BulkWriter(self.bulk_redis, r.write_batch), versions, cfg.key_prefix, config, r.run_ttl_s,
                              bigquery=lambda: BigQueryBulkSource(self.offline))
 

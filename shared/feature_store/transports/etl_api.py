@@ -11,10 +11,9 @@ import datetime as dt
 from typing import Any, Literal
 
 import flask
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from feature_store.errors import InvalidBody
-from feature_store.transports.http import json_body
+from feature_store.transports.http import parse_body
 from feature_store.wiring import services
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"
@@ -44,15 +43,7 @@ class EtlRequest(BaseModel):
 
 def run_step(request: flask.Request) -> tuple[int, dict[str, Any]]:
     """``POST`` one step; the answer is what the step did (JSON)."""
-    raw = json_body(request)
-    if not isinstance(raw, dict):
-        raise InvalidBody("the body must be a JSON object with a step")
-    try:
-        body = EtlRequest.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise InvalidBody(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+    body = parse_body(request, EtlRequest, "a step")
     etl = services().etl
     if body.step == "export":
         return 200, etl.export(body.run_id, full=body.full)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import Any, TypeVar
 
 import flask
 import orjson
+from pydantic import BaseModel, ValidationError
 
 from feature_store.errors import FeatureStoreError, InvalidBody, MethodNotAllowed, TransientError
 from feature_store.logs import get_logger, set_trace
@@ -20,6 +21,7 @@ from feature_store.logs import get_logger, set_trace
 log = get_logger("feature_store.http")
 
 Handler = Callable[[flask.Request], tuple[int, dict[str, Any]]]
+Model = TypeVar("Model", bound=BaseModel)
 
 
 def http_edge(request: flask.Request, handler: Handler, methods: Collection[str] = ("GET",)) -> flask.Response:
@@ -63,3 +65,16 @@ def json_body(request: flask.Request) -> Any:
         return orjson.loads(data)
     except (ValueError, UnicodeDecodeError):
         raise InvalidBody("the body is not valid JSON") from None
+
+
+def parse_body(request: flask.Request, model: type[Model], what: str) -> Model:
+    """The JSON object body validated by ``model``; InvalidBody naming the first bad field otherwise."""
+    raw = json_body(request)
+    if not isinstance(raw, dict):
+        raise InvalidBody(f"the body must be a JSON object with {what}")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise InvalidBody(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
