@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import Any, cast
 
-from feature_store.domain.catalog import CATALOG
 from feature_store.domain.changes import Change
 from feature_store.domain.migration_hash import to_target
 from feature_store.errors import SettingsError
@@ -29,9 +28,10 @@ from feature_store.stores.migration_replica import ReplicaStore
 from feature_store.stores.migration_routing import RoutingStore
 from feature_store.stores.migration_source import RoutingBulkSource, RoutingSource
 from feature_store.stores.migration_state import StateStore
+from feature_store.stores.ports import Source
 from feature_store.stores.postgres import PostgresPool, connect
 from feature_store.stores.postgres_bulk import BulkSource
-from feature_store.stores.redis_online import KeyLayout, RedisOnlineStore
+from feature_store.stores.redis_online import RedisOnlineStore
 from feature_store.stores.source import SourceStore
 from feature_store.wiring import Services, services
 
@@ -50,7 +50,16 @@ class MigrationServices:
         self.settings = base.settings
 
     def _once(self, name: str, build: Any) -> Any:
-        return self.base._once(f"migration:{name}", build)
+        """Build ``name`` once per container, under the container's lock (kept in the container, so one
+        ``Services`` has one set of migration pools, closed by its ``close()``)."""
+        key = f"migration:{name}"
+        with self.base._lock:
+            if key not in self.base.__dict__:
+                built = build()
+                if isinstance(built, PostgresPool):
+                    self.base._closers.append(built.close)
+                self.base.__dict__[key] = built
+            return self.base.__dict__[key]
 
     @cached_property
     def target_settings(self) -> PostgresSettings:
@@ -85,9 +94,8 @@ class MigrationServices:
     @cached_property
     def target_reads(self) -> SourceStore:
         """User states read from the target (the read path's target side)."""
-        cfg = self.target_settings
-        return self._once("target_reads", lambda: SourceStore(  # type: ignore[no-any-return]
-            PostgresPool(cfg, generic_plans=True), self.target_dialect))
+        pool = self._once("target_read_pool", lambda: PostgresPool(self.target_settings, generic_plans=True))
+        return self._once("target_reads", lambda: SourceStore(pool, self.target_dialect))  # type: ignore[no-any-return]
 
     @cached_property
     def state(self) -> StateStore:
@@ -113,7 +121,8 @@ class MigrationServices:
 
         def build() -> Replicator:
             return Replicator(self.state.read, ReplicaStore(self.target_writes, self.target_dialect),
-                              ReplicaStore(_writer_pool(self.settings.postgres), self.base.dialect),
+                              ReplicaStore(self._once("source_writes", lambda: _writer_pool(self.settings.postgres)),
+                                           self.base.dialect),
                               recompute=self.recompute, decimals=cdc.decimal_handling_mode, cache_s=m.routing_cache_s)
 
         return self._once("replicator", build)  # type: ignore[no-any-return]
@@ -122,10 +131,9 @@ class MigrationServices:
     def recompute_ingestor(self) -> Ingestor:
         """Recomputes users after their change reached the target (no changelog: ingest_changes lands it)."""
         cfg, cdc = self.settings.require_redis(), self.settings.cdc
+        online = RedisOnlineStore(self.base.bulk_redis, self.base.layout, cfg.ttl_seconds, cfg.tombstone_ttl_seconds)
         return self._once("recompute_ingestor", lambda: Ingestor(  # type: ignore[no-any-return]
-            [RedisOnlineStore(self.base.bulk_redis, KeyLayout(cfg.key_prefix, fs.name, fs.version), cfg.ttl_seconds,
-                              cfg.tombstone_ttl_seconds) for fs in CATALOG.values()],
-            self.base.source, None, cdc.decimal_handling_mode, cdc.max_batch))
+            online, self.base.source, None, cdc.decimal_handling_mode, cdc.max_batch))
 
     def recompute(self, changes: Sequence[Change], message_id: str) -> None:
         route = self.routing.route()
@@ -142,8 +150,7 @@ class MigrationServices:
         def build() -> Phases:
             routing = RoutingStore(self.base.bulk_redis, cfg.key_prefix, 0.0)
             settle = 2 * m.routing_cache_s + 0.5
-            patterns = [KeyLayout(cfg.key_prefix, fs.name, fs.version).user_pattern() for fs in CATALOG.values()]
-            shifter = Shifter(routing, self.state, self.base.bulk_redis, patterns, settle)
+            shifter = Shifter(routing, self.state, self.base.bulk_redis, [self.base.layout.user_pattern()], settle)
             return Phases(Side(self.source_phases, self.base.dialect), Side(self.target_phases, self.target_dialect),
                           self.state, ReplicaStore(self.target_phases, self.target_dialect),
                           ReplicaStore(self.source_phases, self.base.dialect), shifter, routing,
@@ -155,7 +162,11 @@ class MigrationServices:
 
 def migration_for(base: Services) -> MigrationServices:
     """The migration services of ``base`` (one per Services container)."""
-    return base._once("migration", lambda: MigrationServices(base))  # type: ignore[no-any-return]
+    with base._lock:
+        found = base.__dict__.get("migration:services")
+        if found is None:
+            found = base.__dict__["migration:services"] = MigrationServices(base)
+        return found
 
 
 def migration_services() -> MigrationServices:
@@ -167,7 +178,7 @@ def configured(base: Services) -> bool:
     return base.settings.migration.target_host is not None
 
 
-def routed_source(base: Services, source: SourceStore) -> SourceStore:
+def routed_source(base: Services, source: SourceStore) -> Source:
     """``source``, or a RoutingSource over it and the target when a migration target is configured."""
     if not configured(base):
         return source
@@ -177,8 +188,7 @@ def routed_source(base: Services, source: SourceStore) -> SourceStore:
     if guard.shadow is None:
         guard.shadow = ShadowReader(source, migration.target_reads, guard, m.shadow_sample, m.recheck_delay_s,
                                     m.recheck_attempts)
-    routed = RoutingSource(source, migration.target_reads, migration.routing, guard)
-    return cast(SourceStore, routed)  # the Source port of stores/ports.py (core refactor) replaces this cast
+    return RoutingSource(source, migration.target_reads, migration.routing, guard)
 
 
 def routed_bulk(base: Services, bulk: BulkSource) -> BulkSource:

@@ -76,15 +76,8 @@ def migration(pair: dict[str, Any]) -> Iterator[Any]:
     from feature_store.wiring import Services
 
     base = Services(Settings.from_env(pair["env"]))
-    migration = migration_for(base)
-    yield migration
-    for pool in (migration.__dict__.get(n) for n in ("target_writes", "target_phases", "source_phases")):
-        if pool is not None:
-            pool.close()
-    for name in ("postgres", "bulk_postgres"):
-        pool = base.__dict__.get(name)
-        if pool is not None:
-            pool.close()
+    yield migration_for(base)
+    base.close()
 
 
 def rows(database: str, sql: str) -> list[list[Any]]:

@@ -27,7 +27,7 @@ class FakeSource:
         self.asked += user_ids
         if self.fail:
             raise DependencyUnavailable("postgres", "target down")
-        return self.watermark, {u: UserState(u, 1.0e9, self.watermark, age=self.age) for u in user_ids}
+        return self.watermark, {u: UserState(u, self.watermark, 1.0e9, age=self.age) for u in user_ids}
 
 
 class FixedRoute:

@@ -115,6 +115,6 @@ def test_bulk_refresh_reads_each_user_from_its_database(pair: dict[str, Any], at
     by_ids = bulk.vectors_for([moved, stayed, "u-nobody"])
 
     assert set(vectors) == set(USERS)
-    ages = {u: orjson.loads(vectors[u][WATERMARK_HEX_DIGITS:])[2][0] for u in (moved, stayed)}
+    ages = {u: orjson.loads(vectors[u][WATERMARK_HEX_DIGITS:])[2] for u in (moved, stayed)}  # [layout, at, age, ...]
     assert ages[moved] == 122 and ages[stayed] != 122
     assert {v.user_id for v in by_ids.vectors} == {moved, stayed} and by_ids.missing == ["u-nobody"]

@@ -29,13 +29,10 @@ from feature_store.domain.state import UserState
 from feature_store.errors import DependencyUnavailable
 from feature_store.logs import get_logger
 from feature_store.stores.migration_routing import Route
+from feature_store.stores.ports import Source
 from feature_store.stores.postgres_bulk import BulkSource, IdBatch, Vector
 
 log = get_logger(__name__)
-
-
-class StateSource(Protocol):
-    def snapshot_states(self, user_ids: Sequence[str]) -> tuple[int, dict[str, UserState]]: ...
 
 
 class RouteReader(Protocol):
@@ -67,7 +64,7 @@ def split(user_ids: Sequence[str], route: Route) -> tuple[list[str], list[str]]:
 class RoutingSource:
     """A user-state source that reads each user from the database the routing pointer names."""
 
-    def __init__(self, source: StateSource, target: StateSource, routing: RouteReader,
+    def __init__(self, source: Source, target: Source, routing: RouteReader,
                  observer: ReadObserver | None = None) -> None:
         self.source = source
         self.target = target

@@ -26,7 +26,7 @@ from feature_store.domain.catalog import CATALOG, FeatureSet, Instant
 from feature_store.domain.state import UserState
 from feature_store.logs import get_logger
 from feature_store.stores.migration_routing import RoutingStore, latency_bucket, p95_ms
-from feature_store.stores.migration_source import StateSource
+from feature_store.stores.ports import Source
 
 log = get_logger(__name__)
 
@@ -107,7 +107,7 @@ class Guard:
 class ShadowReader:
     """Compares a sample of reads between the two databases, off the request path."""
 
-    def __init__(self, source: StateSource, target: StateSource, guard: Guard, sample: float,
+    def __init__(self, source: Source, target: Source, guard: Guard, sample: float,
                  recheck_delay_s: float, attempts: int, feature_sets: Iterable[FeatureSet] = CATALOG.values(),
                  rng: Callable[[], float] = random.random, sleep: Callable[[float], None] = time.sleep,
                  max_queue: int = 64) -> None:
