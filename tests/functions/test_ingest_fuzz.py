@@ -138,7 +138,8 @@ def fuzz_database(databases: Databases) -> str:
 
 @pytest.fixture
 def app(fuzz_database: str, redis_prefix: str, use_env: Callable[[dict[str, str]], None]) -> Any:
-    use_env({**base_env(fuzz_database, redis_prefix), "FS_CDC_CHANGELOG_ENABLED": "false"})
+    use_env({**base_env(fuzz_database, redis_prefix), "FS_CDC_CHANGELOG_ENABLED": "false",
+             "FS_REDIS_SOCKET_TIMEOUT_MS": "2000", "FS_CDC_REDIS_TIMEOUT_MS": "10000"})  # a loaded machine
     return function_client("ingest_changes")
 
 
