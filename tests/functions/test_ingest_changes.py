@@ -9,6 +9,7 @@ the status and the counts by kind. Only our dependencies' outages may answer 5xx
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import logging
@@ -40,6 +41,7 @@ from producers import (
     debezium_transaction,
     hlc,
     push,
+    push_body,
 )
 
 SHAPES = ["binary", "structured", "raw"]
@@ -330,3 +332,28 @@ def test_a_dependency_outage_answers_500_so_pubsub_redelivers(broken: str, shape
     user = {"user_id": "u000000008", "signup_date": NOW.date(), "verification_status": "verified"}
     data = debezium_change("users", "r", None, user, lsn=1)
     assert push(function_client("ingest_changes"), shape, data, "m-2").status_code == 500
+
+
+def legacy_push(app: Any, data: bytes, message_id: str) -> Any:
+    """A raw push body naming its id only as message_id (the form of Pub/Sub's older push example),
+    which functions-framework does not convert: the function's error handler applies it."""
+    body = push_body(data, message_id)
+    del body["message"]["messageId"]
+    return app.post("/", json=body)
+
+
+def test_a_raw_push_the_framework_cannot_convert_is_applied(app: Any, source: pg8000.native.Connection) -> None:
+    user = fresh_user(source)
+    assert legacy_push(app, debezium_change("users", "c", None, user, lsn=next(_lsn)), "m-legacy").status_code == 200
+    assert stats()["applied"] == 1
+    assert_converged(source, user["user_id"])
+
+
+def test_an_outage_behind_the_error_handler_answers_500_and_logs_no_content(
+        cdc_env: dict[str, str], use_env: Callable[[dict[str, str]], None], caplog: pytest.LogCaptureFixture) -> None:
+    use_env({**cdc_env, "FS_REDIS_URL": f"redis://127.0.0.1:{closed_port()}/0"})
+    logging.getLogger().addHandler(caplog.handler)
+    data = debezium_change("users", "r", None, {"user_id": SECRET_USER, "signup_date": NOW.date(),
+                                                "verification_status": "verified"}, lsn=1)
+    assert legacy_push(function_client("ingest_changes"), data, "m-3").status_code == 500
+    assert caplog.records and SECRET_USER not in caplog.text and base64.b64encode(data).decode()[:40] not in caplog.text
