@@ -176,6 +176,14 @@ def test_deletes_and_moves(shape: str, app: Any, source: pg8000.native.Connectio
     assert_converged(source, b["user_id"])
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_delete_naming_no_user_is_acknowledged_and_counted(shape: str, app: Any) -> None:
+    # REPLICA IDENTITY DEFAULT: Debezium's before holds the key only; a changefeed without diff: Key only.
+    deliver(app, shape, debezium_change("installment_plans", "d", {"plan_id": "p-gone"}, None, lsn=next(_lsn)))
+    deliver(app, shape, changefeed_message("installments", ["p-gone", 2], None))
+    assert stats() == {"applied": 2, "batches": 2, "users": 0, "unattributed": 2}
+
+
 # --- the messages around row changes -------------------------------------------------------------
 
 @pytest.mark.parametrize("shape", SHAPES)

@@ -70,8 +70,8 @@ class Change:
     @property
     def row(self) -> Row:
         """The row as the change leaves it (``after``; ``before`` or the key for a delete), RawValues as None."""
-        image = (self.before if self.before is not None else self.key) if self.op == "d" else self.after
-        return {name: plain(value) for name, value in (image or self.key).items()}
+        image = self.before if self.op == "d" else self.after
+        return {name: plain(value) for name, value in (image if image is not None else self.key).items()}
 
     @property
     def user_ids(self) -> tuple[str, ...]:
