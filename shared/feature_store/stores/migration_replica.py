@@ -21,6 +21,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from feature_store.domain.column_values import RawValue
 from feature_store.stores.dialect import Dialect
 from feature_store.stores.migration_tables import TableSpec, key_value, load_spec
 from feature_store.stores.postgres import Connection, PostgresPool
@@ -61,6 +62,8 @@ def newest(images: Sequence[Image]) -> list[Image]:
 
 
 def _json_value(value: Any) -> Any:
+    if isinstance(value, RawValue):  # legal at the source, no Python form: the database reads its text
+        return value.wire
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, Decimal):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import pg8000.native
@@ -35,7 +35,7 @@ from feature_store.stores.migration_state import Direction, MigrationState, sqls
 
 log = get_logger(__name__)
 
-Outcome = Literal["applied", "stale", "skipped", "tombstone"]
+Outcome = Literal["applied", "stale", "skipped", "tombstone", "heartbeat", "transaction", "resolved"]
 Origin = Literal["source", "target"]
 
 # SQLSTATE classes that no retry can fix: data exceptions (22), integrity violations (23).
@@ -44,23 +44,22 @@ _PERMANENT_CLASSES = ("22", "23")
 
 def origin(change: Change) -> Origin:
     """Which database a change comes from: Debezium events are the source's, changefeed messages the target's."""
-    return "target" if getattr(change, "kind", "debezium") == "changefeed" else "source"
+    return "target" if change.producer == "cockroachdb" else "source"
 
 
 def images(change: Change) -> list[Image]:
     """The row images a change leaves: the new row, and a delete of the old key when the key changed."""
     key_cols = TABLES[change.table].primary_key
-    out: list[Image] = []
     if change.op == "d":
-        assert change.before is not None
-        return [Image(change.table, tuple(change.before[c] for c in key_cols), change.lsn, None, change.ts_ms)]
+        gone = change.before if change.before is not None else change.key
+        return [Image(change.table, tuple(gone[c] for c in key_cols), change.position, None, change.ts_ms)]
     assert change.after is not None
     key = tuple(change.after[c] for c in key_cols)
-    out.append(Image(change.table, key, change.lsn, dict(change.after), change.ts_ms))
+    out = [Image(change.table, key, change.position, dict(change.after), change.ts_ms)]
     if change.before is not None and all(c in change.before for c in key_cols):
         old = tuple(change.before[c] for c in key_cols)
         if old != key:
-            out.append(Image(change.table, old, change.lsn, None, change.ts_ms))
+            out.append(Image(change.table, old, change.position, None, change.ts_ms))
     return out
 
 
@@ -99,16 +98,23 @@ class Replicator:
             self._cached = (now + self._cache_s, direction)
         return direction
 
-    def handle(self, data: bytes, message_id: str) -> Outcome:
-        """Parse one message and apply it where it belongs; PoisonMessage when it never can be."""
-        change = parse_change(data, self._decimals)
-        if change is None:
-            self.stats.add("tombstones")
-            return "tombstone"
+    def handle(self, data: bytes, message_id: str, attributes: Mapping[str, str] | None = None,
+               published_ms: int | None = None) -> Outcome:
+        """Parse one message and apply it where it belongs; PoisonMessage when it never can be.
+
+        Only a row change is applied; a tombstone, heartbeat, transaction boundary or resolved timestamp
+        is counted by kind and acknowledged.
+        """
+        change = parse_change(data, self._decimals, attributes, published_ms)
+        if not isinstance(change, Change):
+            self.stats.add(change.kind)
+            return change.kind  # type: ignore[return-value]
+        if change.position <= 0:
+            raise PoisonMessage("the change carries no position: a changefeed needs the updated option "
+                                "(CREATE CHANGEFEED ... WITH updated, diff)", code="poison_no_position")
         wanted: Direction = "forward" if origin(change) == "source" else "reverse"
         if self.direction() != wanted and self.direction(fresh=True) != wanted:
-            reason = f"{origin(change)}_change_while_{self.direction()}"
-            self.stats.add(f"skipped:{reason}")
+            self.stats.add(f"skipped:{origin(change)}_change_while_{self.direction()}")
             return "skipped"
         store = self._stores[wanted]
         if store is None:
