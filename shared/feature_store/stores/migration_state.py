@@ -103,6 +103,11 @@ class StateStore:
 
     # --- runs ---------------------------------------------------------------------------------
 
+    def ensure_bookkeeping(self) -> None:
+        """The state, runs and checkpoint tables (idempotent): a run is recorded before prepare runs."""
+        with self.pool.connection() as conn:
+            conn.execute(migration_sql("state"))
+
     def run(self, run_id: str) -> dict[str, Any] | None:
         with self.pool.connection() as conn:
             rows = conn.run("SELECT run_id, status, phase, started_at, finished_at, steps, error "

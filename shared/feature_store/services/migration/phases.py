@@ -282,6 +282,7 @@ class Phases:
                 "replication": self.replication(), "doc": state.doc}
 
     def record(self, run_id: str, status: str, steps: Mapping[str, Any] | None, error: str | None) -> dict[str, Any]:
+        self.state.ensure_bookkeeping()
         previous = self.state.run(run_id)
         merged = {**(previous or {}).get("steps", {}), **(steps or {})}
         phase = next(reversed(merged), None) if merged else None

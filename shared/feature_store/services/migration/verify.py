@@ -5,9 +5,9 @@ md5 of the ordered rows on both sides, the two computed at once; results are rec
 (fs_migration_checks), so a verification interrupted by its time budget resumes at the next chunk.
 
 A chunk that differs may only be catching up: rows written while it was read reach the receiving side
-within the replication lag. It is compared again, row by row, up to ``recheck_attempts`` times
-``recheck_delay_s`` apart: the sending side's rows from a snapshot tagged with its position ``w``
-(stores/migration_chunks.snapshot_rows), then the receiving side's rows with their replica positions.
+within the replication lag. It is compared again, row by row, up to ``recheck_attempts`` times: the
+sending side's rows from a snapshot tagged with its position ``w`` (stores/migration_chunks.snapshot_rows),
+then, ``recheck_delay_s`` later, the receiving side's rows with their replica positions.
 A row whose replica position is above ``w`` changed after that snapshot and is left to the replication,
 except in ``strict`` mode (the cutover's final verification, with the source quiet), where every
 difference counts. A chunk with no differing row left is ``settled``.
@@ -145,13 +145,21 @@ class Verifier:
     # --- rechecks and repair ------------------------------------------------------------------
 
     def row_diff(self, spec: TableSpec, after: KeyValue | None, last: KeyValue | None) -> RowDiff:
-        """Rows that differ between the sides, leaving out rows the receiver changed after the snapshot."""
+        """Rows that differ between the sides, leaving out rows the receiver changed after the snapshot.
+
+        The receiving side is read ``recheck_delay_s`` after the sending side's snapshot: a change committed
+        before that snapshot has had the replication's lag to arrive, and one committed after it is either
+        absent from both reads or already applied with a position above the snapshot's (left out). So
+        writes that keep arriving in a range do not make it differ; a change still missing after the delay
+        does.
+        """
         width = len(spec.key)
         taken = snapshot_rows(self.sender.pool, self.sender.dialect, row_hashes_sql(spec, self.sender.dialect.name,
                                                                                     after, last))
         assert taken is not None  # not exact: never refused
         position, rows = taken
         mine = {k: v[0] for k, v in keyed(rows, width).items()}
+        self._sleep(self.recheck_delay_s)
         theirs_rows = keyed(fetch(self.receiver.pool, row_hashes_sql(spec, self.receiver.dialect.name, after, last,
                                                                      with_position=True)), width)
         newer = {k for k, (_, pos) in theirs_rows.items() if pos is not None and int(pos) > position}
@@ -167,7 +175,6 @@ class Verifier:
         diff = self.row_diff(spec, after, last)
         while diff.keys and attempts < self.recheck_attempts:
             attempts += 1
-            self._sleep(self.recheck_delay_s)
             diff = self.row_diff(spec, after, last)
         status = "settled"
         if diff.keys:
