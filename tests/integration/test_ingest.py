@@ -30,13 +30,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from conftest import Databases, admin_connection, base_env, closed_port
-from feature_store.domain.catalog import CATALOG, CREDIT_DECISION_V1, Instant
+from feature_store.domain.catalog import CREDIT_DECISION_V1, Instant
 from feature_store.domain.state import UserState
 from feature_store.errors import DependencyUnavailable
-from feature_store.services import ingest
 from feature_store.services.ingest import Ingestor
-from feature_store.stores.redis_online import Entry, RedisOnlineStore, Tombstone, put_everywhere
-from feature_store.stores.source import SourceStore
+from feature_store.stores.ports import Entry, OnlineStore, Source, Tombstone
 from reference import reference_features
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "emulators"))
@@ -172,23 +170,23 @@ def ingestor(cdc_env: dict[str, str], use_env: Callable[[dict[str, str]], None])
 
 
 class Writes:
-    """Counts the ingestor's compare-and-set writes: asked for, and refused (a newer watermark was stored)."""
+    """The online store, its compare-and-set writes counted: asked for, and refused (a newer watermark was stored)."""
 
-    def __init__(self) -> None:
+    def __init__(self, real: OnlineStore) -> None:
+        self._real = real
         self._lock = threading.Lock()
         self.asked = 0
         self.written = 0
 
-    def counting(self, put: Callable[[Sequence[RedisOnlineStore], Sequence[Entry]], int]
-                 ) -> Callable[[Sequence[RedisOnlineStore], Sequence[Entry]], int]:
-        def counted(stores: Sequence[RedisOnlineStore], entries: Sequence[Entry]) -> int:
-            written = put(stores, entries)
-            with self._lock:
-                self.asked += len(stores) * len(entries)
-                self.written += written
-            return written
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
 
-        return counted
+    def put_if_newer(self, entries: Sequence[Entry]) -> int:
+        written = self._real.put_if_newer(entries)
+        with self._lock:
+            self.asked += len(entries)
+            self.written += written
+        return written
 
     @property
     def refused(self) -> int:
@@ -204,7 +202,7 @@ class Gate:
     snapshots wait for each other, which only happens when n batches are in flight at once.
     """
 
-    def __init__(self, real: SourceStore) -> None:
+    def __init__(self, real: Source) -> None:
         self._real = real
         self._lock = threading.Lock()
         self._hold = False
@@ -283,31 +281,26 @@ class Gate:
 
 
 @pytest.fixture
-def gated(cdc_env: dict[str, str], use_env: Callable[[dict[str, str]], None],
-          monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Ingestor, Gate, Writes]]:
+def gated(cdc_env: dict[str, str],
+          use_env: Callable[[dict[str, str]], None]) -> Iterator[tuple[Ingestor, Gate, Writes]]:
     """An ingestor with two batches in flight, its source behind a Gate and its writes counted."""
     from feature_store.wiring import services
 
     use_env({**cdc_env, "FS_CDC_MAX_INFLIGHT": "2"})
-    ingestor = services().ingestor
-    gate, writes = Gate(services().source), Writes()
-    monkeypatch.setattr(ingestor, "_source", gate)
-    monkeypatch.setattr(ingest, "put_everywhere", writes.counting(put_everywhere))
+    svc = services()
+    gate, writes = Gate(svc.source), Writes(svc.online)
+    cdc = svc.settings.cdc
+    ingestor = Ingestor(writes, gate, None, cdc.decimal_handling_mode, cdc.max_batch, cdc.max_inflight)
     yield ingestor, gate, writes
     gate.abandon()  # a failed test must not leave a thread behind
 
 
-def online_stores() -> list[RedisOnlineStore]:
-    """The stores the ingestor writes to: one per feature set version of the catalog."""
+def stale_writes(users: Sequence[str], watermark: int) -> int:
+    """How many writes at ``watermark`` the compare-and-set must refuse: those of users with a newer one stored."""
     from feature_store.wiring import services
 
-    return [services().online_store(fs) for fs in CATALOG.values()]
-
-
-def stale_writes(users: Sequence[str], watermark: int) -> int:
-    """How many (store, user) writes at ``watermark`` the compare-and-set must refuse: a newer one is stored."""
-    return sum(1 for store in online_stores() for entry in store.get_many(list(users))
-               if entry is not None and entry.watermark > watermark)
+    return sum(1 for entry in services().online.get_many(list(users))
+               if isinstance(entry, UserState | Tombstone) and entry.watermark > watermark)
 
 
 _ids = itertools.count()
@@ -322,7 +315,7 @@ def assert_converged(source: SourceHistory, users: set[str]) -> None:
     from feature_store.wiring import services
 
     svc = services()
-    store = svc.online_store(CREDIT_DECISION_V1)
+    store = svc.online
     recomputed = svc.source.states_for(sorted(users))
     entries = dict(zip(sorted(users), store.get_many(sorted(users)), strict=True))
     at = NOW.timestamp() + 60
@@ -435,7 +428,7 @@ def test_a_stale_event_whose_write_lands_last_is_refused_and_does_not_roll_back(
 
     gate.release()  # the old snapshot's write comes last
 
-    assert writes.refused == len(online_stores())  # one user, every feature set version
+    assert writes.refused == 1  # one user: one key, shared by every feature set version
     assert_converged(source, {uid})
     deliver(ingestor, created)  # the old events redelivered last: recomputed, never rolled back
     assert_converged(source, {uid})
@@ -449,10 +442,10 @@ def test_deletes_leave_tombstones_and_moves_refresh_both_users(source: SourceHis
     assert_converged(source, {a, b})
     from feature_store.wiring import services
 
-    before_delete = services().online_store(CREDIT_DECISION_V1).get_many([b])[0]
+    before_delete = services().online.get_many([b])[0]
     deliver(ingestor, source.delete_user(b))
     assert_converged(source, {b})
-    entry = services().online_store(CREDIT_DECISION_V1).get_many([b])[0]
+    entry = services().online.get_many([b])[0]
     assert isinstance(entry, Tombstone) and isinstance(before_delete, UserState)
     assert entry.watermark >= before_delete.watermark
 
@@ -513,7 +506,7 @@ def test_a_dependency_outage_raises_and_the_retry_applies(
     with pytest.raises(DependencyUnavailable) as raised:
         deliver(services().ingestor, events)
     assert raised.value.dependency == broken
-    key = services().online_store(CREDIT_DECISION_V1).layout.user(uid)
+    key = services().online.layout.user(uid)
     assert redis_client.get(key) is None  # nothing half-applied online
     use_env(cdc_env)  # the dependency is back: Pub/Sub redelivers the same message
     deliver(services().ingestor, events)

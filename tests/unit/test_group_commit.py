@@ -24,7 +24,7 @@ class Recording(Ingestor):
     """An ingestor whose batches are recorded and held at a gate until ``open_gate()``."""
 
     def __init__(self, max_inflight: int, max_batch: int = 256, fail: str | None = None) -> None:
-        super().__init__([], None, None, max_batch=max_batch, max_inflight=max_inflight)  # type: ignore[arg-type]
+        super().__init__(None, None, None, max_batch=max_batch, max_inflight=max_inflight)  # type: ignore[arg-type]
         self.batches: list[list[str]] = []
         self.running = 0
         self.most_running = 0
