@@ -51,7 +51,7 @@ def read_one(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[st
     query = ReadQuery.parse(request.args.to_dict())
     svc = services()
     fs = _feature_set(svc, query.feature_set, query.version)
-    outcome = svc.reader.read(fs, [user_id], query.feature_names)
+    outcome = svc.reader.read(fs, [user_id], query.features)
     result = outcome.results[0]
     if result.status == "unknown_user":
         raise UnknownUser(f"no user with id {user_id!r}")

@@ -23,17 +23,27 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import flask
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from feature_store.errors import BatchTooLarge, InvalidBody, InvalidParameter
 from feature_store.transports.http import Endpoint, json_body
-from feature_store.transports.requests import FeatureSetName, UserId, Version, check_user_id, invalid_body, shown
+from feature_store.transports.requests import (
+    INTEGRAL,
+    FeatureSetName,
+    UserId,
+    Version,
+    check_user_id,
+    invalid_body,
+    shown,
+)
 from feature_store.wiring import services
 
 MODES = ("full", "incremental", "users", "invalidate", "switch", "stats")
 RUN_ID_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z_.:-]{0,63}$"
 _USER_FIELDS = ("user_ids", "from_user", "to_user")
-_COUNT_MAX = 2**31 - 1
+Chunks = Annotated[int, Field(ge=1, le=2**31 - 1), INTEGRAL]
+# Parsed by parse_since: 400 invalid_watermark, or watermark_in_future past the source's clock.
+Since = Annotated[str, Field(max_length=64, json_schema_extra={"format": "date-time"})]
 
 
 class _Body(BaseModel):
@@ -48,15 +58,15 @@ class FullBody(_Body):
     run_id: str | None = Field(None, pattern=RUN_ID_PATTERN)
     from_user: UserId | None = None
     to_user: UserId | None = None
-    shards: int = Field(1, ge=1, le=256)
-    max_chunks: int | None = Field(None, ge=1, le=_COUNT_MAX)
+    shards: Annotated[int, Field(ge=1, le=256), INTEGRAL] = 1
+    max_chunks: Chunks | None = None
     source: Literal["postgres", "bigquery"] = "postgres"
 
 
 class IncrementalBody(_Body):
     mode: Literal["incremental"]
-    since: str | None = Field(None, max_length=64, description="ISO 8601; without an offset it is UTC.")
-    max_chunks: int | None = Field(None, ge=1, le=_COUNT_MAX)
+    since: Since | None = Field(None, description="ISO 8601; without an offset it is UTC; not in the future.")
+    max_chunks: Chunks | None = None
 
 
 class UsersBody(_Body):
@@ -65,14 +75,29 @@ class UsersBody(_Body):
 
 
 class InvalidateBody(_Body):
+    """Drop the given users' vectors, or a whole version (a version, no user_ids)."""
+
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": ["user_ids"], "properties": {"user_ids": {"type": "array"}}},
+        {"required": ["version"], "properties": {"version": {"type": "integer"}}}]})
+
     mode: Literal["invalidate"]
     user_ids: list[UserId] | None = Field(None, min_length=1)
-    cursor: int = Field(0, ge=0, le=2**63 - 1)
+    cursor: Annotated[int, Field(ge=0, le=2**64 - 1), INTEGRAL] = 0  # a Redis SCAN cursor: unsigned 64-bit
     force: bool = False
+
+    @model_validator(mode="after")
+    def _needs_users_or_version(self) -> InvalidateBody:
+        if self.user_ids is None and self.version is None:
+            raise ValueError("invalidate needs user_ids, or a version to drop whole")
+        return self
 
 
 class SwitchBody(_Body):
+    """Serve this version from now on."""
+
     mode: Literal["switch"]
+    version: Version
     force: bool = False
 
 
@@ -138,12 +163,9 @@ def refresh(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[str
         if body.user_ids is not None:
             return 200, refresher.invalidate_users(name, check_user_ids(body.user_ids, settings.users_max),
                                                    body.version)
-        if body.version is None:
-            raise InvalidBody("invalidate needs user_ids, or a version to drop whole")
+        assert body.version is not None  # checked by the model
         return 200, refresher.drop_version(name, body.version, body.cursor, body.force, settings.budget_s)
     if isinstance(body, SwitchBody):
-        if body.version is None:
-            raise InvalidBody("switch needs the version to serve")
         return 200, refresher.switch(name, body.version, body.force)
     return 200, refresher.stats(name)
 

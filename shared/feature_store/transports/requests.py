@@ -10,9 +10,19 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
+from feature_store.domain.catalog import CATALOG
 from feature_store.errors import InvalidBody, InvalidParameter, InvalidUserId
 
 USER_ID_MAX = 64
@@ -25,14 +35,25 @@ ECHO_MAX = 40  # characters of a caller's input an error message repeats
 # Letters, digits and a few separators; no spaces, quotes, control characters or SQL syntax.
 _USER_ID = re.compile(USER_ID_PATTERN.strip("^$"))
 _VERSION_TEXT = re.compile(r"[0-9]{1,7}")  # ASCII only: "\u00b2".isdigit() and int("\u0661") both pass
-_FEATURE = NAME_PATTERN.strip("^$")
+# Every feature name of every catalog version, in catalog order: what a selection may name. A name
+# the chosen version lacks is 400 unknown_feature (the served version is known only at run time).
+FEATURE_NAMES = tuple(dict.fromkeys(f.name for _, fs in sorted(CATALOG.items()) for f in fs.features))
 
+
+
+def _integral(value: Any) -> Any:
+    """1.0 as 1: JSON Schema's integer is any number without a fractional part; "1" and true stay refused."""
+    return int(value) if type(value) is float and value.is_integer() else value
+
+
+# Put after an int's bounds (Annotated[int, Field(ge=...), INTEGRAL]), or the schema loses them.
+INTEGRAL = BeforeValidator(_integral)
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=USER_ID_MAX, pattern=USER_ID_PATTERN)]
-FeatureName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+FeatureName = Annotated[str, StringConstraints(pattern=NAME_PATTERN),
+                        WithJsonSchema({"type": "string", "enum": list(FEATURE_NAMES)})]
 FeatureSetName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
-Version = Annotated[int, Field(ge=1, le=VERSION_MAX)]
-FeatureList = Annotated[str, StringConstraints(
-    max_length=FEATURES_MAX * 65, pattern=rf"^{_FEATURE}(,{_FEATURE}){{0,{FEATURES_MAX - 1}}}$")]
+Version = Annotated[int, Field(ge=1, le=VERSION_MAX), INTEGRAL]
+FeatureList = Annotated[list[FeatureName], Field(min_length=1, max_length=FEATURES_MAX)]
 
 
 def shown(value: object) -> str:
@@ -59,16 +80,15 @@ class _NoNulls(BaseModel):
 
 
 class BatchRequest(_NoNulls):
-    """Body of ``POST /api/v1/features/batch``."""
+    """The ids to read, at most the configured batch size, and optionally which features of which version."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     user_ids: list[UserId] = Field(min_length=1, description=(
         "At most FS_SERVING_BATCH_MAX ids (1,000 by default; more is 400 batch_too_large). Duplicates are "
         "looked up once and answered at each position."))
-    features: list[FeatureName] | SkipJsonSchema[None] = Field(
-        None, min_length=1, max_length=FEATURES_MAX, json_schema_extra=_omit_default,
-        description="A subset of the feature set's features (default: all of them).")
+    features: FeatureList | SkipJsonSchema[None] = Field(
+        None, json_schema_extra=_omit_default, description="A subset of the feature set's features (default: all).")
     feature_set: FeatureSetName | SkipJsonSchema[None] = Field(
         None, json_schema_extra=_omit_default,
         description="Default: the served feature set (FS_SERVING_FEATURE_SET, credit_decision).")
@@ -77,19 +97,25 @@ class BatchRequest(_NoNulls):
 
 
 class ReadQuery(BaseModel):
-    """Query parameters of ``GET /api/v1/features/user/{user_id}``."""
+    """Query parameters of ``GET /api/v1/features/user/{user_id}``, each optional and given at most once."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    features: FeatureList | None = Field(None, description="Comma-separated feature names: a subset.")
-    feature_set: FeatureSetName | None = Field(
-        None, description="Default: the served feature set (FS_SERVING_FEATURE_SET, credit_decision).")
-    version: Version | None = Field(None, description="Default: the version the feature set serves.")
+    features: FeatureList | SkipJsonSchema[None] = Field(
+        None, json_schema_extra=_omit_default,
+        description="Comma-separated feature names: a subset of the feature set's features (default: all).")
+    feature_set: FeatureSetName | SkipJsonSchema[None] = Field(
+        None, json_schema_extra=_omit_default,
+        description="Default: the served feature set (FS_SERVING_FEATURE_SET, credit_decision).")
+    version: Version | SkipJsonSchema[None] = Field(
+        None, json_schema_extra=_omit_default, description="Default: the version the feature set serves.")
 
     @classmethod
     def parse(cls, args: dict[str, str]) -> ReadQuery:
         """The model of a query string's (single) values; 400 ``invalid_parameter`` naming the bad one."""
         values: dict[str, Any] = dict(args)
+        if "features" in values:
+            values["features"] = values["features"].split(",")
         if "version" in values:
             text = values["version"]
             if not _VERSION_TEXT.fullmatch(text):
@@ -98,12 +124,7 @@ class ReadQuery(BaseModel):
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            raise InvalidParameter(f"{first['loc'][0]}: {first['msg']}") from None
-
-    @property
-    def feature_names(self) -> list[str] | None:
-        return None if self.features is None else self.features.split(",")
+            raise InvalidParameter(_where(tuple(exc.errors()[0]["loc"])) + ": " + exc.errors()[0]["msg"]) from None
 
 
 def check_user_id(value: object, where: str = "user_id") -> str:
@@ -138,6 +159,12 @@ def invalid_body(exc: ValidationError, user_id_fields: tuple[str, ...] = ()) -> 
     loc = tuple(first["loc"])
     if first["type"] == "json_invalid":
         return InvalidBody("the body is not valid JSON")
+    if first["type"] in ("union_tag_not_found", "union_tag_invalid"):
+        ctx = first.get("ctx", {})
+        name, expected = ctx.get("discriminator", "").strip("'"), ctx.get("expected_tags", "")
+        if first["type"] == "union_tag_not_found":
+            return InvalidBody(f"{name} is required: one of {expected}")
+        return InvalidBody(f"{name} must be one of {expected}; got {shown(ctx.get('tag'))}")
     if loc and loc[0] in user_id_fields and first["type"] in _ID_ERRORS:
         try:
             check_user_id(first["input"], _where(loc))
