@@ -13,7 +13,6 @@ from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 
 from conftest import closed_port, function_client
-from feature_store.domain.catalog import CREDIT_DECISION_V1
 from feature_store.domain.state import UserState
 
 TOPIC = "//pubsub.googleapis.com/projects/local-project/topics/cdc-changes"
@@ -61,7 +60,7 @@ def test_every_push_shape_refreshes_the_user(shape: str, cdc_env: dict[str, str]
     user = "u000000007"
     response = post(shape, change(user), "m-1")
     assert response.status_code == 200, response.get_data(as_text=True)
-    entry = services().online_store(CREDIT_DECISION_V1).get_many([user])[0]
+    entry = services().online.get_many([user])[0]
     recomputed = services().source.states_for([user])[user]
     assert isinstance(entry, UserState)
     assert entry.total_orders == recomputed.total_orders and entry.age == recomputed.age

@@ -171,7 +171,7 @@ def assert_converged(source: SourceHistory, users: set[str]) -> None:
     from feature_store.wiring import services
 
     svc = services()
-    store = svc.online_store(CREDIT_DECISION_V1)
+    store = svc.online
     recomputed = svc.source.states_for(sorted(users))
     entries = dict(zip(sorted(users), store.get_many(sorted(users)), strict=True))
     at = NOW.timestamp() + 60
@@ -261,10 +261,10 @@ def test_deletes_leave_tombstones_and_moves_refresh_both_users(source: SourceHis
     assert_converged(source, {a, b})
     from feature_store.wiring import services
 
-    before_delete = services().online_store(CREDIT_DECISION_V1).get_many([b])[0]
+    before_delete = services().online.get_many([b])[0]
     deliver(ingestor, source.delete_user(b))
     assert_converged(source, {b})
-    entry = services().online_store(CREDIT_DECISION_V1).get_many([b])[0]
+    entry = services().online.get_many([b])[0]
     assert isinstance(entry, Tombstone) and isinstance(before_delete, UserState)
     assert entry.watermark >= before_delete.watermark
 
@@ -322,7 +322,7 @@ def test_a_dependency_outage_raises_and_the_retry_applies(
     with pytest.raises(DependencyUnavailable) as raised:
         deliver(services().ingestor, events)
     assert raised.value.dependency == broken
-    key = services().online_store(CREDIT_DECISION_V1).layout.user(uid)
+    key = services().online.layout.user(uid)
     assert redis_client.get(key) is None  # nothing half-applied online
     use_env(cdc_env)  # the dependency is back: Pub/Sub redelivers the same message
     deliver(services().ingestor, events)

@@ -75,7 +75,7 @@ def test_a_warm_up_from_bigquery_gives_postgres_features_and_never_replaces_post
 
     assert out["done"] is True and out["progress"]["done"] == USERS
     assert out["written"] == USERS - len(from_postgres)  # watermark 0 lands only where nothing is cached
-    layout = KeyLayout(redis_prefix, "credit_decision", 2)
+    layout = KeyLayout(redis_prefix)
     ids = [user_id(n) for n in range(USERS)]
     entries = {u: decode(u, raw) for u, raw in zip(ids, redis_client.mget([layout.user(u) for u in ids]),
                                                    strict=True) if raw is not None}
@@ -85,7 +85,7 @@ def test_a_warm_up_from_bigquery_gives_postgres_features_and_never_replaces_post
         pg, cached = exported["states"][uid], entries[uid]
         at = Instant(max(pg.computed_at, cached.computed_at) + 1)
         assert CREDIT_DECISION_V2.evaluate(cached, at) == CREDIT_DECISION_V2.evaluate(pg, at), uid
-    record = refresher.state(CREDIT_DECISION_V2).materialized()
+    record = refresher.state.materialized()
     assert record is not None and record["source"] == "bigquery"
 
 

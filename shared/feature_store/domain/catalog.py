@@ -279,7 +279,7 @@ CREDIT_DECISION_V1 = FeatureSet(
 
 
 # v2: v1 unchanged plus two velocity features finished from the same state, so its vectors are
-# byte-for-byte v1's and materializing it costs Redis memory, not source queries per version.
+# the same cached state as v1's: serving it costs no Redis memory and no materialization (docs/redis-keys.md).
 CREDIT_DECISION_V2 = FeatureSet(
     name="credit_decision",
     version=2,

@@ -1,20 +1,21 @@
 """CDC ingestion: apply change events to the online store (and land them in the offline changelog).
 
 An event is only a trigger: the users it affects are RECOMPUTED from the source with one
-set-based query and written compare-and-set on the source watermark (RedisOnlineStore.put_if_newer),
+set-based query and written compare-and-set on the source watermark (OnlineStore.put_if_newer),
 users that no longer exist as tombstones. So whatever the order, number or timing of deliveries,
 the last write to land for a user is the state of the newest snapshot read for it, and every
 snapshot read after a commit contains that commit: the online store converges to the source.
 
 Concurrent messages of one instance are applied together (group commit): a thread that finds
 fewer than ``max_inflight`` batches running takes every queued message, including its own, and
-applies them with one source query, one Redis round trip for every feature set and one streaming
-insert per changelog table; the others wait for the batch holding their message. An idle instance
+applies them with one source query, one online-store round trip (every version of the catalog
+shares the cached states) and one streaming insert per changelog table; the others wait for the
+batch holding their message. An idle instance
 therefore applies a message at once; a busy one applies, in one batch, everything that queued
 while the previous batch ran. One batch at a time is the default (FS_CDC_MAX_INFLIGHT=1): bigger
 batches cost the source less per user, and bench/ingest.py measured more events/s than with two
 side by side. When several run, batches may overlap on a user: the watermark is read before each
-snapshot (SourceStore.snapshot_states), so the higher watermark always carries the newer snapshot.
+snapshot (Source.snapshot_states), so the higher watermark always carries the newer snapshot.
 
 Order inside a batch: Redis first, then BigQuery, so online freshness never waits on (or depends
 on) the offline store; a failure of either raises for every message of the batch, which Pub/Sub
@@ -27,22 +28,15 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal
 
 from feature_store.domain.changes import Change, DecimalMode, parse_change
 from feature_store.logs import get_logger
-from feature_store.stores.redis_online import Entry, RedisOnlineStore, Tombstone, put_everywhere
-from feature_store.stores.source import SourceStore
+from feature_store.stores.ports import Changelog, Entry, OnlineStore, Source, Tombstone
 
 log = get_logger(__name__)
 
 Outcome = Literal["applied", "tombstone"]
-
-
-class Changelog(Protocol):
-    """Where changes land offline (stores/bigquery_changelog.py)."""
-
-    def append(self, items: Sequence[tuple[Change, str]]) -> int: ...
 
 
 class IngestStats:
@@ -81,9 +75,9 @@ class _Pending:
 class Ingestor:
     """Applies Debezium change events; each call returns once its change is durable online and offline."""
 
-    def __init__(self, stores: Sequence[RedisOnlineStore], source: SourceStore, changelog: Changelog | None,
+    def __init__(self, online: OnlineStore, source: Source, changelog: Changelog | None,
                  decimals: DecimalMode = "precise", max_batch: int = 256, max_inflight: int = 1) -> None:
-        self._stores = list(stores)
+        self._online = online
         self._source = source
         self._changelog = changelog
         self._decimals: DecimalMode = decimals
@@ -151,7 +145,7 @@ class Ingestor:
         users = sorted({u for p in batch for c in p.changes for u in c.user_ids})
         watermark, states = self._source.snapshot_states(users)
         entries: list[Entry] = [states.get(u) or Tombstone(u, watermark) for u in users]
-        put_everywhere(self._stores, entries)  # every version, one round trip
+        self._online.put_if_newer(entries)
         if self._changelog is not None:
             self._changelog.append([(c, p.message_id) for p in batch for c in p.changes])
         self.stats.add("applied", sum(len(p.changes) for p in batch))

@@ -150,7 +150,7 @@ def refresh(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[str
     body = parse(json_body(request))
     settings = svc.settings.refresh
     name = body.feature_set or svc.settings.serving.feature_set
-    refresher = svc.refresher
+    refresher, admin = svc.refresher, svc.cache_admin
     if isinstance(body, FullBody):
         return 200, refresher.full(name, body.version, body.run_id, body.from_user, body.to_user, body.shards,
                                    settings.budget_s, body.max_chunks, source=body.source)
@@ -161,13 +161,12 @@ def refresh(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[str
         return 200, refresher.users(name, check_user_ids(body.user_ids, settings.users_max), body.version)
     if isinstance(body, InvalidateBody):
         if body.user_ids is not None:
-            return 200, refresher.invalidate_users(name, check_user_ids(body.user_ids, settings.users_max),
-                                                   body.version)
+            return 200, admin.invalidate_users(name, check_user_ids(body.user_ids, settings.users_max), body.version)
         assert body.version is not None  # checked by the model
-        return 200, refresher.drop_version(name, body.version, body.cursor, body.force, settings.budget_s)
+        return 200, admin.drop_version(name, body.version, body.cursor, body.force, settings.budget_s)
     if isinstance(body, SwitchBody):
-        return 200, refresher.switch(name, body.version, body.force)
-    return 200, refresher.stats(name)
+        return 200, admin.switch(name, body.version, body.force)
+    return 200, admin.stats(name)
 
 
 # "/" is the function's root (its run.app URL); "/refresh_cache" the same root on its cloudfunctions.net URL.
