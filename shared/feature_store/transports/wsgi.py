@@ -128,7 +128,7 @@ def _json_server_errors() -> None:
     def write_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
         code = _CODES.get(status_int, "invalid_request" if status_int < 500 else "internal")
         sentence = _SERVER_MESSAGES.get(status_int, "the server could not answer the request")
-        detail = f" ({mesg[:120]})" if mesg and status_int < 500 else ""
+        detail = f" ({mesg[:120]})" if mesg and status_int < 500 and status_int != 431 else ""
         body = orjson.dumps(error_body(code, sentence + detail))
         head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
                 f"Cache-Control: no-store\r\nContent-Length: {len(body)}\r\n\r\n")
