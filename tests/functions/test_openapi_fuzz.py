@@ -8,8 +8,12 @@ Allow for undocumented methods, no 5xx) generates a bounded number of requests p
 fixed seed, so a run is repeatable and takes about a minute. Any failure fails the test with
 schemathesis's report, which prints a curl command reproducing each failing case.
 
-``positive_data_acceptance`` runs as openapi_hooks.py's check: the built-in one, except that it lets
-through the one documented 400 a JSON Schema cannot foresee (a feature the served version lacks).
+The checks are every one schemathesis registers (what ``--checks all`` runs), with two changes:
+``positive_data_acceptance`` runs as openapi_hooks.py's check, the built-in one except that it lets
+through the documented 400s a JSON Schema cannot foresee (a feature the served version lacks, a time
+in the future); and the response-time limit that ``--checks all`` adds (10 s) is left out: it is a
+timing assertion, and a run_etl snapshot on the BigQuery emulator takes 1 to 11 s depending on the
+machine's load. Speed is measured in bench/, never asserted.
 """
 
 from __future__ import annotations
@@ -79,6 +83,16 @@ def served(databases: Databases, bigquery_emulator: Any,
             drop_prefix(redis.Redis.from_url(REDIS_URL), prefix)
 
 
+def checks() -> str:
+    """Every check schemathesis registers for OpenAPI, positive_data_acceptance replaced by the hook's."""
+    import schemathesis.specs.openapi.checks  # noqa: F401  (registers the OpenAPI checks)
+    from schemathesis.checks import CHECKS
+
+    names = [c.__name__ for c in CHECKS.get_all() if c.__name__ != "positive_data_acceptance"]
+    assert len(names) >= 13, names
+    return ",".join([*names, "positive_data_accepted_but_runtime_rules"])
+
+
 @pytest.mark.parametrize(("function", "path"), [
     ("read_features", "/api/v1/features/user/{user_id}"),
     ("read_features_batch", "/api/v1/features/batch"),
@@ -89,9 +103,9 @@ def test_every_check_of_the_document_holds(served: dict[str, Served], tmp_path: 
                                            path: str) -> None:
     run = subprocess.run(
         [str(BIN / "st"), "run", str(DOCUMENT), "--url", served[function].url, "--include-path", path,
-         "--checks", "all", "--exclude-checks", "positive_data_acceptance", "--max-examples", str(EXAMPLES),
-         "--seed", str(SEED), "--workers", "1", "--request-timeout", "60", "--output-truncate", "false",
-         "--suppress-health-check", "all"],
+         "--checks", checks(),
+         "--max-examples", str(EXAMPLES), "--seed", str(SEED), "--workers", "1", "--request-timeout", "60",
+         "--output-truncate", "false", "--suppress-health-check", "all"],
         cwd=tmp_path, capture_output=True, text=True, timeout=900, check=False,
         env={**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS)})
     assert run.returncode == 0, f"{run.stdout[-12000:]}\n{run.stderr[-3000:]}"
