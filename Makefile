@@ -28,7 +28,7 @@ etl: install  ## run workflows/etl.yaml once against the `make up` stack (DATE=Y
 	.local/venvs/wf/bin/workflows-emulator --source workflows/etl.yaml --loglevel WARNING run --data .local/etl-args.json
 
 test: install  ## the whole suite against real PostgreSQL, Redis and the emulators
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --cov --cov-report=term --cov-fail-under=90
 
 test-fast:
 	$(PY) -m pytest -q -m "not slow"

@@ -232,18 +232,20 @@ class Services:
     def etl(self) -> Etl:
         """The ETL steps: their own small pool with custom plans (a keyset page plan depends on its bounds)."""
         from feature_store.services.etl import Etl
+        from feature_store.stores.postgres_export import ExportSource
 
         etl = self.settings.etl
         pool = self.postgres_pool(self.settings.postgres.model_copy(update={
             "statement_timeout_ms": etl.statement_timeout_ms, "pool_size": 2}))
-        return Etl(pool, self.offline, etl)
+        return Etl(ExportSource(pool), self.offline, etl)
 
     @once
     def training(self) -> TrainingSets:
         from feature_store.services.training import TrainingSets
+        from feature_store.stores.bigquery_training import TrainingStore
 
         etl = self.settings.etl
-        return TrainingSets(self.offline, etl.feature_set, tmp_dir=etl.tmp_dir, chunk=etl.feature_chunk)
+        return TrainingSets(TrainingStore(self.offline, etl.tmp_dir), etl.feature_set, chunk=etl.feature_chunk)
 
 
 _services: Services | None = None

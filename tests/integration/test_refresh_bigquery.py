@@ -26,6 +26,7 @@ from feature_store.stores.bigquery_bulk import BigQueryBulkSource
 from feature_store.stores.bigquery_offline import OfflineStore
 from feature_store.stores.dialect import POSTGRESQL
 from feature_store.stores.postgres import PostgresPool
+from feature_store.stores.postgres_export import ExportSource
 from feature_store.stores.redis_online import KeyLayout, decode
 from feature_store.stores.source import SourceStore
 from feature_store.wiring import services
@@ -46,7 +47,7 @@ def exported(databases: Databases, bigquery_emulator: Any) -> Iterator[dict[str,
     try:
         with pool.connection() as conn:
             seed(conn, USERS, 11, datetime.now(UTC).replace(microsecond=0), workers=1, reset=False)
-        etl = Etl(pool, offline, settings.etl)
+        etl = Etl(ExportSource(pool), offline, settings.etl)
         while not etl.export("refresh-bq")["done"]:
             pass
         states = SourceStore(pool, POSTGRESQL).states_for([user_id(n) for n in range(USERS)])

@@ -14,9 +14,10 @@ mappers of the stores (``compile_mapper``) all follow from it, so adding a state
 class, the SQL that computes it and the feature that uses it. Changing the fields changes the
 encoding: bump ``LAYOUT``, which is part of every cached key (docs/redis-keys.md).
 
-Invariants: ``recent_orders`` holds every velocity-eligible order created less than
-``VELOCITY_HORIZON_S`` before ``computed_at`` (and any later one); ``late_paid_at`` holds
-every late payment made less than ``LATE_HORIZON_S`` before ``computed_at``.
+Invariants: ``recent_orders`` holds every velocity-eligible order (status completed or pending)
+created less than 7 days before ``computed_at`` (and any later one); ``late_paid_at`` holds every
+late payment made less than 90 days before ``computed_at``; the behaviour fields count completed
+orders only (docs/features.md).
 """
 
 from __future__ import annotations
@@ -25,13 +26,6 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
-
-VELOCITY_HORIZON_S = 7 * 86400
-LATE_HORIZON_S = 90 * 86400
-
-# Order statuses that count for each group (documented in docs/features.md).
-BEHAVIOR_STATUSES = ("completed",)
-VELOCITY_STATUSES = ("completed", "pending")
 
 # The version of the cached encoding: the first element of every encoded state and part of every
 # cached key. Layout 1 nested the fields by group; layout 2 is flat, in declaration order.

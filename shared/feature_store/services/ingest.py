@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from feature_store.domain.changes import Change, DecimalMode, parse_change
 from feature_store.logs import get_logger
@@ -36,11 +36,20 @@ from feature_store.stores.ports import Changelog, Entry, OnlineStore, Source, To
 
 log = get_logger(__name__)
 
-Outcome = Literal["applied", "tombstone"]
+Outcome = Literal["applied", "tombstone", "heartbeat", "transaction", "resolved"]
 
 
 class IngestStats:
-    """In-process counters (applied, tombstones, batches, poison by code) for logs and tests."""
+    """In-process counters for logs and tests, by kind of message.
+
+    ``applied`` (row changes), ``batches``, ``users``; ``tombstones``, ``heartbeats``, ``transactions``,
+    ``resolved`` (acknowledged, nothing to apply); ``unattributed`` (changes naming no user),
+    ``raw_values`` (values kept raw, e.g. a TIMESTAMPTZ infinity); ``poison:<code>`` per poison code.
+    """
+
+    # The counter of each kind of message that is acknowledged with nothing to apply.
+    ACKNOWLEDGED: ClassVar[Mapping[str, str]] = {"tombstone": "tombstones", "heartbeat": "heartbeats",
+                                                 "transaction": "transactions", "resolved": "resolved"}
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -88,13 +97,26 @@ class Ingestor:
         self._inflight = 0
         self.stats = IngestStats()
 
-    def handle(self, data: bytes, message_id: str) -> Outcome:
-        """Parse one message and apply it: PoisonMessage when it can never apply, TransientError to retry."""
-        change = parse_change(data, self._decimals)
-        if change is None:
-            self.stats.add("tombstones")
-            return "tombstone"
-        self.apply([change], message_id)
+    def handle(self, data: bytes, message_id: str, attributes: Mapping[str, str] | None = None,
+               published_ms: int | None = None) -> Outcome:
+        """Parse one message and apply it: PoisonMessage when it can never apply, TransientError to retry.
+
+        Only a row change is applied; a tombstone, heartbeat, transaction boundary or resolved timestamp
+        is counted by kind and acknowledged. A change that names no user (a delete that carries only a
+        key without user_id: Debezium without REPLICA IDENTITY FULL, a changefeed without ``diff``) still
+        lands in the changelog, and is counted and logged: no cached state can be found for it.
+        """
+        parsed = parse_change(data, self._decimals, attributes, published_ms)
+        if not isinstance(parsed, Change):
+            self.stats.add(IngestStats.ACKNOWLEDGED[parsed.kind])
+            return parsed.kind  # type: ignore[return-value]
+        if parsed.raw_values:
+            self.stats.add("raw_values", len(parsed.raw_values))
+        if not parsed.user_ids:
+            self.stats.add("unattributed")
+            log.warning("change names no user; cached states stay until the next refresh", extra={"fields": {
+                "message_id": message_id, "table": parsed.table, "op": parsed.op}})
+        self.apply([parsed], message_id)
         return "applied"
 
     def apply(self, changes: Sequence[Change], message_id: str) -> None:
