@@ -18,7 +18,8 @@
     │   ├── MigrationError             migration_*
     │   └── OfflineQueryFailed         offline_query_failed: BigQuery rejected a statement
     └── TransientError (503)           retry: a dependency is down or slow
-        └── DependencyUnavailable      dependency_unavailable (postgres / redis / bigquery)
+        └── DependencyUnavailable      dependency_unavailable (postgres / redis / bigquery): down or failing
+            └── DependencyTimeout      dependency_unavailable too: it did not answer in time
 """
 
 from __future__ import annotations
@@ -138,3 +139,7 @@ class DependencyUnavailable(TransientError):
         self.dependency = dependency
         text = f"{dependency} is unavailable"
         super().__init__(f"{text}: {detail}" if detail else text)
+
+
+class DependencyTimeout(DependencyUnavailable):
+    """The dependency did not answer within its timeout: it may be slow, or this process may be starved."""

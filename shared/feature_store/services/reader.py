@@ -3,6 +3,13 @@
 One Redis round trip reads every requested user (MGET); the misses are computed with one
 set-based source query and written back compare-and-set. Features are finished at the
 instant of the request, so velocity windows are exact even for a vector cached long ago.
+
+Failure rules (docs/serving.md, "Degradation"): while Redis answers, a cached user is served
+whatever the source does. Each dependency has a breaker; when Redis's is open the request goes
+to the source, and when the source cannot answer either (down, or its breaker open) Redis is
+tried anyway: an open breaker saves time, it never turns an answerable request into a 503.
+A Redis timeout counts against its breaker only when this thread was running when it expired
+(services/breaker.py): CPU starvation of our own process is not a Redis outage.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from typing import Any, Literal
 
 from feature_store.domain.catalog import FeatureSet, Instant, Selection
 from feature_store.domain.state import UserState
-from feature_store.errors import DependencyUnavailable
+from feature_store.errors import DependencyTimeout, DependencyUnavailable
 from feature_store.logs import get_logger
 from feature_store.services.breaker import CircuitBreaker
 from feature_store.stores.redis_online import Entry, RedisOnlineStore, Tombstone
@@ -24,6 +31,7 @@ from feature_store.stores.source import SourceStore
 log = get_logger(__name__)
 
 Status = Literal["ok", "unknown_user", "unavailable"]
+REDIS_CIRCUIT_OPEN = "redis_circuit_open"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +96,12 @@ class Reader:
         cached, degraded = self._from_cache(store, unique)
         misses = [u for u, e in zip(unique, cached, strict=True) if e is None]
         computed, source_failed = self._from_source(misses)
+        if source_failed and degraded == REDIS_CIRCUIT_OPEN:
+            # Redis was skipped on its breaker's word and the source cannot answer: Redis may.
+            retried, reason = self._from_cache(store, unique, forced=True)
+            if reason is None:
+                cached, degraded = retried, None
+                misses = [u for u, e in zip(unique, cached, strict=True) if e is None and u not in computed]
         if computed and degraded is None:
             self._write_back(store, list(computed.values()))
         at = Instant(self._clock())
@@ -105,30 +119,46 @@ class Reader:
             self.counter.add(feature_set, len(unique) - len(misses), len(misses))
         return ReadOutcome([by_id[u] for u in user_ids], as_of=at.epoch, degraded_reason=degraded)
 
-    def _from_cache(self, store: RedisOnlineStore, ids: list[str]) -> tuple[list[Entry | None], str | None]:
-        if not self._redis_breaker.allow():
-            return [None] * len(ids), "redis_circuit_open"
+    def _from_cache(self, store: RedisOnlineStore, ids: list[str],
+                    forced: bool = False) -> tuple[list[Entry | None], str | None]:
+        """What Redis holds for ``ids``, or all None and the reason it was not read.
+
+        ``forced`` reads even though the breaker is open (the source cannot answer either); its
+        success closes the breaker, its failure changes nothing (the breaker is open already).
+        """
+        if not forced and not self._redis_breaker.allow():
+            return [None] * len(ids), REDIS_CIRCUIT_OPEN
+        started = time.perf_counter()
         try:
             entries = store.get_many(ids)
         except DependencyUnavailable as exc:
-            self._redis_breaker.failure()
-            reason = "redis_timeout" if "Timeout" in exc.message else "redis_unavailable"
+            timed_out = isinstance(exc, DependencyTimeout)
+            if not forced:
+                if timed_out:
+                    self._redis_breaker.timed_out(time.perf_counter() - started)
+                else:
+                    self._redis_breaker.failure()
+            reason = "redis_timeout" if timed_out else "redis_unavailable"
             log.warning("online store read failed; answering from the source",
-                        extra={"fields": {"reason": reason, "breaker": self._redis_breaker.state}})
+                        extra={"fields": {"reason": reason, "breaker": self._redis_breaker.state,
+                                          "forced": forced}})
             return [None] * len(ids), reason
         self._redis_breaker.success()
         return entries, None
 
     def _from_source(self, misses: list[str]) -> tuple[dict[str, UserState], bool]:
+        """The states of ``misses`` (absent users are simply missing), and whether the source failed."""
         if not misses:
             return {}, False
         if not self._source_breaker.allow():
             return {}, True
         try:
             states = self._source.states_for(misses)
-        except DependencyUnavailable:
+        except DependencyUnavailable as exc:
+            # Its timeouts are seconds long (connect, statement): no scheduling hiccup explains them.
             self._source_breaker.failure()
-            log.warning("source read failed", extra={"fields": {"breaker": self._source_breaker.state}})
+            log.warning("source read failed", extra={"fields": {"breaker": self._source_breaker.state,
+                                                                "error": exc.message}})
             return {}, True
         self._source_breaker.success()
         return states, False

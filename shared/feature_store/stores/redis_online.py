@@ -24,7 +24,7 @@ import redis
 from redis.commands.core import Script
 
 from feature_store.domain.state import UserState
-from feature_store.errors import DependencyUnavailable
+from feature_store.errors import DependencyTimeout, DependencyUnavailable
 from feature_store.stores.dialect import WATERMARK_HEX_DIGITS
 
 TOMBSTONE = "-"
@@ -129,6 +129,8 @@ class RedisOnlineStore:
         keys = [self.layout.user(u) for u in user_ids]
         try:
             raws = self._mget(keys)
+        except redis.TimeoutError as exc:
+            raise DependencyTimeout("redis", type(exc).__name__) from exc
         except redis.RedisError as exc:
             raise DependencyUnavailable("redis", type(exc).__name__) from exc
         return [None if raw is None else decode(u, raw) for u, raw in zip(user_ids, raws, strict=True)]
