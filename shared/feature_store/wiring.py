@@ -116,7 +116,8 @@ class Services:
             self.online_store, self.source,
             CircuitBreaker("redis", serving.breaker_failures, serving.breaker_reset_s, serving.breaker_min_failing_s,
                            call_timeout_s=self.settings.require_redis().socket_timeout_ms / 1000),
-            CircuitBreaker("postgres", serving.breaker_failures, serving.breaker_reset_s, serving.breaker_min_failing_s),
+            CircuitBreaker("postgres", serving.breaker_failures, serving.breaker_reset_s,
+                           serving.breaker_min_failing_s),
             counter=FlushingHitCounter(self.redis, self.settings.require_redis().key_prefix,
                                        self.settings.refresh.stats_flush_s),
         ))

@@ -7,7 +7,8 @@ instant of the request, so velocity windows are exact even for a vector cached l
 Failure rules (docs/serving.md, "Degradation"): while Redis answers, a cached user is served
 whatever the source does. Each dependency has a breaker; when Redis's is open the request goes
 to the source, and when the source cannot answer either (down, or its breaker open) Redis is
-tried anyway: an open breaker saves time, it never turns an answerable request into a 503.
+tried anyway, as it is once more after a failed Redis read: an open breaker or one timeout saves
+time, it never turns an answerable request into a 503.
 A Redis timeout counts against its breaker only when this thread was running when it expired
 (services/breaker.py): CPU starvation of our own process is not a Redis outage.
 """
@@ -96,8 +97,9 @@ class Reader:
         cached, degraded = self._from_cache(store, unique)
         misses = [u for u, e in zip(unique, cached, strict=True) if e is None]
         computed, source_failed = self._from_source(misses)
-        if source_failed and degraded == REDIS_CIRCUIT_OPEN:
-            # Redis was skipped on its breaker's word and the source cannot answer: Redis may.
+        if source_failed and degraded is not None:
+            # Redis was skipped on its breaker's word, or one read of it failed (a 10 ms timeout is
+            # often our own starvation), and the source cannot answer: Redis may, so ask it again.
             retried, reason = self._from_cache(store, unique, forced=True)
             if reason is None:
                 cached, degraded = retried, None
@@ -123,8 +125,8 @@ class Reader:
                     forced: bool = False) -> tuple[list[Entry | None], str | None]:
         """What Redis holds for ``ids``, or all None and the reason it was not read.
 
-        ``forced`` reads even though the breaker is open (the source cannot answer either); its
-        success closes the breaker, its failure changes nothing (the breaker is open already).
+        ``forced`` is the second chance when the source cannot answer either: it reads even when
+        the breaker is open; its success closes the breaker, its failure counts nothing more.
         """
         if not forced and not self._redis_breaker.allow():
             return [None] * len(ids), REDIS_CIRCUIT_OPEN
