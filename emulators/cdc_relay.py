@@ -59,6 +59,11 @@ CONNECTION_LOST = (DependencyUnavailable, pg8000.native.Error, OSError, EOFError
 # After a peek that found nothing of ours, the next one waits at least this long, doubling up to
 # IDLE_PEEK_MAX_S while WAL keeps coming from other databases (decoding it is the relay's main cost).
 IDLE_PEEK_MAX_S = 0.2
+# With no WAL flushed for IDLE_AFTER_S, the relay looks every IDLE_POLL_S instead of every poll
+# interval: an idle stack costs ~0.3% of a core instead of ~1.7%, and the first commit after a
+# quiet second waits at most this long more.
+IDLE_AFTER_S = 1.0
+IDLE_POLL_S = 0.1
 WAL2JSON_OPTIONS = ("'format-version', '2', 'include-xids', '1', 'include-timestamp', '1', "
                     "'include-lsn', '1', 'include-types', '0'")
 TEST_DECODING_OPTIONS = "'include-xids', '1', 'include-timestamp', '1', 'skip-empty-xacts', '1'"
@@ -167,6 +172,8 @@ class Relay:
         self._clock = clock
         self._idle_delay = 0.0
         self._next_peek = 0.0
+        self._flush_seen = 0
+        self._flush_moved_at = clock()
 
     def _ensure_slot(self) -> str:
         level = self.conn.run("SELECT current_setting('wal_level')")[0][0]
@@ -227,6 +234,8 @@ class Relay:
     def step(self) -> int:
         """Deliver what the slot holds now and confirm it; the number of changes delivered."""
         flush = parse_lsn(str(self.conn.run("SELECT pg_current_wal_flush_lsn()::text")[0][0]))
+        if flush != self._flush_seen:
+            self._flush_seen, self._flush_moved_at = flush, self._clock()
         if flush <= self._decoded_upto or self._clock() < self._next_peek:
             return 0  # no WAL since the slot was last found empty (or it was, moments ago)
         rows = self._peek(flush)
@@ -253,6 +262,10 @@ class Relay:
             self._idle_delay = min(max(self._idle_delay * 2, 0.02), IDLE_PEEK_MAX_S)
         self._next_peek = self._clock() + self._idle_delay
         return len(messages)
+
+    def wait_s(self, poll_s: float) -> float:
+        """How long to wait before the next step when this one delivered nothing."""
+        return poll_s if self._clock() - self._flush_moved_at < IDLE_AFTER_S else max(poll_s, IDLE_POLL_S)
 
     def _confirm(self, lsn: int) -> None:
         if lsn > self._confirmed:
@@ -303,7 +316,7 @@ def run(open_relay: Callable[[int], Relay], stopping: threading.Event, poll_s: f
         if once and n == 0:
             break
         if n == 0:
-            stopping.wait(poll_s)
+            stopping.wait(relay.wait_s(poll_s))
     if relay is not None:
         relay.conn.close()
     return 0

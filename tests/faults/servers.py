@@ -93,9 +93,9 @@ class PrivatePostgres:
         except Exception:
             return False
 
-    def admin(self, database: str = "postgres") -> pg8000.native.Connection:
+    def admin(self, database: str = "postgres", timeout: float = 10) -> pg8000.native.Connection:
         return pg8000.native.Connection(user="postgres", host="127.0.0.1", port=self.port, database=database,
-                                        timeout=10)
+                                        timeout=timeout)
 
     def drop(self) -> None:
         if Path(f"/etc/postgresql/{self.version}/{self.name}").exists():
