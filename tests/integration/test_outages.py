@@ -278,3 +278,13 @@ def test_cached_users_are_served_while_the_source_breaker_is_open(cached_store: 
     results = [reader.read(CREDIT_DECISION_V1, ["cached"]).results[0].status for _ in range(20)]
 
     assert results == ["ok"] * 20
+
+
+def test_a_half_open_breaker_lets_a_last_resort_call_through_beside_the_probe() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker("postgres", failures=1, reset_s=5, clock=clock)
+    breaker.failure()
+    assert not breaker.allow(last_resort=True)  # open: within the reset time nobody calls
+    clock.now = 5
+    assert breaker.allow()  # the probe
+    assert not breaker.allow() and breaker.allow(last_resort=True)

@@ -51,13 +51,20 @@ class CircuitBreaker:
                 return "closed"
             return "half-open" if self._clock() - self._opened_at >= self.reset_s else "open"
 
-    def allow(self) -> bool:
-        """Whether to call the dependency now (in half-open state: one caller at a time probes)."""
+    def allow(self, last_resort: bool = False) -> bool:
+        """Whether to call the dependency now (in half-open state: one caller at a time probes).
+
+        ``last_resort``: the caller has no other way to answer (the other dependency failed too).
+        Once the reset time has passed it may call although another caller is probing: a breaker
+        left open by an outage that has ended must not fail requests that could be answered.
+        """
         with self._lock:
             if self._opened_at is None:
                 return True
-            if self._clock() - self._opened_at < self.reset_s or self._probing:
+            if self._clock() - self._opened_at < self.reset_s:
                 return False
+            if self._probing:
+                return last_resort
             self._probing = True
             return True
 

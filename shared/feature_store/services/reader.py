@@ -96,7 +96,7 @@ class Reader:
         store = self._online(feature_set)
         cached, degraded = self._from_cache(store, unique)
         misses = [u for u, e in zip(unique, cached, strict=True) if e is None]
-        computed, source_failed = self._from_source(misses)
+        computed, source_failed = self._from_source(misses, last_resort=degraded is not None)
         if source_failed and degraded is not None:
             # Redis was skipped on its breaker's word, or one read of it failed (a 10 ms timeout is
             # often our own starvation), and the source cannot answer: Redis may, so ask it again.
@@ -148,11 +148,15 @@ class Reader:
         self._redis_breaker.success()
         return entries, None
 
-    def _from_source(self, misses: list[str]) -> tuple[dict[str, UserState], bool]:
-        """The states of ``misses`` (absent users are simply missing), and whether the source failed."""
+    def _from_source(self, misses: list[str], last_resort: bool = False) -> tuple[dict[str, UserState], bool]:
+        """The states of ``misses`` (absent users are simply missing), and whether the source failed.
+
+        ``last_resort``: Redis was not read, so these include cached users; a half-open breaker
+        lets such a request through even while another one probes.
+        """
         if not misses:
             return {}, False
-        if not self._source_breaker.allow():
+        if not self._source_breaker.allow(last_resort):
             return {}, True
         try:
             states = self._source.states_for(misses)
