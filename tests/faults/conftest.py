@@ -3,7 +3,8 @@
 A PostgreSQL cluster and a Redis of its own, a migrated and seeded database, read_features,
 read_features_batch and ingest_changes served by functions-framework in production mode (gunicorn,
 WORKERS x THREADS), and the CDC relay pushing through a recording proxy to ingest_changes. Every
-test here is marked ``faults``: `make test` leaves them out, `make test-faults` runs them.
+test module here is marked ``faults`` (registered below): `make test` leaves them out, `make test-faults`
+runs them.
 """
 
 from __future__ import annotations
@@ -28,13 +29,6 @@ PORTS = {"read_features": 18101, "read_features_batch": 18102, "ingest_changes":
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "faults: the fault suite (tests/faults); make test-faults")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.faults)
 
 
 @dataclass

@@ -33,6 +33,8 @@ from .conftest import DATABASE, SLOT, Stack
 from .load import core_share, get, phase
 from .servers import wait_for
 
+pytestmark = pytest.mark.faults
+
 TOUCHED = range(1, 201)  # the writer's users: u000000001..u000000200
 
 

@@ -20,6 +20,8 @@ import pytest
 from .conftest import Stack
 from .load import Prober, get, phase, wrk
 
+pytestmark = pytest.mark.faults
+
 CACHED = 500  # users u000000001..u000000500 are cached before each phase
 RESET_S = 5.0  # FS_SERVING_BREAKER_RESET_S's default: a breaker half-opens after this
 
