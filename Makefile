@@ -31,7 +31,7 @@ etl: install  ## run workflows/etl.yaml once against the `make up` stack (DATE=Y
 	.local/venvs/wf/bin/workflows-emulator --source workflows/etl.yaml --loglevel WARNING run --data .local/etl-args.json
 
 test: install services  ## the whole suite against real PostgreSQL, Redis and the emulators (the fault suite apart)
-	$(PY) -m pytest -q -m "not faults"
+	$(PY) -m pytest -q -m "not faults" --cov --cov-report=term --cov-fail-under=90
 
 test-fast:
 	$(PY) -m pytest -q -m "not slow and not faults"

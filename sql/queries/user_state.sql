@@ -1,4 +1,5 @@
--- The reduced source state of a set of users (domain/state.py: UserState), one row per user.
+-- The reduced source state of a set of users, one row per user: its columns are exactly
+-- domain/state.py's STATE_COLUMNS, in order (tests/integration/test_source_state.py checks it).
 -- {scope} is a predicate on user_id: "user_id = ANY(CAST(:ids AS text[]))" for reads and CDC,
 -- "user_id >= :lo AND user_id < :hi" for bulk refresh chunks. The statement is one snapshot;
 -- its watermark is read by stores/source.py just before it runs (see SourceStore._snapshot).
@@ -54,7 +55,7 @@ inst AS (
 )
 SELECT u.user_id,
        extract(epoch FROM now())                      AS computed_at,
-       u.age, u.location_country, u.verification_status, u.income_bracket,
+       u.age, rtrim(u.location_country)              AS location_country, u.verification_status, u.income_bracket,
        u.signup_date - DATE '1970-01-01'              AS signup_day,
        COALESCE(tx.total_orders, 0)                   AS total_orders,
        COALESCE(tx.total_spent, 0)                    AS total_spent,

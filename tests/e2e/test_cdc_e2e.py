@@ -146,13 +146,12 @@ def sql(stack: dict[str, Any]) -> Iterator[Callable[..., Any]]:
 
 def online_matches_source(stack: dict[str, Any], users: list[str]) -> bool:
     """True when every user's Redis entry is the recomputation from PostgreSQL (absent users: tombstones)."""
-    from feature_store.domain.catalog import CREDIT_DECISION_V1
     from feature_store.stores.redis_online import Tombstone
     from feature_store.wiring import services
 
     svc = services()
     recomputed = svc.source.states_for(users)
-    for user, entry in zip(users, svc.online_store(CREDIT_DECISION_V1).get_many(users), strict=True):
+    for user, entry in zip(users, svc.online.get_many(users), strict=True):
         if user not in recomputed:
             if not isinstance(entry, Tombstone):
                 return False

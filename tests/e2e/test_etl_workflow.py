@@ -202,9 +202,9 @@ def test_a_run_exports_snapshots_materializes_and_records_itself(stack: dict[str
     snapshot = offline.run(f"SELECT COUNT(*) AS n FROM {offline.table('feature_snapshots')} "
                            f"WHERE snapshot_date = '{yesterday}'")
     assert snapshot[0]["n"] == steps["snapshot"]["rows"]
-    # refresh_cache wrote every user's vector to Redis under this test's prefix.
-    fs = get_feature_set("credit_decision", steps["materialize"]["last"]["version"])
-    layout = KeyLayout(stack["prefix"], fs.name, fs.version)
+    # refresh_cache wrote every user's state to Redis under this test's prefix.
+    assert get_feature_set("credit_decision", steps["materialize"]["last"]["version"]).name == "credit_decision"
+    layout = KeyLayout(stack["prefix"])
     client = redis.Redis.from_url(REDIS_URL)
     assert client.exists(*[layout.user(f"u{n:09d}") for n in range(USERS)]) == USERS
 

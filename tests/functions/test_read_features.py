@@ -144,7 +144,7 @@ def test_batch_duplicates_are_read_once(env: dict[str, str], use_env: Callable[[
 
     client = function_client("read_features_batch")
     client.post("/api/v1/features/batch", json={"user_ids": [user_id(9)] * 50 + [user_id(10)]})
-    assert services().reader.counter.drain() == {("credit_decision", 1): (0, 2)}
+    assert services().reader.counter.drain() == {("credit_decision", 1): (0, 2, 0)}
 
 
 def test_batch_of_a_hundred_mixed_hits_and_misses(batch: Any) -> None:
@@ -292,6 +292,6 @@ def test_a_v2_vector_conforms_too(single: Any) -> None:
 def test_redis_key_written_by_the_read_path_follows_the_layout(
         single: Any, redis_client: redis.Redis, redis_prefix: str) -> None:
     single.get(f"/api/v1/features/user/{user_id(17)}")
-    raw = redis_client.get(f"{redis_prefix}:credit_decision:v1:u:{user_id(17)}")
-    assert raw is not None and raw[24:25] == b"["
-    assert 0 < redis_client.pttl(f"{redis_prefix}:credit_decision:v1:u:{user_id(17)}") <= 7 * 86400 * 1000
+    raw = redis_client.get(f"{redis_prefix}:s2:u:{user_id(17)}")
+    assert raw is not None and raw[24:27] == b"[2,"
+    assert 0 < redis_client.pttl(f"{redis_prefix}:s2:u:{user_id(17)}") <= 7 * 86400 * 1000

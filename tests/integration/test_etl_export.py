@@ -22,6 +22,7 @@ from feature_store.settings import Settings
 from feature_store.stores.bigquery_mirror import MIRRORED
 from feature_store.stores.bigquery_offline import OfflineStore
 from feature_store.stores.postgres import PostgresPool
+from feature_store.stores.postgres_export import ExportSource
 
 pytest_plugins = ["bq_fixture"]
 pytestmark = pytest.mark.bigquery
@@ -59,7 +60,7 @@ def make_etl(source: str, offline: OfflineStore) -> Iterator[Callable[..., Etl]]
         settings = Settings.from_env(base_env(source))
         pools.append(PostgresPool(settings.postgres))
         etl_settings = settings.etl.model_copy(update={"chunk_rows": 700, "batch_rows": 4000, **overrides})
-        return Etl(pools[-1], offline, etl_settings)
+        return Etl(ExportSource(pools[-1]), offline, etl_settings)
 
     yield make
     for pool in pools:

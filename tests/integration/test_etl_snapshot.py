@@ -28,6 +28,7 @@ from feature_store.stores.bigquery_features import PY_ROUND, features_sql, liter
 from feature_store.stores.bigquery_offline import OfflineStore
 from feature_store.stores.dialect import POSTGRESQL
 from feature_store.stores.postgres import PostgresPool
+from feature_store.stores.postgres_export import ExportSource
 from feature_store.stores.source import SourceStore
 
 pytest_plugins = ["bq_fixture"]
@@ -46,7 +47,8 @@ def exported(seeded_database: dict[str, Any], bigquery_emulator: Any) -> Iterato
     pool = PostgresPool(settings.postgres)
     try:
         # Chunks of 1,600 users: the snapshot is built in two statements, as a large one is.
-        etl = Etl(pool, offline, settings.etl.model_copy(update={"batch_rows": 100_000, "feature_chunk": 1600}))
+        etl = Etl(ExportSource(pool), offline,
+                  settings.etl.model_copy(update={"batch_rows": 100_000, "feature_chunk": 1600}))
         assert etl.export("snap-export")["done"]
         yield offline, etl
     finally:

@@ -11,7 +11,6 @@ import pytest
 from test_ingest import SourceHistory, fresh
 
 from conftest import Databases, admin_connection, base_env, closed_port
-from feature_store.domain.catalog import CREDIT_DECISION_V1
 from feature_store.domain.changes import parse_change
 from feature_store.domain.state import UserState
 from feature_store.errors import DependencyUnavailable
@@ -97,7 +96,7 @@ def test_bigquery_outage_raises_after_refreshing_redis_and_the_retry_lands_once(
         services().ingestor.handle(events[0], "m-down")
     assert raised.value.dependency == "bigquery"
     # Redis is written first (freshness does not wait on the offline store); it is already correct.
-    assert isinstance(services().online_store(CREDIT_DECISION_V1).get_many([uid])[0], UserState)
+    assert isinstance(services().online.get_many([uid])[0], UserState)
     use_env(bq_env)  # BigQuery is back: Pub/Sub redelivers
     services().ingestor.handle(events[0], "m-down")
     landed = rows(bigquery_emulator.client(),

@@ -246,15 +246,14 @@ def test_a_starved_probe_frees_the_probe_without_reopening() -> None:
 
 @pytest.fixture
 def cached_store(redis_prefix: str) -> RedisOnlineStore:
-    store = RedisOnlineStore(redis.Redis.from_url(REDIS_URL, socket_timeout=0.5),
-                             KeyLayout(redis_prefix, "credit_decision", 1), 3600, 600)
+    store = RedisOnlineStore(redis.Redis.from_url(REDIS_URL, socket_timeout=0.5), KeyLayout(redis_prefix), 3600, 600)
     store.put_if_newer([UserState(user_id="cached", computed_at=time.time(), watermark=7, age=33)])
     return store
 
 
 def reader_with(store: RedisOnlineStore, redis_breaker: CircuitBreaker) -> Reader:
     source = SourceStore(pool_on(closed_port()), POSTGRESQL)  # the source is down
-    return Reader(lambda fs: store, source, redis_breaker, CircuitBreaker("postgres", 1, 60))
+    return Reader(store, source, redis_breaker, CircuitBreaker("postgres", 1, 60))
 
 
 def test_redis_breaker_open_and_source_down_reads_redis_anyway(cached_store: RedisOnlineStore) -> None:

@@ -14,8 +14,9 @@ from feature_store.services.breaker import CircuitBreaker
 from feature_store.services.reader import Reader
 from feature_store.settings import Settings
 from feature_store.stores.dialect import POSTGRESQL
+from feature_store.stores.ports import Tombstone
 from feature_store.stores.postgres import PostgresPool
-from feature_store.stores.redis_online import KeyLayout, RedisOnlineStore, Tombstone
+from feature_store.stores.redis_online import KeyLayout, RedisOnlineStore
 from feature_store.stores.source import SourceStore
 
 
@@ -29,8 +30,8 @@ class Clock:
 
 def make_reader(database: str, prefix: str, clock: Clock) -> tuple[Reader, RedisOnlineStore, PostgresPool]:
     pool = PostgresPool(Settings.from_env(base_env(database)).postgres, generic_plans=True)
-    store = RedisOnlineStore(redis.Redis.from_url(REDIS_URL), KeyLayout(prefix, "credit_decision", 1), 3600, 600)
-    reader = Reader(lambda fs: store, SourceStore(pool, POSTGRESQL), CircuitBreaker("redis", 5, 5),
+    store = RedisOnlineStore(redis.Redis.from_url(REDIS_URL), KeyLayout(prefix), 3600, 600)
+    reader = Reader(store, SourceStore(pool, POSTGRESQL), CircuitBreaker("redis", 5, 5),
                     CircuitBreaker("postgres", 5, 5), clock=clock)
     return reader, store, pool
 
@@ -61,7 +62,7 @@ def test_cached_velocity_moves_with_the_clock_without_any_job(databases: Databas
 
 
 def test_compare_and_set_keeps_the_newest_watermark(redis_prefix: str, redis_client: redis.Redis) -> None:
-    store = RedisOnlineStore(redis_client, KeyLayout(redis_prefix, "credit_decision", 1), 3600, 600)
+    store = RedisOnlineStore(redis_client, KeyLayout(redis_prefix), 3600, 600)
     old = UserState(user_id="bob", computed_at=1.0, watermark=100, age=30)
     new = UserState(user_id="bob", computed_at=2.0, watermark=200, age=31)
 
@@ -72,12 +73,12 @@ def test_compare_and_set_keeps_the_newest_watermark(redis_prefix: str, redis_cli
     assert store.put_if_newer([Tombstone("bob", 150)]) == 0
     assert store.put_if_newer([Tombstone("bob", 250)]) == 1
     assert store.get_many(["bob", "nobody"]) == [Tombstone("bob", 250), None]
-    assert 0 < redis_client.pttl(f"{redis_prefix}:credit_decision:v1:u:bob") <= 600_000
+    assert 0 < redis_client.pttl(f"{redis_prefix}:s2:u:bob") <= 600_000
 
 
 def test_writes_reload_their_script_after_redis_forgot_it(redis_prefix: str, redis_client: redis.Redis) -> None:
     # Scripts are sent by SHA (one round trip); a Redis restart or SCRIPT FLUSH forgets them.
-    store = RedisOnlineStore(redis_client, KeyLayout(redis_prefix, "credit_decision", 1), 3600, 600)
+    store = RedisOnlineStore(redis_client, KeyLayout(redis_prefix), 3600, 600)
     redis_client.script_flush()
     states = [UserState(user_id=f"s{i}", computed_at=1.0, watermark=10 + i) for i in range(3)]
 
@@ -118,7 +119,7 @@ def test_breaker_opens_after_failures_and_probes_after_the_reset() -> None:
 def test_reads_survive_the_server_closing_idle_connections(redis_prefix: str, redis_client: redis.Redis) -> None:
     name = f"{redis_prefix}-idle"
     store = RedisOnlineStore(redis.Redis.from_url(REDIS_URL, client_name=name),
-                             KeyLayout(redis_prefix, "credit_decision", 1), 3600, 600)
+                             KeyLayout(redis_prefix), 3600, 600)
     state = UserState(user_id="carol", computed_at=1.0, watermark=5, age=40)
     store.put_if_newer([state])
     assert store.get_many(["carol"]) == [state]

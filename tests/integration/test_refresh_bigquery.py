@@ -26,6 +26,7 @@ from feature_store.stores.bigquery_bulk import BigQueryBulkSource
 from feature_store.stores.bigquery_offline import OfflineStore
 from feature_store.stores.dialect import POSTGRESQL
 from feature_store.stores.postgres import PostgresPool
+from feature_store.stores.postgres_export import ExportSource
 from feature_store.stores.redis_online import KeyLayout, decode
 from feature_store.stores.source import SourceStore
 from feature_store.wiring import services
@@ -46,7 +47,7 @@ def exported(databases: Databases, bigquery_emulator: Any) -> Iterator[dict[str,
     try:
         with pool.connection() as conn:
             seed(conn, USERS, 11, datetime.now(UTC).replace(microsecond=0), workers=1, reset=False)
-        etl = Etl(pool, offline, settings.etl)
+        etl = Etl(ExportSource(pool), offline, settings.etl)
         while not etl.export("refresh-bq")["done"]:
             pass
         states = SourceStore(pool, POSTGRESQL).states_for([user_id(n) for n in range(USERS)])
@@ -75,7 +76,7 @@ def test_a_warm_up_from_bigquery_gives_postgres_features_and_never_replaces_post
 
     assert out["done"] is True and out["progress"]["done"] == USERS
     assert out["written"] == USERS - len(from_postgres)  # watermark 0 lands only where nothing is cached
-    layout = KeyLayout(redis_prefix, "credit_decision", 2)
+    layout = KeyLayout(redis_prefix)
     ids = [user_id(n) for n in range(USERS)]
     entries = {u: decode(u, raw) for u, raw in zip(ids, redis_client.mget([layout.user(u) for u in ids]),
                                                    strict=True) if raw is not None}
@@ -85,7 +86,7 @@ def test_a_warm_up_from_bigquery_gives_postgres_features_and_never_replaces_post
         pg, cached = exported["states"][uid], entries[uid]
         at = Instant(max(pg.computed_at, cached.computed_at) + 1)
         assert CREDIT_DECISION_V2.evaluate(cached, at) == CREDIT_DECISION_V2.evaluate(pg, at), uid
-    record = refresher.state(CREDIT_DECISION_V2).materialized()
+    record = refresher.state.materialized()
     assert record is not None and record["source"] == "bigquery"
 
 

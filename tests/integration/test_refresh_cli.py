@@ -39,7 +39,7 @@ def test_modes_answer_json_and_refusals_have_their_exit_codes(
     assert code == 0 and full["done"] is True and full["progress"]["done"] == SEED_USERS
     assert f"run {full['run_id']}" in err
 
-    assert run(["switch", "--version", "2"], capsys)[0] == 3  # refused: v2 not materialized
+    assert run(["invalidate", "--version", "2"], capsys)[0] == 3  # refused: the served v1 reads the same states
     assert run(["users", "not an id"], capsys)[0] == 2
     assert run(["incremental", "--since", "2999-01-01T00:00:00Z"], capsys)[0] == 2
     assert run(["full", "--run-id", "../../etc"], capsys)[0] == 2
@@ -63,9 +63,13 @@ def test_ctrl_c_exits_130_keeps_the_checkpoint_and_the_run_resumes(
     line = proc.stderr.readline()
     assert line.startswith("fs-refresh: run "), line
     run_id = line.split()[-1]
-    checkpoint = RefreshState(redis_client, KeyLayout(redis_prefix, "credit_decision", 1), 60).run_key(run_id)
+    checkpoint = RefreshState(redis_client, KeyLayout(redis_prefix), 60).run_key(run_id)
     deadline = time.monotonic() + 60
-    while int(redis_client.hget(checkpoint, "done") or 0) == 0 and time.monotonic() < deadline:
+    while int(redis_client.hget(checkpoint, "done") or 0) == 0:
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.communicate(timeout=60)
+            pytest.fail("the refresh checkpointed no chunk within 60 s")
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

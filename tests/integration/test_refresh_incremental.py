@@ -18,8 +18,9 @@ from feature_store.domain.catalog import CREDIT_DECISION_V1, Instant
 from feature_store.domain.synthetic import user_id
 from feature_store.errors import Conflict, InvalidParameter
 from feature_store.settings import Settings
+from feature_store.stores.ports import Tombstone
 from feature_store.stores.postgres import PostgresPool
-from feature_store.stores.redis_online import KeyLayout, Tombstone, decode
+from feature_store.stores.redis_online import KeyLayout, decode
 from feature_store.wiring import services
 from reference import reference_features
 
@@ -58,7 +59,7 @@ def change_three_users(conn: pg8000.native.Connection) -> list[str]:
 
 
 def cached(client: redis.Redis, prefix: str, uid: str) -> Any:
-    raw = client.get(KeyLayout(prefix, "credit_decision", 1).user(uid))
+    raw = client.get(KeyLayout(prefix).user(uid))
     return None if raw is None else decode(uid, raw)
 
 
@@ -72,7 +73,7 @@ def test_only_the_changed_users_are_recomputed_and_they_match_the_reference(
     out = refresher.incremental("credit_decision")
 
     assert out["done"] is True and out["progress"]["done"] == 3 and out["written"] == 3
-    assert out["since"] == refresher.state(CREDIT_DECISION_V1).materialized()["started_at"]  # type: ignore[index]
+    assert out["since"] == refresher.state.materialized()["started_at"]  # type: ignore[index]
     for uid in changed:
         state = cached(redis_client, redis_prefix, uid)
         assert state is not None and not isinstance(state, Tombstone)
@@ -80,7 +81,7 @@ def test_only_the_changed_users_are_recomputed_and_they_match_the_reference(
         assert CREDIT_DECISION_V1.evaluate(state, Instant(at)) == reference_features(source, uid, at), uid
     assert cached(redis_client, redis_prefix, user_id(10)) == before[user_id(10)]  # untouched
     assert cached(redis_client, redis_prefix, user_id(5)).total_orders == before[user_id(5)].total_orders + 1
-    assert refresher.state(CREDIT_DECISION_V1).since() == out["watermark"]
+    assert refresher.state.since() == out["watermark"]
 
     again = refresher.incremental("credit_decision")
 
@@ -101,7 +102,7 @@ def test_a_pass_stops_at_its_budget_and_the_next_call_goes_on_from_there(
     change_three_users(source)
 
     first = refresher.incremental("credit_decision", since=since, max_chunks=2)
-    state = refresher.state(CREDIT_DECISION_V1)
+    state = refresher.state
     lock = state.lock_key("incremental")
     state.client.set(lock, "someone-else", px=60_000)
     with pytest.raises(Conflict) as refused:

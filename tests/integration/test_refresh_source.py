@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from conftest import SEED_USERS, Databases, admin_connection, base_env
+from feature_store.domain.state import LAYOUT
 from feature_store.domain.synthetic import user_id
 from feature_store.settings import Settings
 from feature_store.stores.dialect import POSTGRESQL, WATERMARK_HEX_DIGITS
@@ -15,12 +16,12 @@ from feature_store.stores.postgres_bulk import BulkSource
 from feature_store.stores.redis_online import encode
 from feature_store.stores.source import SourceStore
 
-_COMPUTED_AT = re.compile(r"^\[1,[^,]+,")
+_COMPUTED_AT = re.compile(rf"^\[{LAYOUT},[^,]+,")
 
 
 def body(value: str) -> str:
     """A value without its watermark and with computed_at blanked: the two reads ran at different instants."""
-    return _COMPUTED_AT.sub("[1,0,", value[WATERMARK_HEX_DIGITS:])
+    return _COMPUTED_AT.sub(f"[{LAYOUT},0,", value[WATERMARK_HEX_DIGITS:])
 
 
 def pools(database: str) -> tuple[PostgresPool, BulkSource, SourceStore]:
@@ -32,7 +33,8 @@ def test_every_seeded_user_gets_the_bytes_the_point_read_path_writes(seeded_data
     pool, bulk, source = pools(seeded_database["database"])
     try:
         vectors = bulk.vectors_in_range("", None)
-        states = source.states_in_range(user_id(0), user_id(SEED_USERS))
+        by_id = source.states_for([user_id(n) for n in range(SEED_USERS)])
+        states = [by_id[u] for u in sorted(by_id)]
     finally:
         pool.close()
     assert [v.user_id for v in vectors] == [s.user_id for s in states] == [user_id(n) for n in range(SEED_USERS)]

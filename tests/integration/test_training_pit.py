@@ -32,7 +32,9 @@ from feature_store.services.training import TrainingSets
 from feature_store.settings import Settings
 from feature_store.stores.bigquery_features import literal
 from feature_store.stores.bigquery_offline import OfflineStore
+from feature_store.stores.bigquery_training import TrainingStore
 from feature_store.stores.postgres import PostgresPool
+from feature_store.stores.postgres_export import ExportSource
 
 pytest_plugins = ["bq_fixture"]
 pytestmark = pytest.mark.bigquery
@@ -131,7 +133,7 @@ def exported(seeded_database: dict[str, Any], bigquery_emulator: Any) -> Iterato
     settings = Settings.from_env(base_env(seeded_database["database"]))
     pool = PostgresPool(settings.postgres)
     try:
-        etl = Etl(pool, offline, settings.etl.model_copy(update={"batch_rows": 100_000}))
+        etl = Etl(ExportSource(pool), offline, settings.etl.model_copy(update={"batch_rows": 100_000}))
         assert etl.export("pit-export")["done"]
         yield offline
     finally:
@@ -191,7 +193,8 @@ def test_training_rows_equal_the_independent_recomputation_as_of_each_decision(
     path = write_csv(tmp_path / "labels.csv", [(u, t.isoformat(), y) for u, t, y in labels])
 
     # Chunks of 100 label rows: the table is built in several statements, as a large one is.
-    built = TrainingSets(exported, "credit_decision", chunk=100).from_file(path, f"train_v{version}", version)
+    training = TrainingSets(TrainingStore(exported), "credit_decision", chunk=100)
+    built = training.from_file(path, f"train_v{version}", version)
 
     fs = CATALOG[("credit_decision", version)]
     rows = exported.run(f"SELECT * FROM {exported.table(f'train_v{version}')} ORDER BY label_row")
@@ -214,7 +217,7 @@ def test_a_label_table_in_bigquery_gives_the_same_rows_as_the_file(
     labels = sample_labels(source, now)[:40]
     path = write_csv(tmp_path / "labels.csv", [(u, t.isoformat(), y) for u, t, y in labels])
     exported.load_csv(path, "decisions", [("user_id", "STRING"), ("decision_time", "TIMESTAMP"), ("label", "INT64")])
-    training = TrainingSets(exported, "credit_decision")
+    training = TrainingSets(TrainingStore(exported), "credit_decision")
 
     from_file = training.from_file(path, "train_file")
     from_table = training.from_table("decisions", "train_table")
@@ -231,7 +234,7 @@ def test_a_label_table_in_bigquery_gives_the_same_rows_as_the_file(
 
 
 def test_bad_labels_are_refused_naming_the_rows(exported: OfflineStore, tmp_path: Path) -> None:
-    training = TrainingSets(exported, "credit_decision")
+    training = TrainingSets(TrainingStore(exported), "credit_decision")
     good, future = "2026-01-05T10:00:00Z", (datetime.now(UTC) + timedelta(days=2)).isoformat()
     unknown_rows = [(f"u9{n:08d}", good, 0) for n in range(12)]
     path = write_csv(tmp_path / "unknown.csv", [("u000000001", good, 1), *unknown_rows])
@@ -309,7 +312,7 @@ def test_changelog_images_say_what_rows_changed_later_were_at_the_decision(
         order = offline.run(f"SELECT transaction_id FROM {offline.table('transactions')} WHERE status = 'completed' "
                             f"AND created_at < {literal(before)} ORDER BY transaction_id LIMIT 1")[0]["transaction_id"]
         labels = write_csv(tmp_path / "l.csv", [(user, decided.isoformat(), 1), (user, before.isoformat(), 0)])
-        training = TrainingSets(offline, "credit_decision")
+        training = TrainingSets(TrainingStore(offline), "credit_decision")
 
         def features() -> list[dict[str, Any]]:
             training.from_file(labels, "t", 1)

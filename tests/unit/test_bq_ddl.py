@@ -12,8 +12,9 @@ from bq_ddl import ddl_tables
 from feature_store.domain.catalog import CATALOG, CREDIT_DECISION_V1, FeatureSet
 from feature_store.errors import OfflineQueryFailed
 from feature_store.stores.bigquery_features import BQ_TYPES, feature_columns, features_sql, identifier, literal
-from feature_store.stores.bigquery_mirror import BY_NAME, MIRRORED, apply_sql, page_sql, start_position
+from feature_store.stores.bigquery_mirror import BY_NAME, MIRRORED, apply_sql
 from feature_store.stores.bigquery_offline import ddl_files, ddl_statements
+from feature_store.stores.postgres_export import page_sql, start_position
 from feature_store.stores.sql_files import sql_root
 
 ALIASES = {"INTEGER": "INT64", "FLOAT": "FLOAT64"}

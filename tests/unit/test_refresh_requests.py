@@ -92,20 +92,21 @@ def test_a_malformed_since_is_invalid_watermark(text: str) -> None:
 # --- canonical values ---------------------------------------------------------------------------
 
 
-def test_postgres_json_becomes_exactly_the_compact_layout() -> None:
-    # As json_build_array writes it: spaces, numerics with trailing zeros, integral sums without ".0".
-    pg = ('[1, 1795447153.551749, [18, "DE", "verified", "medium", 20672], [0, 0, null, null], null, '
-          '[0.419, 0.000, 0, 0.786, null], [0, 0, 0, null, null]]')
-    assert canonical(pg) == ('[1,1795447153.551749,[18,"DE","verified","medium",20672],[0,0.0,null,null],[],'
-                             '[0.419,0.0,0,0.786,null],[0,0,0,[],[]]]')
-    pg = ('[1, 1795447153, [40, "US", null, null, null], [5, 1640.75, 1794790737.000000, "books"], '
-          '[[1795400000.000000, 12.50, "m00001"]], [null, null, null, null, null], '
-          '[1, 4, 1, [1790000000.5], [[20700, 25.00]]]]')
+def test_postgres_json_becomes_exactly_the_cached_encoding() -> None:
+    # As json_build_array writes it: spaces, numerics with trailing zeros, integral sums without ".0",
+    # NULL for an empty event list.
+    pg = ('[2, 1795447153.551749, 18, "DE", "verified", "medium", 20672, 0, 0, null, null, null, '
+          '0.419, 0.000, 0, 0.786, null, 0, 0, 0, null, null]')
+    assert canonical(pg) == ('[2,1795447153.551749,18,"DE","verified","medium",20672,0,0.0,null,null,[],'
+                             '0.419,0.0,0,0.786,null,0,0,0,[],[]]')
+    pg = ('[2, 1795447153, 40, "US", null, null, null, 5, 1640.75, 1794790737.000000, "books", '
+          '[[1795400000.000000, 12.50, "m00001"]], null, null, null, null, null, '
+          '1, 4, 1, [1790000000.5], [[20700, 25.00]]]')
     out = json.loads(canonical(pg))
     assert out[1] == 1795447153.0 and isinstance(out[1], float)
-    assert out[3] == [5, 1640.75, 1794790737.0, "books"]
-    assert out[4] == [[1795400000.0, 12.5, "m00001"]] and isinstance(out[4][0][0], float)
-    assert out[6] == [1, 4, 1, [1790000000.5], [[20700, 25.0]]] and isinstance(out[6][4][0][1], float)
+    assert out[7:11] == [5, 1640.75, 1794790737.0, "books"]
+    assert out[11] == [[1795400000.0, 12.5, "m00001"]] and isinstance(out[11][0][0], float)
+    assert out[17:] == [1, 4, 1, [1790000000.5], [[20700, 25.0]]] and isinstance(out[21][0][1], float)
 
 
 # --- budget, progress, pipelining ---------------------------------------------------------------

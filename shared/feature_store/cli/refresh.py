@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         svc = services()
         logs.configure(svc.settings.log_level)
-        refresher = svc.refresher
+        refresher, admin = svc.refresher, svc.cache_admin
         name = args.feature_set or svc.settings.serving.feature_set
         limit = svc.settings.refresh.users_max
         result: dict[str, Any]
@@ -134,15 +134,15 @@ def main(argv: list[str] | None = None) -> int:
             result = refresher.users(name, check_user_ids(ids, limit), args.version)
         elif args.mode == "invalidate":
             if args.users:
-                result = refresher.invalidate_users(name, check_user_ids(args.users, limit), args.version)
+                result = admin.invalidate_users(name, check_user_ids(args.users, limit), args.version)
             elif args.version is not None:
-                result = refresher.drop_version(name, args.version, force=args.force)
+                result = admin.drop_version(name, args.version, force=args.force)
             else:
                 raise InvalidParameter("invalidate needs --users, or --version to drop a whole version")
         elif args.mode == "switch":
-            result = refresher.switch(name, args.version, args.force)
+            result = admin.switch(name, args.version, args.force)
         else:
-            result = refresher.stats(name)
+            result = admin.stats(name)
         print(json.dumps(result, indent=2, default=str))
         return 0
 

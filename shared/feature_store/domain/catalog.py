@@ -65,6 +65,11 @@ _WINDOWS: dict[str, str] = {
     "fell_due": "s.paid_on_time + s.paid_late + len(overdue)",  # installments that fell due
 }
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# States every feature set is run over once when it is defined (see FeatureSet.__post_init__).
+_PROBES = (UserState("probe", 0, 0.0),
+           UserState("probe", 0, 1e9, age=30, signup_day=10_000, total_orders=2, total_spent=10.0,
+                     last_order_at=1e9 - 10, recent_orders=((1e9 - 10, 5.0, "m"),), risk_score=0.5, open_plans=1,
+                     paid_on_time=1, paid_late=1, late_paid_at=(1e9 - 20,), unpaid=((11_570, 2.5),)))
 _MAX_SELECTIONS = 1024
 
 Finish = Callable[[UserState, float, int], dict[str, dict[str, Any]]]
@@ -127,7 +132,11 @@ class FeatureSet:
         names = [f.name for f in self.features]
         if len(names) != len(set(names)):
             raise ValueError(f"duplicate feature names in {self.name} v{self.version}")
-        self.select(None)  # compiles every expression now: a broken one fails at import, not at a request
+        # Compile every expression and run it once over an empty and a busy state: an expression that does
+        # not compile, names something undefined or mistypes a field fails at import, not at a request.
+        finish = self.select(None).finish
+        for probe in _PROBES:
+            finish(probe, probe.computed_at, math.floor(probe.computed_at / 86400))
 
     @property
     def groups(self) -> tuple[str, ...]:
@@ -279,7 +288,7 @@ CREDIT_DECISION_V1 = FeatureSet(
 
 
 # v2: v1 unchanged plus two velocity features finished from the same state, so its vectors are
-# byte-for-byte v1's and materializing it costs Redis memory, not source queries per version.
+# the same cached state as v1's: serving it costs no Redis memory and no materialization (docs/redis-keys.md).
 CREDIT_DECISION_V2 = FeatureSet(
     name="credit_decision",
     version=2,

@@ -1,27 +1,38 @@
-"""UserState: everything needed to compute a user's features at any later instant.
+"""UserState: everything needed to compute a user's features at any later instant - and its one declaration.
 
-The source query (sql/queries/user_state.sql) reduces a user's rows to this shape once;
-``domain.catalog`` finishes it into feature values at request time. Time-dependent
-features (velocity windows, days since, days past due) are kept as anchors and short
-event lists rather than as numbers, so a cached state stays exact as the clock moves:
-an order placed 59 minutes ago leaves ``orders_1h`` one minute later with no job running.
+The source query (sql/queries/user_state.sql, and its BigQuery twin
+sql/bigquery/queries/user_state_asof.sql) reduces a user's rows to this shape once;
+``domain.catalog`` finishes it into feature values at request time. Time-dependent features
+(velocity windows, days since, days past due) are kept as anchors and short event lists rather
+than as numbers, so a cached state stays exact as the clock moves: an order placed 59 minutes ago
+leaves ``orders_1h`` one minute later with no job running.
 
-Invariants: ``recent_orders`` holds every velocity-eligible order created less than
-``VELOCITY_HORIZON_S`` before ``computed_at`` (and any later one); ``late_paid_at`` holds
-every late payment made less than ``LATE_HORIZON_S`` before ``computed_at``.
+The dataclass below is the one declaration of the state: each field's ``kind`` (in its metadata)
+says how its values look. The cached encoding (``to_compact``/``from_compact``), the column list
+of the source statements (``STATE_COLUMNS``, checked against both SQL files by tests) and the row
+mappers of the stores (``compile_mapper``) all follow from it, so adding a state field touches this
+class, the SQL that computes it and the feature that uses it. Changing the fields changes the
+encoding: bump ``LAYOUT``, which is part of every cached key (docs/redis-keys.md).
+
+Invariants: ``recent_orders`` holds every velocity-eligible order (status completed or pending)
+created less than 7 days before ``computed_at`` (and any later one); ``late_paid_at`` holds every
+late payment made less than 90 days before ``computed_at``; the behaviour fields count completed
+orders only (docs/features.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
-VELOCITY_HORIZON_S = 7 * 86400
-LATE_HORIZON_S = 90 * 86400
+# The version of the cached encoding: the first element of every encoded state and part of every
+# cached key. Layout 1 nested the fields by group; layout 2 is flat, in declaration order.
+LAYOUT = 2
 
-# Order statuses that count for each group (documented in docs/features.md).
-BEHAVIOR_STATUSES = ("completed",)
-VELOCITY_STATUSES = ("completed", "pending")
+# How a field's values look: scalars, epoch seconds, a UTC day number, or one of three event lists.
+Kind = Literal["int", "float", "text", "epoch", "day", "orders", "epochs", "unpaid"]
 
 
 class RecentOrder(NamedTuple):
@@ -35,11 +46,19 @@ class UnpaidInstallment(NamedTuple):
     amount: float
 
 
-# The source builds the named tuples above; a state decoded from the cache holds plain tuples of
-# the same positions (four times cheaper to build on the read path's hot loop). Everything reads
-# them by position, so either is a valid element.
+# The sources build plain tuples of these positions; a state decoded from the cache holds plain tuples
+# too (four times cheaper to build on the read path's hot loop). Everything reads them by position,
+# so a named tuple above is an equally valid element (tests use them for readability).
 Order = tuple[float, float, str]
 Unpaid = tuple[int, float]
+
+
+def _field(kind: Kind, default: Any = dataclasses.MISSING, bq: str | None = None) -> Any:
+    """A state field: its kind, and its column name in the BigQuery statement when that differs."""
+    metadata = {"kind": kind, "bq": bq}
+    if default is dataclasses.MISSING:
+        return field(metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(slots=True)
@@ -47,80 +66,107 @@ class UserState:
     """A user's reduced source rows as of ``computed_at``, tagged with the source watermark.
 
     Treat it as immutable. It is not a frozen dataclass because decoding states is on the read
-    path's hot loop and a frozen dataclass's ``__init__`` costs several times more.
+    path's hot loop and a frozen dataclass's ``__init__`` costs several times more. ``user_id`` and
+    ``watermark`` are the key and the tag of a cached state; every other field is its body, in order.
+    A field whose default is ``None`` may be null; the others never are.
     """
 
     user_id: str
-    computed_at: float  # epoch seconds of the source snapshot
     watermark: int  # source position of the snapshot (PostgreSQL LSN, CockroachDB HLC)
+    computed_at: float = _field("epoch", bq="at_s")  # epoch seconds of the source snapshot
     # demographics
-    age: int | None = None
-    location_country: str | None = None
-    verification_status: str | None = None
-    income_bracket: str | None = None
-    signup_day: int | None = None  # days since epoch
+    age: int | None = _field("int", None)
+    location_country: str | None = _field("text", None)
+    verification_status: str | None = _field("text", None)
+    income_bracket: str | None = _field("text", None)
+    signup_day: int | None = _field("day", None)
     # behavior (completed orders)
-    total_orders: int = 0
-    total_spent: float = 0.0
-    last_order_at: float | None = None
-    favorite_category: str | None = None
+    total_orders: int = _field("int", 0)
+    total_spent: float = _field("float", 0.0)
+    last_order_at: float | None = _field("epoch", None)
+    favorite_category: str | None = _field("text", None)
     # velocity
-    recent_orders: tuple[Order, ...] = ()
+    recent_orders: tuple[Order, ...] = _field("orders", ())
     # risk
-    risk_score: float | None = None
-    fraud_probability: float | None = None
-    payment_delays: int | None = None
-    device_trust_score: float | None = None
-    credit_utilization: float | None = None
+    risk_score: float | None = _field("float", None)
+    fraud_probability: float | None = _field("float", None)
+    payment_delays: int | None = _field("int", None)
+    device_trust_score: float | None = _field("float", None)
+    credit_utilization: float | None = _field("float", None)
     # repayment
-    open_plans: int = 0
-    paid_on_time: int = 0
-    paid_late: int = 0
-    late_paid_at: tuple[float, ...] = ()
-    unpaid: tuple[Unpaid, ...] = field(default=())
+    open_plans: int = _field("int", 0)
+    paid_on_time: int = _field("int", 0)
+    paid_late: int = _field("int", 0)
+    late_paid_at: tuple[float, ...] = _field("epochs", ())
+    unpaid: tuple[Unpaid, ...] = _field("unpaid", ())
 
     def to_compact(self) -> list[Any]:
-        """A JSON-ready list, positional to keep each cached vector small (docs/redis-keys.md)."""
-        return [
-            1,  # layout version of this list
-            self.computed_at,
-            [self.age, self.location_country, self.verification_status, self.income_bracket,
-             self.signup_day],
-            [self.total_orders, self.total_spent, self.last_order_at, self.favorite_category],
-            [list(o) for o in self.recent_orders],
-            [self.risk_score, self.fraud_probability, self.payment_delays, self.device_trust_score,
-             self.credit_utilization],
-            [self.open_plans, self.paid_on_time, self.paid_late, list(self.late_paid_at),
-             [list(u) for u in self.unpaid]],
-        ]
+        """A JSON-ready flat list: ``[LAYOUT, computed_at, <every body field in order>]`` (docs/redis-keys.md)."""
+        return _to_compact(self)
 
     @classmethod
     def from_compact(cls, user_id: str, watermark: int, data: list[Any]) -> UserState:
-        if not data or data[0] != 1:
-            raise ValueError("unknown state layout")
-        _, computed_at, demo, beh, recent, risk, rep = data
-        return cls(
-            user_id=user_id,
-            computed_at=computed_at,
-            watermark=watermark,
-            age=demo[0],
-            location_country=demo[1],
-            verification_status=demo[2],
-            income_bracket=demo[3],
-            signup_day=demo[4],
-            total_orders=beh[0],
-            total_spent=beh[1],
-            last_order_at=beh[2],
-            favorite_category=beh[3],
-            recent_orders=tuple(map(tuple, recent)),
-            risk_score=risk[0],
-            fraud_probability=risk[1],
-            payment_delays=risk[2],
-            device_trust_score=risk[3],
-            credit_utilization=risk[4],
-            open_plans=rep[0],
-            paid_on_time=rep[1],
-            paid_late=rep[2],
-            late_paid_at=tuple(rep[3]),
-            unpaid=tuple(map(tuple, rep[4])),
-        )
+        """The state ``to_compact`` encoded; ValueError for another layout or a list of the wrong length."""
+        if type(data) is not list or len(data) != _COMPACT_LENGTH or data[0] != LAYOUT:
+            raise ValueError(f"not a state of layout {LAYOUT}")
+        return _from_compact(user_id, watermark, data)
+
+
+@dataclass(frozen=True, slots=True)
+class StateField:
+    """One body field of the state as declared above."""
+
+    name: str
+    kind: Kind
+    nullable: bool
+    bq_column: str  # its name in sql/bigquery/queries/user_state_asof.sql's output
+
+
+STATE_FIELDS: tuple[StateField, ...] = tuple(
+    StateField(f.name, f.metadata["kind"], f.default is None, f.metadata["bq"] or f.name)
+    for f in dataclasses.fields(UserState) if "kind" in f.metadata)
+
+# The columns of the source statement, in order: the key, then every body field (computed_at first).
+STATE_COLUMNS: tuple[str, ...] = ("user_id", *(f.name for f in STATE_FIELDS))
+# The BigQuery statement's names for the same columns.
+STATE_BQ_COLUMNS: tuple[str, ...] = ("user_id", *(f.bq_column for f in STATE_FIELDS))
+_COMPACT_LENGTH = 1 + len(STATE_FIELDS)
+
+
+def compile_mapper(name: str, args: str, source: str, expressions: Mapping[Kind, str], result: str,
+                   namespace: Mapping[str, Any] | None = None) -> Callable[..., Any]:
+    """A function ``name(args)`` that maps every body field, in declaration order, and returns ``result``.
+
+    ``source`` is where a field's raw value comes from, formatted with its position among the body
+    fields (``i``), ``name`` and ``bq`` column; ``expressions`` gives, per kind, what becomes of a raw
+    value ``{v}`` (a nullable field keeps None as None); ``result`` is formatted with ``{fields}``,
+    the mapped values joined by commas in declaration order. Generated once at import, as the
+    catalog's finishing functions are: a loop over fields costs several times more on the paths that
+    decode thousands of states.
+    """
+    lines = [f"def {name}({args}):"]
+    values = []
+    for i, f in enumerate(STATE_FIELDS):
+        v = f"_v{i}"
+        lines.append(f"    {v} = {source.format(i=i, name=f.name, bq=f.bq_column)}")
+        expr = expressions[f.kind].format(v=v)
+        values.append(f"(None if {v} is None else {expr})" if f.nullable and expr != v else expr)
+    lines.append(f"    return {result.format(fields=', '.join(values))}")
+    scope: dict[str, Any] = {"UserState": UserState, **(namespace or {})}
+    # The source is this module's declaration and the callers' fixed expressions, never input data.
+    exec(compile("\n".join(lines), f"<state {name}>", "exec"), scope)
+    return scope[name]  # type: ignore[no-any-return]
+
+
+_SAME = "{v}"
+_to_compact: Callable[[UserState], list[Any]] = compile_mapper(
+    "to_compact", "s", "s.{name}",
+    {"int": _SAME, "float": _SAME, "text": _SAME, "epoch": _SAME, "day": _SAME,
+     "orders": "[list(o) for o in {v}]", "epochs": "list({v})", "unpaid": "[list(u) for u in {v}]"},
+    f"[{LAYOUT}, {{fields}}]")
+
+_from_compact: Callable[[str, int, list[Any]], UserState] = compile_mapper(
+    "from_compact", "user_id, watermark, d", "d[{i} + 1]",
+    {"int": _SAME, "float": _SAME, "text": _SAME, "epoch": _SAME, "day": _SAME,
+     "orders": "tuple(map(tuple, {v}))", "epochs": "tuple({v})", "unpaid": "tuple(map(tuple, {v}))"},
+    "UserState(user_id, watermark, {fields})")

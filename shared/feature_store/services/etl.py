@@ -15,33 +15,21 @@ catalog (stores/bigquery_features.py), replacing that day's rows in one transact
 
 from __future__ import annotations
 
-import csv
-import json
-import os
 import secrets
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from feature_store.domain.catalog import FeatureSet, get_feature_set
-from feature_store.errors import InvalidParameter, OfflineQueryFailed
+from feature_store.errors import InvalidParameter
 from feature_store.logs import get_logger
 from feature_store.settings import EtlSettings
-from feature_store.stores.bigquery_features import features_sql, literal, script
-from feature_store.stores.bigquery_mirror import (
-    MIRRORED,
-    MirrorTable,
-    apply_sql,
-    keyset_position,
-    read_page,
-    start_position,
-)
+from feature_store.stores.bigquery_mirror import MIRRORED, MirrorBatch, MirrorTable
 from feature_store.stores.bigquery_offline import OfflineStore
-from feature_store.stores.postgres import PostgresPool
+from feature_store.stores.bigquery_snapshot import SnapshotWriter
+from feature_store.stores.postgres_export import ExportSource, keyset_position, start_position
 
 log = get_logger(__name__)
 
@@ -77,7 +65,7 @@ class TableExport:
 class Etl:
     """The ETL steps of workflows/etl.yaml, each one HTTP call of run_etl."""
 
-    def __init__(self, source: PostgresPool, offline: OfflineStore, settings: EtlSettings,
+    def __init__(self, source: ExportSource, offline: OfflineStore, settings: EtlSettings,
                  clock: Callable[[], float] = time.monotonic,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.source = source
@@ -142,7 +130,7 @@ class Etl:
         def lower(mark: str | None) -> str:
             return "-infinity" if mark is None else format_watermark(parse_watermark(mark) - overlap)
 
-        return {"upper": self._source_now(), "materialize": self._materialize_request(full), "rows": 0,
+        return {"upper": self.source.now(), "materialize": self._materialize_request(full), "rows": 0,
                 "tables": {t.name: {"lo": lower(marks.get(t.name)), "after": None, "done": False, "rows": 0}
                            for t in MIRRORED}}
 
@@ -160,46 +148,31 @@ class Etl:
         since = parse_watermark(upper) - timedelta(seconds=self.settings.overlap_s)
         return {"mode": "incremental", "since": format_watermark(since)}
 
-    def _source_now(self) -> str:
-        with self.source.connection() as conn:
-            return str(conn.run("SELECT to_char(now() AT TIME ZONE 'UTC', "
-                                "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")[0][0])
-
     def _export_table(self, table: MirrorTable, progress: dict[str, Any], upper: str, run_id: str,
                       deadline: float, save: Callable[[], None]) -> TableExport:
         """Export one table from its saved position until done or out of time; ``progress`` is updated."""
         result = TableExport()
         began = self._clock()
         after: list[str] = progress["after"] or start_position(table, progress["lo"])
-        folder = self.settings.tmp_dir or tempfile.gettempdir()
-        fd, name = tempfile.mkstemp(prefix=f"fs_export_{table.name}_", suffix=".csv", dir=folder)
-        path = Path(name)
         try:
-            with os.fdopen(fd, "w", newline="") as out, self.source.connection() as conn:
-                writer = self._start_batch(out, table)
-                in_batch, first, last = 0, None, None
+            with (self.source.pages(table, upper) as read,
+                  MirrorBatch(self.offline, table, self.settings.tmp_dir) as batch):
                 while True:
-                    page = read_page(conn, table, upper, after, self.settings.chunk_rows)
+                    page = read(after, self.settings.chunk_rows)
                     if page:
-                        writer.writerows(page)
-                        in_batch += len(page)
-                        first = first or str(page[0][0])
-                        last = str(page[-1][0])
+                        batch.add(page)
                         after = keyset_position(table, page[-1])
                     end = len(page) < self.settings.chunk_rows
-                    if in_batch and (end or in_batch >= self.settings.batch_rows):
-                        out.flush()
-                        assert first is not None and last is not None  # the batch has rows
-                        self._land(table, path, in_batch, parse_watermark(first), run_id)
+                    if batch.rows and (end or batch.rows >= self.settings.batch_rows):
+                        rows = batch.rows
+                        last = batch.land()
                         # Only now, with the rows merged, do the watermark and the position move.
                         self.offline.set_watermark(table.name, last, run_id)
                         progress["after"], progress["done"] = after, end
-                        progress["rows"] = int(progress["rows"]) + in_batch
-                        result.rows += in_batch
+                        progress["rows"] = int(progress["rows"]) + rows
+                        result.rows += rows
                         result.batches += 1
                         result.watermark = last
-                        in_batch, first = 0, None
-                        writer = self._start_batch(out, table)
                         save()
                         elapsed = self._clock() - began
                         log.info("export progress", extra={"fields": {
@@ -212,28 +185,6 @@ class Etl:
                         return result
         finally:
             result.seconds = round(self._clock() - began, 3)
-            path.unlink(missing_ok=True)
-
-    @staticmethod
-    def _start_batch(out: Any, table: MirrorTable) -> Any:
-        out.seek(0)
-        out.truncate()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow([c for c, _ in table.staging_schema])
-        return writer
-
-    def _land(self, table: MirrorTable, path: Path, rows: int, lo: datetime, run_id: str) -> None:
-        """Load one batch file into a staging table of its own and merge it into the mirror."""
-        staging = f"_stage_{table.name}_{secrets.token_hex(6)}"
-        try:
-            loaded = self.offline.load_csv(path, staging, table.staging_schema)
-            if loaded != rows:
-                raise OfflineQueryFailed(f"{table.name}: {rows} rows written but {loaded} loaded; nothing merged",
-                                         code="export_incomplete")
-            self.offline.run(apply_sql(table, self.offline.table(table.name), self.offline.table(staging)),
-                             {"lo": lo} if table.append_only else None)
-        finally:
-            self.offline.drop_table(staging)
 
     # --- snapshot -----------------------------------------------------------------------------
 
@@ -249,52 +200,19 @@ class Etl:
         as_of = min(start + timedelta(days=1) - _ONE_MICROSECOND, now)
         self.ensure_schema()
         fs = self.feature_set()
-        marks = self.offline.watermarks()
-        target = self.offline.table("feature_snapshots")
-        names = [f.name for f in fs.features]
-        columns = ["snapshot_date", "user_id", "feature_set", "feature_set_version", "as_of", "source_watermark",
-                   "computed_at", "etl_run_id", *names]
-        values = [literal(day), "user_id", literal(fs.name), str(fs.version), "as_of",
-                  literal(json.dumps(marks, sort_keys=True)), "CURRENT_TIMESTAMP()", literal(run_id), *names]
-        this_day = (f"snapshot_date = {literal(day)} AND feature_set = {literal(fs.name)} "
-                    f"AND feature_set_version = {fs.version}")
-        # Chunks of users by id bound each statement's memory; the day's rows are then replaced in
-        # one transaction, so readers see the old day or the new one, never a part.
-        staging = self.offline.table(f"_snapshot_{secrets.token_hex(6)}")
-        bounds = self._user_bounds(as_of)
-        try:
-            for i, lo in enumerate(bounds):
-                scope = f"user_id >= {literal(lo)}" + (f" AND user_id < {literal(bounds[i + 1])}"
-                                                      if i + 1 < len(bounds) else "")
-                requests = (f"SELECT user_id AS req_id, user_id, {literal(as_of)} AS as_of "
-                            f"FROM {self.offline.table('users')} WHERE created_at <= {literal(as_of)} AND {scope}")
-                select = (f"SELECT {', '.join(f'{v} AS {c}' for v, c in zip(values, columns, strict=True))} FROM (\n"
-                          f"{features_sql(fs, self.offline.dataset, requests, ['user_id', 'as_of'])}\n)")
-                into = f"CREATE TABLE {staging} AS\n" if i == 0 else f"INSERT INTO {staging} ({', '.join(columns)})\n"
-                self.offline.run(script(into + select))
-                elapsed = self._clock() - started
-                log.info("snapshot progress", extra={"fields": {
-                    "run_id": run_id, "chunks_done": i + 1, "chunks": len(bounds),
-                    "eta_s": round(elapsed / (i + 1) * (len(bounds) - i - 1), 1)}})
-            land = (f"INSERT INTO {target} ({', '.join(columns)}) SELECT {', '.join(columns)} FROM {staging}"
-                    if bounds else "SELECT 0")
-            self.offline.run(f"BEGIN TRANSACTION;\nDELETE FROM {target} WHERE {this_day};\n{land};\n"
-                             "COMMIT TRANSACTION;")
-        finally:
-            self.offline.drop_table(staging.strip("`").split(".")[-1])
-        rows = int(self.offline.run(f"SELECT COUNT(*) AS n FROM {target} WHERE {this_day}")[0]["n"])
+        snapshots = SnapshotWriter(self.offline)
+
+        def progress(done: int, chunks: int) -> None:
+            elapsed = self._clock() - started
+            log.info("snapshot progress", extra={"fields": {
+                "run_id": run_id, "chunks_done": done, "chunks": chunks,
+                "eta_s": round(elapsed / done * (chunks - done), 1)}})
+
+        rows = snapshots.replace_day(fs, day, as_of, run_id, self.settings.feature_chunk, progress)
         seconds = round(self._clock() - started, 3)
         log.info("snapshot built", extra={"fields": {"run_id": run_id, "rows": rows, "seconds": seconds}})
         return {"run_id": run_id, "step": "snapshot", "date": day.isoformat(), "as_of": as_of.isoformat(),
                 "feature_set": fs.name, "version": fs.version, "rows": rows, "seconds": seconds}
-
-    def _user_bounds(self, as_of: datetime) -> list[str]:
-        """The first user id of each chunk of ``feature_chunk`` users who existed at ``as_of``, in order."""
-        rows = self.offline.run(
-            f"SELECT user_id FROM (SELECT user_id, ROW_NUMBER() OVER (ORDER BY user_id) AS n "
-            f"FROM {self.offline.table('users')} WHERE created_at <= @as_of) "
-            "WHERE MOD(n - 1, @chunk) = 0 ORDER BY user_id", {"as_of": as_of, "chunk": self.settings.feature_chunk})
-        return [str(r["user_id"]) for r in rows]
 
     # --- run record ---------------------------------------------------------------------------
 

@@ -1,20 +1,21 @@
 """CDC ingestion: apply change events to the online store (and land them in the offline changelog).
 
 An event is only a trigger: the users it affects are RECOMPUTED from the source with one
-set-based query and written compare-and-set on the source watermark (RedisOnlineStore.put_if_newer),
+set-based query and written compare-and-set on the source watermark (OnlineStore.put_if_newer),
 users that no longer exist as tombstones. So whatever the order, number or timing of deliveries,
 the last write to land for a user is the state of the newest snapshot read for it, and every
 snapshot read after a commit contains that commit: the online store converges to the source.
 
 Concurrent messages of one instance are applied together (group commit): a thread that finds
 fewer than ``max_inflight`` batches running takes every queued message, including its own, and
-applies them with one source query, one Redis round trip for every feature set and one streaming
-insert per changelog table; the others wait for the batch holding their message. An idle instance
+applies them with one source query, one online-store round trip (every version of the catalog
+shares the cached states) and one streaming insert per changelog table; the others wait for the
+batch holding their message. An idle instance
 therefore applies a message at once; a busy one applies, in one batch, everything that queued
 while the previous batch ran. One batch at a time is the default (FS_CDC_MAX_INFLIGHT=1): bigger
 batches cost the source less per user, and bench/ingest.py measured more events/s than with two
 side by side. When several run, batches may overlap on a user: the watermark is read before each
-snapshot (SourceStore.snapshot_states), so the higher watermark always carries the newer snapshot.
+snapshot (Source.snapshot_states), so the higher watermark always carries the newer snapshot.
 
 Order inside a batch: Redis first, then BigQuery, so online freshness never waits on (or depends
 on) the offline store; a failure of either raises for every message of the batch, which Pub/Sub
@@ -25,28 +26,30 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import ClassVar, Literal
 
 from feature_store.domain.changes import Change, DecimalMode, parse_change
 from feature_store.logs import get_logger
-from feature_store.stores.redis_online import Entry, RedisOnlineStore, Tombstone, put_everywhere
-from feature_store.stores.source import SourceStore
+from feature_store.stores.ports import Changelog, Entry, OnlineStore, Source, Tombstone
 
 log = get_logger(__name__)
 
-Outcome = Literal["applied", "tombstone"]
-
-
-class Changelog(Protocol):
-    """Where changes land offline (stores/bigquery_changelog.py)."""
-
-    def append(self, items: Sequence[tuple[Change, str]]) -> int: ...
+Outcome = Literal["applied", "tombstone", "heartbeat", "transaction", "resolved"]
 
 
 class IngestStats:
-    """In-process counters (applied, tombstones, batches, poison by code) for logs and tests."""
+    """In-process counters for logs and tests, by kind of message.
+
+    ``applied`` (row changes), ``batches``, ``users``; ``tombstones``, ``heartbeats``, ``transactions``,
+    ``resolved`` (acknowledged, nothing to apply); ``unattributed`` (changes naming no user),
+    ``raw_values`` (values kept raw, e.g. a TIMESTAMPTZ infinity); ``poison:<code>`` per poison code.
+    """
+
+    # The counter of each kind of message that is acknowledged with nothing to apply.
+    ACKNOWLEDGED: ClassVar[Mapping[str, str]] = {"tombstone": "tombstones", "heartbeat": "heartbeats",
+                                                 "transaction": "transactions", "resolved": "resolved"}
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -81,9 +84,9 @@ class _Pending:
 class Ingestor:
     """Applies Debezium change events; each call returns once its change is durable online and offline."""
 
-    def __init__(self, stores: Sequence[RedisOnlineStore], source: SourceStore, changelog: Changelog | None,
+    def __init__(self, online: OnlineStore, source: Source, changelog: Changelog | None,
                  decimals: DecimalMode = "precise", max_batch: int = 256, max_inflight: int = 1) -> None:
-        self._stores = list(stores)
+        self._online = online
         self._source = source
         self._changelog = changelog
         self._decimals: DecimalMode = decimals
@@ -94,13 +97,26 @@ class Ingestor:
         self._inflight = 0
         self.stats = IngestStats()
 
-    def handle(self, data: bytes, message_id: str) -> Outcome:
-        """Parse one message and apply it: PoisonMessage when it can never apply, TransientError to retry."""
-        change = parse_change(data, self._decimals)
-        if change is None:
-            self.stats.add("tombstones")
-            return "tombstone"
-        self.apply([change], message_id)
+    def handle(self, data: bytes, message_id: str, attributes: Mapping[str, str] | None = None,
+               published_ms: int | None = None) -> Outcome:
+        """Parse one message and apply it: PoisonMessage when it can never apply, TransientError to retry.
+
+        Only a row change is applied; a tombstone, heartbeat, transaction boundary or resolved timestamp
+        is counted by kind and acknowledged. A change that names no user (a delete that carries only a
+        key without user_id: Debezium without REPLICA IDENTITY FULL, a changefeed without ``diff``) still
+        lands in the changelog, and is counted and logged: no cached state can be found for it.
+        """
+        parsed = parse_change(data, self._decimals, attributes, published_ms)
+        if not isinstance(parsed, Change):
+            self.stats.add(IngestStats.ACKNOWLEDGED[parsed.kind])
+            return parsed.kind  # type: ignore[return-value]
+        if parsed.raw_values:
+            self.stats.add("raw_values", len(parsed.raw_values))
+        if not parsed.user_ids:
+            self.stats.add("unattributed")
+            log.warning("change names no user; cached states stay until the next refresh", extra={"fields": {
+                "message_id": message_id, "table": parsed.table, "op": parsed.op}})
+        self.apply([parsed], message_id)
         return "applied"
 
     def apply(self, changes: Sequence[Change], message_id: str) -> None:
@@ -151,7 +167,7 @@ class Ingestor:
         users = sorted({u for p in batch for c in p.changes for u in c.user_ids})
         watermark, states = self._source.snapshot_states(users)
         entries: list[Entry] = [states.get(u) or Tombstone(u, watermark) for u in users]
-        put_everywhere(self._stores, entries)  # every version, one round trip
+        self._online.put_if_newer(entries)
         if self._changelog is not None:
             self._changelog.append([(c, p.message_id) for p in batch for c in p.changes])
         self.stats.add("applied", sum(len(p.changes) for p in batch))

@@ -1,16 +1,18 @@
-"""Online reads: Redis first, PostgreSQL for misses, degraded answers when Redis fails.
+"""Online reads: the online store first, the source for misses, degraded answers when the online store fails.
 
-One Redis round trip reads every requested user (MGET); the misses are computed with one
-set-based source query and written back compare-and-set. Features are finished at the
-instant of the request, so velocity windows are exact even for a vector cached long ago.
+One round trip reads every requested user (MGET); the misses are computed with one set-based
+source query and written back compare-and-set. A cached value that cannot be decoded (another
+layout mid-deploy, a corrupted key) is a miss: recomputed, put in its place, and counted.
+Features are finished at the instant of the request, so velocity windows are exact even for a
+state cached long ago.
 
 Failure rules (docs/serving.md, "Degradation"): while Redis answers, a cached user is served
 whatever the source does. Each dependency has a breaker; when Redis's is open the request goes
 to the source, and when the source cannot answer either (down, or its breaker open) Redis is
 tried anyway, as it is once more after a failed Redis read: an open breaker or one timeout saves
-time, it never turns an answerable request into a 503.
-A Redis timeout counts against its breaker only when this thread was running when it expired
-(services/breaker.py): CPU starvation of our own process is not a Redis outage.
+time, it never turns an answerable request into a 503. A Redis timeout counts against its breaker
+only when this thread was running when it expired (services/breaker.py): CPU starvation of our
+own process is not a Redis outage.
 """
 
 from __future__ import annotations
@@ -26,8 +28,7 @@ from feature_store.domain.state import UserState
 from feature_store.errors import DependencyTimeout, DependencyUnavailable
 from feature_store.logs import get_logger
 from feature_store.services.breaker import CircuitBreaker
-from feature_store.stores.redis_online import Entry, RedisOnlineStore, Tombstone
-from feature_store.stores.source import SourceStore
+from feature_store.stores.ports import Cached, OnlineStore, Source, Tombstone, Undecodable
 
 log = get_logger(__name__)
 
@@ -57,21 +58,22 @@ class ReadOutcome:
 
 
 class HitCounter:
-    """Hits and misses per feature set version, counted in-process (services/stats flushes them)."""
+    """Hits, misses and undecodable values per feature set version, counted in-process (services/stats flushes them)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.counts: dict[tuple[str, int], list[int]] = {}
 
-    def add(self, fs: FeatureSet, hits: int, misses: int) -> None:
+    def add(self, fs: FeatureSet, hits: int, misses: int, undecodable: int = 0) -> None:
         with self._lock:
-            c = self.counts.setdefault((fs.name, fs.version), [0, 0])
+            c = self.counts.setdefault((fs.name, fs.version), [0, 0, 0])
             c[0] += hits
             c[1] += misses
+            c[2] += undecodable
 
-    def drain(self) -> dict[tuple[str, int], tuple[int, int]]:
+    def drain(self) -> dict[tuple[str, int], tuple[int, int, int]]:
         with self._lock:
-            out = {k: (v[0], v[1]) for k, v in self.counts.items() if v[0] or v[1]}
+            out = {k: (v[0], v[1], v[2]) for k, v in self.counts.items() if any(v)}
             self.counts.clear()
             return out
 
@@ -79,7 +81,7 @@ class HitCounter:
 class Reader:
     """Reads feature vectors of one or many users."""
 
-    def __init__(self, online: Callable[[FeatureSet], RedisOnlineStore], source: SourceStore,
+    def __init__(self, online: OnlineStore, source: Source,
                  redis_breaker: CircuitBreaker, source_breaker: CircuitBreaker,
                  counter: HitCounter | None = None, clock: Callable[[], float] = time.time) -> None:
         self._online = online
@@ -93,19 +95,20 @@ class Reader:
              names: Sequence[str] | None = None) -> ReadOutcome:
         selected = feature_set.select(names)
         unique = list(dict.fromkeys(user_ids))
-        store = self._online(feature_set)
-        cached, degraded = self._from_cache(store, unique)
-        misses = [u for u, e in zip(unique, cached, strict=True) if e is None]
+        cached, degraded = self._from_cache(unique)
+        misses = [u for u, e in zip(unique, cached, strict=True) if e is None or isinstance(e, Undecodable)]
         computed, source_failed = self._from_source(misses, last_resort=degraded is not None)
         if source_failed and degraded is not None:
             # Redis was skipped on its breaker's word, or one read of it failed (a 10 ms timeout is
             # often our own starvation), and the source cannot answer: Redis may, so ask it again.
-            retried, reason = self._from_cache(store, unique, forced=True)
+            retried, reason = self._from_cache(unique, forced=True)
             if reason is None:
                 cached, degraded = retried, None
-                misses = [u for u, e in zip(unique, cached, strict=True) if e is None and u not in computed]
+                misses = [u for u, e in zip(unique, cached, strict=True)
+                          if (e is None or isinstance(e, Undecodable)) and u not in computed]
+        undecodable = [e for e in cached if isinstance(e, Undecodable)]
         if computed and degraded is None:
-            self._write_back(store, list(computed.values()))
+            self._write_back(undecodable, list(computed.values()))
         at = Instant(self._clock())
         by_id: dict[str, VectorResult] = {}
         for user_id, entry in zip(unique, cached, strict=True):
@@ -117,12 +120,13 @@ class Reader:
                 by_id[user_id] = _result(feature_set, computed[user_id], at, selected, cache_hit=False)
             else:
                 by_id[user_id] = VectorResult(user_id, "unavailable" if source_failed else "unknown_user")
+        if undecodable:
+            log.warning("cached values could not be decoded; recomputed", extra={"fields": {"count": len(undecodable)}})
         if degraded is None:
-            self.counter.add(feature_set, len(unique) - len(misses), len(misses))
+            self.counter.add(feature_set, len(unique) - len(misses), len(misses), len(undecodable))
         return ReadOutcome([by_id[u] for u in user_ids], as_of=at.epoch, degraded_reason=degraded)
 
-    def _from_cache(self, store: RedisOnlineStore, ids: list[str],
-                    forced: bool = False) -> tuple[list[Entry | None], str | None]:
+    def _from_cache(self, ids: list[str], forced: bool = False) -> tuple[list[Cached | None], str | None]:
         """What Redis holds for ``ids``, or all None and the reason it was not read.
 
         ``forced`` is the second chance when the source cannot answer either: it reads even when
@@ -132,7 +136,7 @@ class Reader:
             return [None] * len(ids), REDIS_CIRCUIT_OPEN
         started = time.perf_counter()
         try:
-            entries = store.get_many(ids)
+            entries = self._online.get_many(ids)
         except DependencyUnavailable as exc:
             timed_out = isinstance(exc, DependencyTimeout)
             if not forced:
@@ -159,7 +163,7 @@ class Reader:
         if not self._source_breaker.allow(last_resort):
             return {}, True
         try:
-            states = self._source.states_for(misses)
+            states = self._source.snapshot_states(misses)[1]
         except DependencyUnavailable as exc:
             # Its timeouts are seconds long (connect, statement): no scheduling hiccup explains them.
             self._source_breaker.failure()
@@ -169,9 +173,12 @@ class Reader:
         self._source_breaker.success()
         return states, False
 
-    def _write_back(self, store: RedisOnlineStore, states: list[UserState]) -> None:
+    def _write_back(self, undecodable: list[Undecodable], states: list[UserState]) -> None:
         try:
-            store.put_if_newer(states)
+            # An undecodable value may carry any watermark prefix, so it is removed (only while still
+            # stored as read) before the recomputed state is written compare-and-set.
+            self._online.discard(undecodable)
+            self._online.put_if_newer(states)
         except DependencyUnavailable:
             # The answer is already computed; the next read recomputes. Not worth failing for.
             self._redis_breaker.failure()

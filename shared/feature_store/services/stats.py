@@ -12,12 +12,11 @@ import threading
 import time
 from collections.abc import Callable
 
-import redis
-
 from feature_store.domain.catalog import FeatureSet
+from feature_store.errors import DependencyUnavailable
 from feature_store.logs import get_logger
 from feature_store.services.reader import HitCounter
-from feature_store.stores.redis_refresh import stats_key
+from feature_store.stores.redis_admin import RedisAdmin
 
 log = get_logger(__name__)
 
@@ -25,18 +24,16 @@ log = get_logger(__name__)
 class FlushingHitCounter(HitCounter):
     """A HitCounter that adds its counts to Redis at most every ``every_s`` seconds."""
 
-    def __init__(self, client: redis.Redis, prefix: str, every_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, admin: RedisAdmin, every_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
-        self.client = client
-        self.prefix = prefix
+        self.admin = admin
         self.every_s = every_s
         self._clock = clock
         self._last = clock()
         self._flushing = threading.Lock()
 
-    def add(self, fs: FeatureSet, hits: int, misses: int) -> None:
-        super().add(fs, hits, misses)
+    def add(self, fs: FeatureSet, hits: int, misses: int, undecodable: int = 0) -> None:
+        super().add(fs, hits, misses, undecodable)
         if self._clock() - self._last >= self.every_s:
             self.flush()
 
@@ -50,23 +47,17 @@ class FlushingHitCounter(HitCounter):
             if not counts:
                 return
             try:
-                # MULTI/EXEC: all of a flush lands or none of it, so a failure can be retried.
-                pipe = self.client.pipeline(transaction=True)
-                for (name, version), (hits, misses) in counts.items():
-                    key = stats_key(self.prefix, name, version)
-                    pipe.hincrby(key, "hits", hits)
-                    pipe.hincrby(key, "misses", misses)
-                pipe.execute()
-            except redis.RedisError as exc:
+                self.admin.add_hits(counts)  # all of a flush lands or none of it, so a failure can be retried
+            except DependencyUnavailable as exc:
                 self._restore(counts)
                 log.warning("hit counts not flushed; kept for the next flush",
                             extra={"fields": {"error": type(exc).__name__}})
         finally:
             self._flushing.release()
 
-    def _restore(self, counts: dict[tuple[str, int], tuple[int, int]]) -> None:
+    def _restore(self, counts: dict[tuple[str, int], tuple[int, int, int]]) -> None:
         with self._lock:
-            for key, (hits, misses) in counts.items():
-                c = self.counts.setdefault(key, [0, 0])
-                c[0] += hits
-                c[1] += misses
+            for key, restored in counts.items():
+                c = self.counts.setdefault(key, [0, 0, 0])
+                for i, n in enumerate(restored):
+                    c[i] += n

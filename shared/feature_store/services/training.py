@@ -15,8 +15,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import secrets
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,8 +24,7 @@ from typing import Any
 
 from feature_store.domain.catalog import get_feature_set
 from feature_store.errors import InvalidLabels, InvalidParameter
-from feature_store.stores.bigquery_features import features_sql, identifier, literal, script
-from feature_store.stores.bigquery_offline import OfflineStore
+from feature_store.stores.bigquery_training import TrainingStore
 
 LABEL_COLUMNS = ("user_id", "decision_time", "label")
 _SHOWN = 10
@@ -154,113 +151,51 @@ def _table_name(name: str, error: type[InvalidLabels | InvalidParameter]) -> str
 class TrainingSets:
     """Builds point-in-time training tables in the offline store."""
 
-    def __init__(self, offline: OfflineStore, feature_set: str, clock: Callable[[], float] = time.monotonic,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC), tmp_dir: str | None = None,
-                 chunk: int = 50_000) -> None:
-        self.offline = offline
+    def __init__(self, store: TrainingStore, feature_set: str, clock: Callable[[], float] = time.monotonic,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC), chunk: int = 50_000) -> None:
+        self.store = store
         self.feature_set = feature_set
         self._chunk = chunk
         self._clock = clock
         self._now = now
-        self._tmp_dir = tmp_dir
 
     def from_file(self, path: Path, destination: str, version: int | None = None) -> dict[str, Any]:
         """Build ``destination`` from a label file."""
         started = self._clock()
         rows, label_type = read_labels(path, self._now())
-        staging = f"_labels_{secrets.token_hex(6)}"
-        with tempfile.NamedTemporaryFile("w", suffix=".csv", dir=self._tmp_dir, newline="") as out:
-            writer = csv.writer(out, lineterminator="\n")
-            writer.writerow(["label_row", *LABEL_COLUMNS])
-            writer.writerows([r.row, r.user_id, r.decision_time.isoformat(), r.label] for r in rows)
-            out.flush()
-            try:
-                self.offline.load_csv(Path(out.name), staging, [("label_row", "INT64"), ("user_id", "STRING"),
-                                                                ("decision_time", "TIMESTAMP"), ("label", label_type)])
-                return self._build(staging, path.name, destination, version, started)
-            finally:
-                self.offline.drop_table(staging)
+        with self.store.staged_labels([(r.row, r.user_id, r.decision_time, r.label) for r in rows],
+                                      label_type) as staging:
+            return self._build(staging, path.name, destination, version, started)
 
     def from_table(self, source: str, destination: str, version: int | None = None) -> dict[str, Any]:
         """Build ``destination`` from a BigQuery table with the label columns (``table`` or ``dataset.table``)."""
         started = self._clock()
-        columns = self.offline.columns(_table_name(source, InvalidLabels))
+        columns = self.store.columns(_table_name(source, InvalidLabels))
         if columns is None:
             raise InvalidLabels(f"there is no table {source} with labels")
         missing = [c for c in LABEL_COLUMNS if c not in columns]
         if missing:
             raise InvalidLabels(f"table {source} has no column {', '.join(map(repr, missing))}; label tables need "
                                 f"the columns {', '.join(LABEL_COLUMNS)}")
-        staging = f"_labels_{secrets.token_hex(6)}"
-        try:
-            # Rows of a table have no order of their own: number them by time, then user.
-            self.offline.run(
-                f"CREATE TABLE {self.offline.table(staging)} AS SELECT ROW_NUMBER() OVER "
-                "(ORDER BY decision_time, user_id) AS label_row, CAST(user_id AS STRING) AS user_id, "
-                "SAFE_CAST(decision_time AS TIMESTAMP) AS decision_time, label "
-                f"FROM {self._full(source, InvalidLabels)}")
+        with self.store.labels_of_table(source) as staging:
             return self._build(staging, source, destination, version, started)
-        finally:
-            self.offline.drop_table(staging)
-
-    def _full(self, name: str, error: type[InvalidLabels | InvalidParameter]) -> str:
-        """The quoted ``dataset.table`` of a name given as ``table`` (this dataset) or ``dataset.table``."""
-        name = _table_name(name, error)
-        return f"`{name}`" if "." in name else self.offline.table(name)
 
     def _check(self, staging: str, source: str) -> None:
         """InvalidLabels for rows with a missing value, a future time or a user the mirror lacks."""
-        labels, users = self.offline.table(staging), self.offline.table("users")
-        found = self.offline.run(f"""
-            SELECT problem, label_row, user_id, decision_time, COUNT(*) OVER (PARTITION BY problem) AS n
-            FROM (
-              SELECT 'miss a value (or hold a decision_time that is not a timestamp)' AS problem,
-                     label_row, user_id, decision_time FROM {labels}
-              WHERE user_id IS NULL OR decision_time IS NULL OR label IS NULL
-              UNION ALL
-              SELECT 'have a decision_time in the future', label_row, user_id, decision_time FROM {labels}
-              WHERE decision_time > @now
-              UNION ALL
-              SELECT 'name a user the offline store does not know', l.label_row, l.user_id, l.decision_time
-              FROM {labels} AS l LEFT JOIN {users} AS u ON u.user_id = l.user_id
-              WHERE l.user_id IS NOT NULL AND u.user_id IS NULL
-            )
-            WHERE TRUE
-            QUALIFY ROW_NUMBER() OVER (PARTITION BY problem ORDER BY label_row) <= {_SHOWN}
-            ORDER BY problem, label_row""", {"now": self._now()})
         problems = _Problems()
-        for r in found:
-            when = r["decision_time"].isoformat() if r["decision_time"] else "no time"
-            problems.found.setdefault(r["problem"], []).append(f"row {r['label_row']} ({r['user_id']}, {when})")
-            problems.counts[r["problem"]] = int(r["n"])
+        for found in self.store.label_problems(staging, self._now(), _SHOWN):
+            when = found.decision_time.isoformat() if found.decision_time else "no time"
+            problems.found.setdefault(found.problem, []).append(f"row {found.row} ({found.user_id}, {when})")
+            problems.counts[found.problem] = found.count
         problems.raise_any(source)
 
     def _build(self, staging: str, source: str, destination: str, version: int | None,
                started: float) -> dict[str, Any]:
         self._check(staging, source)
         fs = get_feature_set(self.feature_set, version)
-        target = self._full(destination, InvalidParameter)
-        names = ", ".join(identifier(f.name) for f in fs.features)
-        last = int(self.offline.run(f"SELECT MAX(label_row) AS n FROM {self.offline.table(staging)}")[0]["n"] or 0)
-        if last == 0:
+        _table_name(destination, InvalidParameter)
+        target, rows = self.store.build(staging, fs, destination, self._chunk)
+        if rows is None:
             raise InvalidLabels(f"{source} holds no label rows")
-        # Chunks of label rows bound each statement's memory; the finished table replaces the old one.
-        building = f"_training_{secrets.token_hex(6)}"
-        try:
-            for lo in range(1, last + 1, self._chunk):
-                requests = ("SELECT label_row AS req_id, user_id, decision_time AS as_of, label_row, decision_time, "
-                            f"label FROM {self.offline.table(staging)} "
-                            f"WHERE label_row BETWEEN {lo} AND {lo + self._chunk - 1}")
-                select = features_sql(fs, self.offline.dataset, requests,
-                                      ["label_row", "user_id", "decision_time", "label"])
-                into = (f"CREATE TABLE {self.offline.table(building)} AS" if lo == 1
-                        else f"INSERT INTO {self.offline.table(building)}")
-                self.offline.run(script(
-                    f"{into}\nSELECT label_row, user_id, decision_time, label, {literal(fs.name)} AS feature_set, "
-                    f"{fs.version} AS feature_set_version, {names}\nFROM (\n{select}\n)"))
-            self.offline.run(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM {self.offline.table(building)}")
-        finally:
-            self.offline.drop_table(building)
-        rows = int(self.offline.run(f"SELECT COUNT(*) AS n FROM {target}")[0]["n"])
-        return {"table": target.strip("`"), "rows": rows, "feature_set": fs.name, "version": fs.version,
+        return {"table": target, "rows": rows, "feature_set": fs.name, "version": fs.version,
                 "seconds": round(self._clock() - started, 3)}

@@ -14,11 +14,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import redis
-
 from feature_store.domain.catalog import CATALOG
+from feature_store.errors import DependencyUnavailable
 from feature_store.logs import get_logger
-from feature_store.stores.redis_online import KeyLayout
+from feature_store.stores.redis_admin import RedisAdmin
 
 log = get_logger(__name__)
 
@@ -31,10 +30,8 @@ def catalog_versions(feature_set: str) -> list[int]:
 class ServedVersions:
     """Resolves and switches the served version of each feature set."""
 
-    def __init__(self, client: redis.Redis, prefix: str, cache_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.client = client
-        self.prefix = prefix
+    def __init__(self, admin: RedisAdmin, cache_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.admin = admin
         self.cache_s = cache_s
         self._clock = clock
         self._cache: dict[str, tuple[float, int]] = {}  # name -> (valid until, version)
@@ -50,8 +47,8 @@ class ServedVersions:
             return cached[1]
         fallback = cached[1] if cached is not None else known[0]
         try:
-            raw = self.client.get(KeyLayout.active(self.prefix, feature_set))
-        except redis.RedisError as exc:
+            raw = self.admin.pointer(feature_set)
+        except DependencyUnavailable as exc:
             # Remembered like a good answer: at most one attempt per cache period while Redis is down.
             self._cache[feature_set] = (now + self.cache_s, fallback)
             log.warning("served version pointer unreadable; keeping the last one",
@@ -68,17 +65,15 @@ class ServedVersions:
 
     def pointer(self, feature_set: str) -> int | None:
         """The pointer as stored (None when absent); errors propagate."""
-        raw = self.client.get(KeyLayout.active(self.prefix, feature_set))
+        raw = self.admin.pointer(feature_set)
         return None if raw is None else _parse(raw)
 
     def switch(self, feature_set: str, version: int) -> int | None:
         """Point ``feature_set`` at ``version`` in one SET; return the version it pointed at before."""
-        key = KeyLayout.active(self.prefix, feature_set)
-        previous: bytes | str | bool | None = self.client.set(key, str(version), get=True)
+        previous = self.admin.set_pointer(feature_set, version)
         self._cache.pop(feature_set, None)
-        return None if previous is None or isinstance(previous, bool) else _parse(previous)
+        return None if previous is None else _parse(previous)
 
 
-def _parse(raw: bytes | str) -> int | None:
-    text = raw.decode() if isinstance(raw, bytes) else raw
-    return int(text) if text.isdigit() else None
+def _parse(text: str) -> int | None:
+    return int(text) if text.isascii() and text.isdigit() else None

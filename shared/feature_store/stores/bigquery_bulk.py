@@ -14,10 +14,11 @@ fills in is as stale as that until the user next changes or the key expires.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from feature_store.domain.state import RecentOrder, UnpaidInstallment, UserState
+from feature_store.domain.state import UserState, compile_mapper
 from feature_store.errors import Conflict
 from feature_store.stores.bigquery_features import identifier, literal, state_template
 from feature_store.stores.postgres_bulk import Vector
@@ -56,25 +57,12 @@ class BigQueryBulkSource:
         return [Vector(str(r["user_id"]), encode(_state(r))) for r in rows]
 
 
-def _state(r: dict[str, Any]) -> UserState:
-    def floats(values: Any) -> tuple[float, ...]:
-        return tuple(float(v) for v in values or ())
-
-    def opt(value: Any) -> float | None:
-        return None if value is None else float(value)
-
-    return UserState(
-        user_id=str(r["user_id"]), computed_at=float(r["at_s"]), watermark=WARMUP_WATERMARK,
-        age=r["age"], location_country=r["location_country"], verification_status=r["verification_status"],
-        income_bracket=r["income_bracket"], signup_day=r["signup_day"],
-        total_orders=int(r["total_orders"]), total_spent=float(r["total_spent"]),
-        last_order_at=opt(r["last_order_at"]), favorite_category=r["favorite_category"],
-        recent_orders=tuple(RecentOrder(float(o["ts"]), float(o["amount"]), str(o["merchant"]))
-                            for o in r["recent_orders"] or ()),
-        risk_score=opt(r["risk_score"]), fraud_probability=opt(r["fraud_probability"]),
-        payment_delays=r["payment_delays"], device_trust_score=opt(r["device_trust_score"]),
-        credit_utilization=opt(r["credit_utilization"]),
-        open_plans=int(r["open_plans"]), paid_on_time=int(r["paid_on_time"]), paid_late=int(r["paid_late"]),
-        late_paid_at=floats(r["late_paid_at"]),
-        unpaid=tuple(UnpaidInstallment(int(u["due_day"]), float(u["amount"])) for u in r["unpaid"] or ()),
-    )
+# One state per row of sql/bigquery/queries/user_state_asof.sql (columns by the declaration's BigQuery
+# names): empty event lists are NULL there, and a warm-up state carries WARMUP_WATERMARK.
+_state: Callable[[dict[str, Any]], UserState] = compile_mapper(
+    "from_bigquery", "r", 'r["{bq}"]',
+    {"int": "int({v})", "float": "float({v})", "text": "{v}", "epoch": "float({v})", "day": "int({v})",
+     "orders": "tuple((float(o['ts']), float(o['amount']), str(o['merchant'])) for o in {v} or ())",
+     "epochs": "tuple(float(t) for t in {v} or ())",
+     "unpaid": "tuple((int(u['due_day']), float(u['amount'])) for u in {v} or ())"},
+    f"UserState(str(r['user_id']), {WARMUP_WATERMARK}, {{fields}})")

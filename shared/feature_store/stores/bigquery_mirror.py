@@ -1,25 +1,32 @@
-"""The mirror of the source tables in BigQuery: what is mirrored, how it is read and how it lands.
+"""The mirror of the source tables in BigQuery: what is mirrored and how a batch of rows lands.
 
 Each ``MirrorTable`` names a PostgreSQL table, its columns as declared in
-sql/bigquery/0001_mirror_tables.sql, its key and its modification time (the export's cursor).
-The source is read in pages ordered by (modification time, key) (keyset pagination: each page
-starts after the last row of the previous one, an index range scan), with every value rendered
-as text by PostgreSQL so that pages go to CSV without per-value work in Python. In BigQuery a
-page batch is loaded into a staging table, then merged on the key (mutable tables) or inserted
-where the key is new (append-only transactions): replaying a batch changes nothing.
+sql/bigquery/0001_mirror_tables.sql, its key and its modification time (the export's cursor);
+stores/postgres_export.py reads it in pages. A batch of pages is written to a CSV file
+(``MirrorBatch``), loaded into a staging table of its own, then merged on the key (mutable tables)
+or inserted where the key is new (append-only transactions): replaying a batch changes nothing.
 """
 
 from __future__ import annotations
 
+import csv
+import os
+import secrets
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
-from feature_store.stores.postgres import Connection
+from feature_store.errors import OfflineQueryFailed
+
+if TYPE_CHECKING:
+    from feature_store.stores.bigquery_offline import OfflineStore
 
 # The first column of every page and staging table: the row's modification time (ISO 8601, UTC).
 CURSOR_COLUMN = "_wm"
-_ISO = "YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\""
 
 
 @dataclass(frozen=True)
@@ -75,58 +82,6 @@ MIRRORED: tuple[MirrorTable, ...] = (
 BY_NAME = {t.name: t for t in MIRRORED}
 
 
-# --- PostgreSQL: pages of text ----------------------------------------------------------------
-
-
-def _as_text(column: str, kind: str) -> str:
-    if kind == "TIMESTAMP":
-        return f"to_char({column} AT TIME ZONE 'UTC', '{_ISO}')"
-    return f"CAST({column} AS text)"
-
-
-def _pg_type(kind: str) -> str:
-    return {"TIMESTAMP": "timestamptz", "INT64": "bigint"}.get(kind, "text")
-
-
-def _kinds(table: MirrorTable) -> dict[str, str]:
-    return dict(table.columns) | {table.cursor: "TIMESTAMP"}
-
-
-def page_sql(table: MirrorTable) -> str:
-    """One page of ``table``: rows after the keyset position ``k0, k1..``, cursor at most ``upper``,
-    in keyset order, ``n`` rows; the cursor as text first, then the mirrored columns as text.
-
-    The one row comparison is an index range scan on (cursor, key) for the first page too: a
-    first page written as ``cursor >= lo`` let the planner sort the whole table when its
-    statistics were stale.
-    """
-    kinds = _kinds(table)
-    values = ", ".join(_as_text(c, k) for c, k in table.columns)
-    after = ", ".join(f"CAST(:k{i} AS {_pg_type(kinds[c])})" for i, c in enumerate(table.keyset))
-    return (f"SELECT {_as_text(table.cursor, 'TIMESTAMP')} AS {CURSOR_COLUMN}, {values} FROM {table.name} "
-            f"WHERE ({', '.join(table.keyset)}) > ({after}) AND {table.cursor} <= CAST(:upper AS timestamptz) "
-            f"ORDER BY {', '.join(table.keyset)} LIMIT :n")
-
-
-def start_position(table: MirrorTable, lo: str) -> list[str]:
-    """The keyset position just before every row whose cursor is ``lo`` or later."""
-    kinds = _kinds(table)
-    # The smallest key values there are: '' sorts first in every collation; keys are never empty.
-    return [lo, *("-9223372036854775808" if kinds[c] == "INT64" else "" for c in table.keyset[1:])]
-
-
-def read_page(conn: Connection, table: MirrorTable, upper: str, after: Sequence[str], limit: int) -> list[list[Any]]:
-    """A page of rows as text (cursor text first, then the mirrored columns) after a keyset position."""
-    keys = {f"k{i}": v for i, v in enumerate(after)}
-    return conn.run(page_sql(table), upper=upper, n=limit, **keys)
-
-
-def keyset_position(table: MirrorTable, row: Sequence[Any]) -> list[str]:
-    """The keyset position of a page row (to start the next page after it)."""
-    index = {c: i + 1 for i, c in enumerate(table.column_names)}
-    return [row[0] if c == table.cursor else row[index[c]] for c in table.keyset]
-
-
 # --- BigQuery: staging to mirror --------------------------------------------------------------
 
 
@@ -157,3 +112,63 @@ def apply_sql(table: MirrorTable, target: str, staging: str) -> str:
     return (f"MERGE {target} AS t\nUSING ({_latest(table, staging)}) AS s\nON {on}\n"
             f"WHEN MATCHED{newer} THEN UPDATE SET {updates}\n"
             f"WHEN NOT MATCHED THEN INSERT {insert} VALUES ({', '.join('s.' + c for c in columns)})")
+
+
+class MirrorBatch:
+    """Pages of one table gathered in a CSV file, then landed in the mirror with one load and one merge."""
+
+    def __init__(self, offline: OfflineStore, table: MirrorTable, tmp_dir: str | None = None) -> None:
+        self.offline = offline
+        self.table = table
+        fd, name = tempfile.mkstemp(prefix=f"fs_export_{table.name}_", suffix=".csv",
+                                    dir=tmp_dir or tempfile.gettempdir())
+        self.path = Path(name)
+        self._file = os.fdopen(fd, "w", newline="")
+        self._reset()
+
+    def _reset(self) -> None:
+        self._file.seek(0)
+        self._file.truncate()
+        self._writer = csv.writer(self._file, lineterminator="\n")
+        self._writer.writerow([c for c, _ in self.table.staging_schema])
+        self.rows = 0
+        self.first: str | None = None  # the batch's earliest and latest cursor (pages come in cursor order)
+        self.last: str | None = None
+
+    def add(self, page: Sequence[Sequence[Any]]) -> None:
+        """Add a page of text rows (cursor first, as stores/postgres_export.py reads them)."""
+        if not page:
+            return
+        self._writer.writerows(page)
+        self.rows += len(page)
+        self.first = self.first or str(page[0][0])
+        self.last = str(page[-1][0])
+
+    def land(self) -> str:
+        """Load and merge what was added (idempotent), start an empty batch; return the batch's latest cursor."""
+        assert self.rows and self.last is not None and self.first is not None, "an empty batch has nothing to land"
+        self._file.flush()
+        staging = f"_stage_{self.table.name}_{secrets.token_hex(6)}"
+        lo = datetime.fromisoformat(self.first.replace("Z", "+00:00")).astimezone(UTC)
+        try:
+            loaded = self.offline.load_csv(self.path, staging, self.table.staging_schema)
+            if loaded != self.rows:
+                raise OfflineQueryFailed(f"{self.table.name}: {self.rows} rows written but {loaded} loaded; "
+                                         "nothing merged", code="export_incomplete")
+            self.offline.run(apply_sql(self.table, self.offline.table(self.table.name), self.offline.table(staging)),
+                             {"lo": lo} if self.table.append_only else None)
+        finally:
+            self.offline.drop_table(staging)
+        last = self.last
+        self._reset()
+        return last
+
+    def close(self) -> None:
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> MirrorBatch:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()

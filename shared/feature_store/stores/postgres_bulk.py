@@ -1,10 +1,11 @@
 """Bulk reads of the source for cache refresh: finished Redis values per user, id ranges, changed ids.
 
 The user-state statement (sql/queries/user_state.sql) stays the one definition of a state: this
-module wraps it and projects each row into the compact layout v1 in SQL, so a chunk of ten
-thousand users crosses the wire as three columns instead of twenty-three. Python then only
-canonicalises that JSON (``canonical``): the values written are byte-for-byte what
-``redis_online.encode`` writes for the same state (tests/integration/test_refresh_source.py).
+module wraps it and projects each row into the cached encoding in SQL, so a chunk of ten thousand
+users crosses the wire as two columns instead of twenty-two. Python then only canonicalises that
+JSON (``canonical``). Both the projection and ``canonical`` are generated from the state's
+declaration (domain/state.py), so the values written are byte-for-byte what ``redis_online.encode``
+writes for the same state (tests/integration/test_refresh_source.py).
 
 Invariant: values are tagged with their watermark exactly as ``SourceStore`` tags states (the
 dialect's position read just before the state statement takes its snapshot), so compare-and-set
@@ -14,7 +15,7 @@ writes of bulk values, CDC and the read path's write-back converge on the newest
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,22 +23,15 @@ from typing import Any
 
 import orjson
 
+from feature_store.domain.state import LAYOUT, STATE_COLUMNS, compile_mapper
 from feature_store.stores.dialect import WATERMARK_HEX_DIGITS, Dialect
 from feature_store.stores.postgres import Connection, PostgresPool
-from feature_store.stores.sql_files import query
+from feature_store.stores.source import render_user_state
 
-# The compact layout v1 (docs/redis-keys.md) built from the user-state row; canonical() fixes
-# what SQL cannot: JSON numbers that must be floats, and the whitespace.
-_PROJECTION = """
-SELECT s.user_id, CAST(json_build_array(1, s.computed_at,
-    json_build_array(s.age, s.location_country, s.verification_status, s.income_bracket, s.signup_day),
-    json_build_array(s.total_orders, s.total_spent, s.last_order_at, s.favorite_category),
-    s.recent_orders,
-    json_build_array(s.risk_score, s.fraud_probability, s.payment_delays, s.device_trust_score,
-                     s.credit_utilization),
-    json_build_array(s.open_plans, s.paid_on_time, s.paid_late, s.late_paid_at, s.unpaid)) AS text)
-FROM ({inner}) AS s
-"""
+# The cached encoding built from the user-state row; canonical() fixes what SQL cannot: JSON numbers
+# that must be floats, empty event lists that SQL leaves NULL, and the whitespace.
+_PROJECTION = ("SELECT s.user_id, CAST(json_build_array(" + str(LAYOUT) + ", "
+               + ", ".join(f"s.{c}" for c in STATE_COLUMNS[1:]) + ") AS text)\nFROM ({inner}) AS s\n")
 
 _RANGE = "{c} >= :lo AND {c} < :hi"
 _FROM = "{c} >= :lo"
@@ -96,27 +90,20 @@ class IdBatch:
     watermark: int
 
 
-def _float(x: Any) -> float | None:
-    return None if x is None else float(x)
+# The JSON PostgreSQL writes -> the JSON ``encode`` writes: PostgreSQL prints ``0`` for a zero sum and
+# ``12.50`` for an amount, and the read path returns whatever type it finds, so floats must stay floats.
+_canonical: Callable[[list[Any]], bytes] = compile_mapper(
+    "canonical", "d", "d[{i} + 1]",
+    {"int": "{v}", "float": "float({v})", "text": "{v}", "epoch": "float({v})", "day": "{v}",
+     "orders": "[[float(a), float(m), n] for a, m, n in {v} or ()]",
+     "epochs": "[float(t) for t in {v} or ()]",
+     "unpaid": "[[x, float(a)] for x, a in {v} or ()]"},
+    f"_dumps([{LAYOUT}, {{fields}}])", {"_dumps": orjson.dumps})
 
 
 def canonical(text: str) -> str:
-    """The compact layout v1 exactly as ``UserState.to_compact`` + ``encode`` would write it (orjson both).
-
-    PostgreSQL's JSON writes ``0`` for a zero sum, ``12.50`` for an amount and puts spaces after
-    commas; the read path returns whatever type it finds, so floats must stay floats.
-    """
-    _, computed_at, demo, beh, recent, risk, rep = orjson.loads(text)
-    if demo[1] is not None:
-        demo[1] = demo[1].strip()  # CHAR(2) comes padded, as SourceStore strips it
-    return orjson.dumps([
-        1, float(computed_at), demo,
-        [beh[0], float(beh[1]), _float(beh[2]), beh[3]],
-        [[float(at), float(amount), merchant] for at, amount, merchant in recent or ()],
-        [_float(risk[0]), _float(risk[1]), risk[2], _float(risk[3]), _float(risk[4])],
-        [rep[0], rep[1], rep[2], [float(t) for t in rep[3] or ()],
-         [[day, float(amount)] for day, amount in rep[4] or ()]],
-    ]).decode()
+    """The cached encoding of a state exactly as ``UserState.to_compact`` + ``encode`` would write it."""
+    return _canonical(orjson.loads(text)).decode()
 
 
 class BulkSource:
@@ -133,8 +120,7 @@ class BulkSource:
 
     @staticmethod
     def _render(scope: str) -> str:
-        inner = query("user_state").format(scope=scope.format(c="user_id"), scope_u=scope.format(c="u.user_id"))
-        return _PROJECTION.format(inner=inner)
+        return _PROJECTION.format(inner=render_user_state(scope))
 
     def _snapshot(self, sql: str, **params: Any) -> tuple[int, list[Vector]]:
         """The watermark, then the values from a snapshot taken after it (as SourceStore does)."""

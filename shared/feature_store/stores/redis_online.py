@@ -1,9 +1,14 @@
-"""The online store on Redis: one key per (feature set, version, user), written compare-and-set.
+"""The online store on Redis: one key per (state layout, user), written compare-and-set.
 
-Key layout (docs/redis-keys.md, pinned byte-for-byte by tests/unit/test_redis_layout.py):
+Key layout (docs/redis-keys.md, pinned byte-for-byte by tests/unit/test_redis_layout.py and
+tests/unit/test_refresh_keys.py); ``KeyLayout`` is the only place key strings are made:
 
-    {prefix}:{feature_set}:v{version}:u:{user_id}   -> value (below), with a TTL
+    {prefix}:s{layout}:u:{user_id}                  -> value (below), with a TTL
     {prefix}:{feature_set}:active                   -> served version number, e.g. "1"
+
+Every feature-set version finishes its features from the same cached state, so the state is keyed
+by its layout (domain/state.py: LAYOUT), not by the version: a new version of the catalog costs no
+memory and CDC writes each user once.
 
 Value: 24 lowercase hex digits of the source watermark, then either ``{json}`` (the
 compact UserState list, domain/state.py) or ``-`` (a tombstone: the user was deleted at
@@ -16,16 +21,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import redis
 from redis.commands.core import Script
 
-from feature_store.domain.state import UserState
+from feature_store.domain.state import LAYOUT, UserState
 from feature_store.errors import DependencyTimeout, DependencyUnavailable
 from feature_store.stores.dialect import WATERMARK_HEX_DIGITS
+from feature_store.stores.ports import Cached, Entry, Tombstone, Undecodable
 
 TOMBSTONE = "-"
 
@@ -65,34 +70,52 @@ def run_script(client: redis.Redis, script: Script,
     raise AssertionError("unreachable")
 
 
-@dataclass(frozen=True, slots=True)
-class Tombstone:
-    """The user was deleted at ``watermark``."""
+# KEYS[1] key; ARGV[1] the value expected. Deletes the key only while it still holds that value.
+_DISCARD_IF_SAME = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
-    user_id: str
-    watermark: int
 
-
-Entry = UserState | Tombstone
+def unavailable(exc: redis.RedisError) -> DependencyUnavailable:
+    """The typed error of a failed Redis call: a timeout, or Redis being unreachable or failing."""
+    detail = f"{type(exc).__name__}: {exc}"[:200]
+    if isinstance(exc, redis.TimeoutError):
+        return DependencyTimeout("redis", detail)
+    return DependencyUnavailable("redis", detail)
 
 
 class KeyLayout:
-    """Builds the keys of one feature set version; the only place key strings are made."""
+    """Builds every Redis key of one prefix and state layout (docs/redis-keys.md); nothing else makes keys."""
 
-    def __init__(self, prefix: str, feature_set: str, version: int) -> None:
-        self.prefix, self.feature_set, self.version = prefix, feature_set, version
-        self._user_prefix = f"{prefix}:{feature_set}:v{version}:u:"
+    def __init__(self, prefix: str, layout: int = LAYOUT) -> None:
+        self.prefix, self.layout = prefix, layout
+        self.base = f"{prefix}:s{layout}"
+        self._user_prefix = f"{self.base}:u:"
 
     def user(self, user_id: str) -> str:
         return self._user_prefix + user_id
 
     def user_pattern(self) -> str:
-        """A SCAN pattern matching every user key of this version."""
+        """A SCAN pattern matching every user key of this layout."""
         return self._user_prefix + "*"
 
-    @staticmethod
-    def active(prefix: str, feature_set: str) -> str:
-        return f"{prefix}:{feature_set}:active"
+    # Refresh bookkeeping of the layout (stores/redis_refresh.py: RefreshState).
+    def refresh(self, *parts: str | int) -> str:
+        return ":".join((self.base, "refresh", *map(str, parts)))
+
+    @property
+    def materialized(self) -> str:
+        return f"{self.base}:materialized"
+
+    # Per feature set: the served-version pointer and each version's hit counters.
+    def active(self, feature_set: str) -> str:
+        return f"{self.prefix}:{feature_set}:active"
+
+    def stats(self, feature_set: str, version: int) -> str:
+        return f"{self.prefix}:{feature_set}:v{version}:stats"
 
 
 def encode(entry: Entry) -> str:
@@ -102,17 +125,21 @@ def encode(entry: Entry) -> str:
     return head + orjson.dumps(entry.to_compact()).decode()
 
 
-def decode(user_id: str, raw: bytes | str) -> Entry:
-    text = raw.decode() if isinstance(raw, bytes) else raw
-    watermark = int(text[:WATERMARK_HEX_DIGITS], 16)
-    body = text[WATERMARK_HEX_DIGITS:]
-    if body == TOMBSTONE:
-        return Tombstone(user_id, watermark)
-    return UserState.from_compact(user_id, watermark, orjson.loads(body))
+def decode(user_id: str, raw: bytes) -> Cached:
+    """The entry a stored value encodes, or Undecodable when it cannot be read (never raises)."""
+    try:
+        text = raw.decode()
+        watermark = int(text[:WATERMARK_HEX_DIGITS], 16)
+        body = text[WATERMARK_HEX_DIGITS:]
+        if body == TOMBSTONE:
+            return Tombstone(user_id, watermark)
+        return UserState.from_compact(user_id, watermark, orjson.loads(body))
+    except Exception:  # any malformed value: a layout change mid-deploy, a corrupted or foreign key
+        return Undecodable(user_id, raw)
 
 
 class RedisOnlineStore:
-    """Reads and compare-and-set writes of feature vectors; each call is one round trip."""
+    """Reads and compare-and-set writes of cached states; each call is one round trip."""
 
     def __init__(self, client: redis.Redis, layout: KeyLayout, ttl_s: int, tombstone_ttl_s: int) -> None:
         self.client = client
@@ -120,19 +147,18 @@ class RedisOnlineStore:
         self.ttl_ms = ttl_s * 1000
         self.tombstone_ttl_ms = tombstone_ttl_s * 1000
         self._put = client.register_script(_PUT_IF_NEWER)
+        self._discard = client.register_script(_DISCARD_IF_SAME)
         self._local = threading.local()
 
-    def get_many(self, user_ids: Sequence[str]) -> list[Entry | None]:
+    def get_many(self, user_ids: Sequence[str]) -> list[Cached | None]:
         """Entries in the order asked, ``None`` where nothing is cached (one MGET)."""
         if not user_ids:
             return []
         keys = [self.layout.user(u) for u in user_ids]
         try:
             raws = self._mget(keys)
-        except redis.TimeoutError as exc:
-            raise DependencyTimeout("redis", type(exc).__name__) from exc
         except redis.RedisError as exc:
-            raise DependencyUnavailable("redis", type(exc).__name__) from exc
+            raise unavailable(exc) from exc
         return [None if raw is None else decode(u, raw) for u, raw in zip(user_ids, raws, strict=True)]
 
     def _mget(self, keys: list[str]) -> list[bytes | None]:
@@ -167,31 +193,30 @@ class RedisOnlineStore:
 
     def put_if_newer(self, entries: Sequence[Entry]) -> int:
         """Write each entry unless a newer watermark is stored; return how many were written."""
-        return put_everywhere([self], entries)
+        if not entries:
+            return 0
+        calls = [((self.layout.user(e.user_id),),
+                  (encode(e), self.tombstone_ttl_ms if isinstance(e, Tombstone) else self.ttl_ms)) for e in entries]
+        try:
+            return sum(int(r) for r in run_script(self.client, self._put, calls))
+        except redis.RedisError as exc:
+            raise unavailable(exc) from exc
+
+    def discard(self, items: Sequence[Undecodable]) -> int:
+        """Delete each undecodable value if it is still the one stored (a newer write is kept)."""
+        if not items:
+            return 0
+        try:
+            return sum(int(r) for r in run_script(self.client, self._discard,
+                                                  [((self.layout.user(i.user_id),), (i.raw,)) for i in items]))
+        except redis.RedisError as exc:
+            raise unavailable(exc) from exc
 
     def delete_many(self, user_ids: Sequence[str]) -> int:
-        """Drop the cached vectors of these users (the next read recomputes them)."""
+        """Drop the cached states of these users (the next read recomputes them)."""
         if not user_ids:
             return 0
         try:
             return int(self.client.unlink(*[self.layout.user(u) for u in user_ids]))
         except redis.RedisError as exc:
-            raise DependencyUnavailable("redis", type(exc).__name__) from exc
-
-
-def put_everywhere(stores: Sequence[RedisOnlineStore], entries: Sequence[Entry]) -> int:
-    """``put_if_newer`` into several layouts (feature-set versions) of one client: one round trip in all."""
-    if not stores or not entries:
-        return 0
-    client = stores[0].client
-    if any(store.client is not client for store in stores):
-        raise ValueError("put_everywhere needs stores sharing one Redis client")
-    values = [encode(e) for e in entries]
-    tombstone = [isinstance(e, Tombstone) for e in entries]
-    try:
-        results = run_script(client, stores[0]._put, [
-            ((store.layout.user(e.user_id),), (value, store.tombstone_ttl_ms if dead else store.ttl_ms))
-            for store in stores for e, value, dead in zip(entries, values, tombstone, strict=True)])
-    except redis.RedisError as exc:
-        raise DependencyUnavailable("redis", type(exc).__name__) from exc
-    return sum(int(r) for r in results)
+            raise unavailable(exc) from exc

@@ -1,14 +1,25 @@
 """The CloudEvent edge of Pub/Sub push deliveries (google.cloud.pubsub.topic.v1.messagePublished).
 
-functions-framework hands every shape Pub/Sub push can take (binary-mode ``ce-*`` headers,
-structured mode, a raw push body) to the function as a CloudEvent whose data holds
-``{"message": {"data": <base64>, "messageId": ..., "attributes": ...}, ...}``. This edge decodes
-the message and calls one handler. Outcome mapping, here and only here:
+A Pub/Sub push reaches the function in three shapes: a binary-mode CloudEvent (``ce-*`` headers),
+a structured-mode one (``application/cloudevents+json``), or the raw push body
+``{"message": {"data": <base64>, "messageId": ..., "attributes": ...}, "subscription": ...}``
+(https://cloud.google.com/pubsub/docs/push). functions-framework turns the first two into a
+CloudEvent whose data is that push body, and converts a raw body too, but only when its message has
+both ``data`` and ``messageId`` (functions_framework/event_conversion.py: ``_is_raw_pubsub_payload``);
+any other raw body is answered 400 before the function runs. Pub/Sub allows a message with
+attributes and no data (https://cloud.google.com/pubsub/docs/reference/rest/v1/PubsubMessage), which
+is how an empty (tombstone) value arrives, so ``ingest_rejected_push`` is registered as the
+framework's error handler for that 400 and applies the raw body itself.
 
-- returns: the message is acknowledged (applied, a Debezium tombstone, or poison);
-- poison (PermanentError from the message itself): logged with its message id, counted, acknowledged,
-  so it goes to the dead-letter topic's audit trail instead of looping;
-- anything else raises: functions-framework answers 500 and Pub/Sub redelivers.
+Outcome mapping, here and only here:
+
+- returns: the message is acknowledged (applied, a tombstone, heartbeat, transaction boundary or
+  resolved timestamp, or poison);
+- poison (PermanentError from the message itself): one WARNING line with the message id and code,
+  no traceback, no content; counted; acknowledged, so it is delivered once instead of looping until
+  the dead-letter topic (an acknowledged message never reaches that topic: the log line is its trail);
+- anything else raises: functions-framework answers 500 and Pub/Sub redelivers. Only a dependency
+  of ours failing can get here: the parser turns every content problem into poison.
 """
 
 from __future__ import annotations
@@ -20,7 +31,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+
+import flask
+from werkzeug.exceptions import HTTPException
 
 from feature_store.errors import PoisonMessage, TransientError
 from feature_store.logs import get_logger
@@ -31,26 +46,33 @@ log = get_logger("feature_store.cloudevents")
 
 @dataclass(frozen=True, slots=True)
 class PubSubMessage:
-    """One Pub/Sub message as pushed: raw data bytes, id, attributes."""
+    """One Pub/Sub message as pushed: raw data bytes (empty when it has none), id, attributes."""
 
     data: bytes
     message_id: str
     attributes: dict[str, str] = field(default_factory=dict)
     publish_time: str | None = None
 
-
-def pubsub_message(event: Any) -> PubSubMessage:
-    """The Pub/Sub message inside a CloudEvent; PoisonMessage when it has none."""
-    data = event.data if hasattr(event, "data") else None
-    if isinstance(data, bytes | str):
+    @property
+    def published_ms(self) -> int | None:
+        """The publish time in epoch milliseconds, when the push carried a readable one."""
         try:
-            data = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+            return int(datetime.fromisoformat(str(self.publish_time)).timestamp() * 1000)
+        except (ValueError, OverflowError):
+            return None
+
+
+def pubsub_message(body: Any, event_id: str | None = None) -> PubSubMessage:
+    """The Pub/Sub message inside a push body (a CloudEvent's data, or the raw body); PoisonMessage if none."""
+    if isinstance(body, bytes | str):
+        try:
+            body = json.loads(body)
+        except (ValueError, RecursionError):
             raise PoisonMessage("the push body is not JSON", code="poison_not_pubsub") from None
-    message = data.get("message") if isinstance(data, dict) else None
+    message = body.get("message") if isinstance(body, dict) else None
     if not isinstance(message, dict):
         raise PoisonMessage("the event carries no Pub/Sub message", code="poison_not_pubsub")
-    message_id = message.get("messageId") or message.get("message_id") or _event_id(event) or "unknown"
+    message_id = message.get("messageId") or message.get("message_id") or event_id or "unknown"
     raw = message.get("data") or ""
     if not isinstance(raw, str):
         raise PoisonMessage("message.data is not a base64 string", code="poison_not_pubsub")
@@ -59,8 +81,9 @@ def pubsub_message(event: Any) -> PubSubMessage:
     except (binascii.Error, ValueError):
         raise PoisonMessage("message.data is not valid base64", code="poison_not_pubsub") from None
     attributes = message.get("attributes")
-    return PubSubMessage(payload, str(message_id), attributes if isinstance(attributes, dict) else {},
-                         message.get("publishTime") or message.get("publish_time"))
+    attributes = {k: v for k, v in attributes.items() if isinstance(v, str)} if isinstance(attributes, dict) else {}
+    published = message.get("publishTime") or message.get("publish_time")
+    return PubSubMessage(payload, str(message_id)[:128], attributes, published if isinstance(published, str) else None)
 
 
 def _event_id(event: Any) -> str | None:
@@ -70,12 +93,13 @@ def _event_id(event: Any) -> str | None:
         return None
 
 
-def pubsub_edge(event: Any, handle: Callable[[PubSubMessage], str], on_poison: Callable[[str], None]) -> None:
-    """Decode the message, run ``handle``, and acknowledge, count or re-raise as described above."""
+def pubsub_edge(body: Any, event_id: str | None, handle: Callable[[PubSubMessage], str],
+                on_poison: Callable[[str], None]) -> None:
+    """Decode the message of a push body, run ``handle``, and acknowledge, count or re-raise as above."""
     started = time.perf_counter()
-    message_id = _event_id(event) or "unknown"
+    message_id = event_id or "unknown"
     try:
-        message = pubsub_message(event)
+        message = pubsub_message(body, event_id)
         message_id = message.message_id
         outcome = handle(message)
     except PoisonMessage as exc:
@@ -92,12 +116,27 @@ def pubsub_edge(event: Any, handle: Callable[[PubSubMessage], str], on_poison: C
                       extra={"fields": {"message_id": message_id}})
         raise
     if log.isEnabledFor(logging.DEBUG):  # one line per message: only built when it is written
-        log.debug("message applied", extra={"fields": {
+        log.debug("message acknowledged", extra={"fields": {
             "message_id": message_id, "outcome": outcome, "latency": f"{time.perf_counter() - started:.6f}s"}})
 
 
-def ingest_changes(event: Any) -> None:
-    """The ingest_changes function: one Debezium change event per Pub/Sub message."""
+def _ingest(body: Any, event_id: str | None) -> None:
     ingestor = services().ingestor
-    pubsub_edge(event, lambda m: ingestor.handle(m.data, m.message_id),
+    pubsub_edge(body, event_id, lambda m: ingestor.handle(m.data, m.message_id, m.attributes, m.published_ms),
                 lambda code: ingestor.stats.add(f"poison:{code}"))
+
+
+def ingest_changes(event: Any) -> None:
+    """The ingest_changes function: one change-stream message (Debezium or CockroachDB) per push."""
+    _ingest(getattr(event, "data", None), _event_id(event))
+
+
+def ingest_rejected_push(error: HTTPException) -> tuple[str, int]:
+    """functions-framework's handler of the 400 it gives a raw push body it cannot convert (see above).
+
+    The framework's description of that 400 quotes the whole body; it is replaced, so that a failure
+    raised from here (chained to the 400) logs no message content.
+    """
+    error.description = "a raw push body functions-framework could not convert"
+    _ingest(flask.request.get_data(), None)
+    return "OK", 200

@@ -111,7 +111,7 @@ def refresh(request: flask.Request) -> tuple[int, dict[str, Any]]:
     body = parse(json_body(request))
     settings = svc.settings.refresh
     name = body.feature_set or svc.settings.serving.feature_set
-    refresher = svc.refresher
+    refresher, admin = svc.refresher, svc.cache_admin
     if isinstance(body, FullBody):
         lo = None if body.from_user is None else check_user_id(body.from_user, "from_user")
         hi = None if body.to_user is None else check_user_id(body.to_user, "to_user")
@@ -124,13 +124,13 @@ def refresh(request: flask.Request) -> tuple[int, dict[str, Any]]:
         return 200, refresher.users(name, check_user_ids(body.user_ids, settings.users_max), body.version)
     if isinstance(body, InvalidateBody):
         if body.user_ids is not None:
-            return 200, refresher.invalidate_users(name, check_user_ids(body.user_ids, settings.users_max),
+            return 200, admin.invalidate_users(name, check_user_ids(body.user_ids, settings.users_max),
                                                    body.version)
         if body.version is None:
             raise InvalidBody("invalidate needs user_ids, or a version to drop whole")
-        return 200, refresher.drop_version(name, body.version, body.cursor, body.force, settings.budget_s)
+        return 200, admin.drop_version(name, body.version, body.cursor, body.force, settings.budget_s)
     if isinstance(body, SwitchBody):
         if body.version is None:
             raise InvalidBody("switch needs the version to serve")
-        return 200, refresher.switch(name, body.version, body.force)
-    return 200, refresher.stats(name)
+        return 200, admin.switch(name, body.version, body.force)
+    return 200, admin.stats(name)

@@ -1,0 +1,101 @@
+"""The changelog's contract, run against the BigQuery emulator and against the in-memory twin alike."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from conftest import closed_port
+from feature_store.domain.changes import Change, parse_change
+from feature_store.errors import DependencyUnavailable
+from feature_store.stores.bigquery_changelog import BigQueryChangelog
+from feature_store.stores.dialect import POSTGRESQL
+from feature_store.stores.memory import MemoryChangelog
+from feature_store.stores.ports import Changelog
+
+pytest_plugins = ["bq_fixture"]
+
+
+@dataclass
+class Backend:
+    changelog: Changelog
+    landed: Callable[[str], list[tuple[str, str]]]  # table -> (row_key, message_id) of its rows
+    unreachable: Callable[[], Changelog]
+
+
+@pytest.fixture(scope="module")
+def dataset(request: pytest.FixtureRequest) -> Iterator[tuple[Any, str]]:
+    emulator = request.getfixturevalue("bigquery_emulator")
+    name = f"contract_{secrets.token_hex(4)}"
+    client = emulator.client()
+    BigQueryChangelog(client, name, POSTGRESQL, 30).create_tables()
+    yield emulator, name
+    client.delete_dataset(name, delete_contents=True, not_found_ok=True)
+
+
+@pytest.fixture(params=["bigquery", "memory"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    if request.param == "memory":
+        twin = MemoryChangelog()
+
+        def broken() -> Changelog:
+            down = MemoryChangelog()
+
+            def fail(_: str) -> None:
+                raise DependencyUnavailable("bigquery", "ConnectionError")
+
+            down.fault = fail
+            return down
+
+        return Backend(twin, lambda table: sorted((c.row_key, m) for c, m in twin.rows if c.table == table), broken)
+    emulator, name = request.getfixturevalue("dataset")
+    client = emulator.client()
+
+    def landed(table: str) -> list[tuple[str, str]]:
+        rows = client.query(f"SELECT row_key, message_id FROM `{name}.changelog_{table}`").result()
+        return sorted((r["row_key"], r["message_id"]) for r in rows)
+
+    def broken() -> Changelog:
+        from google.api_core.client_options import ClientOptions
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import bigquery
+
+        elsewhere = bigquery.Client(project=emulator.project, credentials=AnonymousCredentials(),
+                                    client_options=ClientOptions(api_endpoint=f"http://127.0.0.1:{closed_port()}"))
+        return BigQueryChangelog(elsewhere, name, POSTGRESQL, 1)
+
+    client.query(f"DELETE FROM `{name}.changelog_users` WHERE TRUE").result()
+    return Backend(BigQueryChangelog(client, name, POSTGRESQL, 10), landed, broken)
+
+
+def user_change(user_id: str, lsn: int) -> Change:
+    """A Debezium insert of a users row, as its JSON converter writes it without schemas."""
+    message = {"before": None, "after": {"user_id": user_id, "age": 33, "signup_date": 19000,
+                                         "verification_status": "verified"},
+               "source": {"connector": "postgresql", "db": "fs", "schema": "public", "table": "users",
+                          "lsn": lsn, "ts_ms": 1_790_000_000_000, "txId": 7},
+               "op": "c", "ts_ms": 1_790_000_000_100}
+    change = parse_change(json.dumps(message).encode())
+    assert change is not None
+    return change
+
+
+def test_every_appended_change_lands_with_its_message_id(backend: Backend) -> None:
+    a, b = user_change("a", 100), user_change("b", 101)
+
+    written = backend.changelog.append([(a, "m1"), (b, "m2")])
+
+    assert written == 2
+    assert backend.landed("users") == [(a.row_key, "m1"), (b.row_key, "m2")]
+    assert backend.changelog.append([]) == 0
+
+
+def test_an_unreachable_changelog_is_unavailable(backend: Backend) -> None:
+    with pytest.raises(DependencyUnavailable) as down:
+        backend.unreachable().append([(user_change("a", 100), "m1")])
+    assert down.value.dependency == "bigquery"

@@ -1,0 +1,143 @@
+"""The online store's contract, run against real Redis and against the in-memory twin alike."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+import redis
+
+from conftest import REDIS_URL, closed_port
+from feature_store.domain.state import UserState
+from feature_store.errors import DependencyTimeout, DependencyUnavailable
+from feature_store.stores.memory import MemoryOnlineStore
+from feature_store.stores.ports import OnlineStore, Tombstone, Undecodable
+from feature_store.stores.redis_online import KeyLayout, RedisOnlineStore
+
+GARBAGE = b"ffffffffffffffffffffffff[not a state"
+
+
+@dataclass
+class Backend:
+    store: OnlineStore
+    put_raw: Callable[[str, bytes], None]
+    unreachable: Callable[[], OnlineStore]  # the same store with its server gone
+    silent: Callable[[], OnlineStore]  # the same store with a server that never answers
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A loopback port that accepts connections and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield int(listener.getsockname()[1])
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    listener.close()
+
+
+def _failing_twin(error: Exception) -> MemoryOnlineStore:
+    twin = MemoryOnlineStore()
+
+    def fail(_: str) -> None:
+        raise error
+
+    twin.fault = fail
+    return twin
+
+
+@pytest.fixture(params=["redis", "memory"])
+def backend(request: pytest.FixtureRequest, redis_prefix: str, redis_client: redis.Redis,
+            silent_server: int) -> Backend:
+    if request.param == "memory":
+        twin = MemoryOnlineStore()
+        return Backend(twin, twin.put_raw,
+                       lambda: _failing_twin(DependencyUnavailable("redis", "ConnectionError")),
+                       lambda: _failing_twin(DependencyTimeout("redis", "TimeoutError")))
+    layout = KeyLayout(redis_prefix)
+
+    def store_at(url: str) -> OnlineStore:
+        client = redis.Redis.from_url(url, socket_timeout=0.05, socket_connect_timeout=0.2)
+        return RedisOnlineStore(client, layout, 3600, 600)
+
+    return Backend(store_at(REDIS_URL), lambda uid, raw: redis_client.set(layout.user(uid), raw),
+                   lambda: store_at(f"redis://127.0.0.1:{closed_port()}/0"),
+                   lambda: store_at(f"redis://127.0.0.1:{silent_server}/0"))
+
+
+def state(user_id: str, watermark: int, age: int = 30) -> UserState:
+    return UserState(user_id, watermark, 1.5, age=age, recent_orders=((1.0, 9.99, "m1"),))
+
+
+def test_reads_answer_in_the_order_asked_with_none_for_nothing_cached(backend: Backend) -> None:
+    store = backend.store
+    assert store.put_if_newer([state("a", 10), Tombstone("b", 11)]) == 2
+
+    assert store.get_many(["b", "nobody", "a", "a"]) == [Tombstone("b", 11), None, state("a", 10), state("a", 10)]
+    assert store.get_many([]) == []
+
+
+def test_a_write_lands_only_when_its_watermark_is_at_least_the_stored_one(backend: Backend) -> None:
+    store = backend.store
+    assert store.put_if_newer([state("a", 200, age=31)]) == 1
+    assert store.put_if_newer([state("a", 100, age=30)]) == 0
+    assert store.get_many(["a"]) == [state("a", 200, age=31)]
+    assert store.put_if_newer([state("a", 200, age=32)]) == 1  # equal watermark: the later write wins
+    assert store.put_if_newer([Tombstone("a", 150)]) == 0
+    assert store.put_if_newer([Tombstone("a", 250)]) == 1
+    assert store.get_many(["a"]) == [Tombstone("a", 250)]
+    assert store.put_if_newer([state("a", 2**80)]) == 1  # 96-bit watermarks compare as numbers
+
+
+def test_unreadable_values_come_back_undecodable_and_are_discarded_only_while_unchanged(backend: Backend) -> None:
+    store = backend.store
+    backend.put_raw("a", GARBAGE)
+    backend.put_raw("b", GARBAGE)
+
+    found = store.get_many(["a", "b"])
+
+    assert found == [Undecodable("a", GARBAGE), Undecodable("b", GARBAGE)]
+    assert store.put_if_newer([state("b", 5)]) == 0  # its watermark prefix wins the compare-and-set...
+    backend.put_raw("b", b"0" * 24 + b"-")  # ...until someone else replaces it
+    assert store.discard([u for u in found if isinstance(u, Undecodable)]) == 1  # only "a" was unchanged
+    assert store.put_if_newer([state("a", 5)]) == 1
+    assert store.get_many(["a", "b"]) == [state("a", 5), Tombstone("b", 0)]
+
+
+def test_delete_many_counts_what_existed(backend: Backend) -> None:
+    store = backend.store
+    store.put_if_newer([state("a", 1), state("b", 1)])
+
+    assert store.delete_many(["a", "nobody", "a"]) == 1
+    assert store.get_many(["a", "b"]) == [None, state("b", 1)]
+    assert store.delete_many([]) == 0
+
+
+def test_an_unreachable_server_is_unavailable_and_a_silent_one_times_out(backend: Backend) -> None:
+    for call in (lambda s: s.get_many(["a"]), lambda s: s.put_if_newer([state("a", 1)]),
+                 lambda s: s.delete_many(["a"])):
+        with pytest.raises(DependencyUnavailable) as down:
+            call(backend.unreachable())
+        assert not isinstance(down.value, DependencyTimeout) and down.value.code == "dependency_unavailable"
+        with pytest.raises(DependencyTimeout) as slow:
+            call(backend.silent())
+        assert slow.value.code == "dependency_unavailable" and slow.value.status == 503
