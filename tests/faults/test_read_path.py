@@ -102,16 +102,17 @@ def test_redis_hung_killed_restarted_and_flushed_under_load(stack: Stack) -> Non
 def test_redis_breaker_open_and_postgres_down_still_serve_the_cache(stack: Stack) -> None:
     warm(stack)
 
-    def resume_redis_stop_postgres() -> None:
-        stack.redis.signal(signal.SIGCONT)  # Redis answers again, its breaker still open for RESET_S
-        stack.pg.stop("fast")
-
-    load = phase(lambda: wrk(stack.url("read_features"), 10, 9, 1, CACHED), [
-        (1.0, lambda: stack.redis.signal(signal.SIGSTOP)),  # long enough for the Redis breaker to open
-        (3.5, resume_redis_stop_postgres),
-        (7.0, stack.pg.start),
+    load = phase(lambda: wrk(stack.url("read_features"), 10, 11, 1, CACHED), [
+        # Hung 4 s: its breaker opens within at most 3 s of failures, even when every timeout is
+        # noticed late because the machine is saturated (services/breaker.py), and stays open 5 s.
+        (1.0, lambda: stack.redis.signal(signal.SIGSTOP)),
+        (5.0, lambda: stack.redis.signal(signal.SIGCONT)),  # Redis answers again, its breaker still open
+        # Half a second later (reads that saw Redis hung are over) PostgreSQL stops: cached users
+        # must come from Redis regardless of its breaker.
+        (5.5, lambda: stack.pg.stop("fast")),
+        (8.5, stack.pg.start),
     ])
-    report("Redis hung 2.5 s (breaker opens), then PostgreSQL stopped 3.5 s (c=10)", load)
+    report("Redis hung 4 s (its breaker opens), 0.5 s later PostgreSQL stopped 3 s (c=10)", load)
     # While Redis hung and PostgreSQL was up: 200 from the source. Once Redis answered again while
     # PostgreSQL was down: 200 from Redis, tried although its breaker was open. Never a 500.
     assert load["requests"] > 0 and not_200(load) == {}, load

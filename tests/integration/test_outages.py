@@ -231,13 +231,26 @@ def test_a_timeout_that_overran_its_limit_is_our_starvation_not_an_outage() -> N
     assert breaker.state == "open"
 
 
+def test_starved_timeouts_count_once_nothing_has_succeeded_for_a_while() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker("redis", failures=5, reset_s=5, min_failing_s=1.0, call_timeout_s=0.010, clock=clock)
+    for step in range(300):  # a hung dependency while this process is saturated: every timeout late
+        clock.now = step * 0.01
+        breaker.timed_out(0.060)
+    assert breaker.state == "closed"  # 3 s without a success is not reached yet
+    for step in range(300, 500):
+        clock.now = step * 0.01
+        breaker.timed_out(0.060)
+    assert breaker.state == "open"
+
+
 def test_a_starved_probe_frees_the_probe_without_reopening() -> None:
     clock = Clock()
-    breaker = CircuitBreaker("redis", failures=1, reset_s=5, call_timeout_s=0.010, clock=clock)
+    breaker = CircuitBreaker("redis", failures=1, reset_s=1, call_timeout_s=0.010, clock=clock)
     breaker.failure()
-    clock.now = 5
+    clock.now = 1
     assert breaker.allow()
-    breaker.timed_out(0.5)
+    breaker.timed_out(0.5)  # late, one second into the silence: proves nothing
     assert breaker.state == "half-open" and breaker.allow()
 
 

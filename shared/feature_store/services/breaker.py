@@ -13,7 +13,10 @@ the breaker, because then every request pays for the other path. So:
 - the streak must last ``min_failing_s`` of wall time, not only ``failures`` calls: a burst
   of timeouts inside one scheduling hiccup is not an outage;
 - a timed-out call that took far longer than its own timeout (``timed_out``) shows that this
-  thread was not running when the answer was due: it proves nothing and counts nothing.
+  thread was not running when the answer was due: it proves nothing and counts nothing, unless
+  calls have kept failing, late or not, with no success for ``STARVED_COUNTS_AFTER`` times the
+  failing time (at least 3 s): a dependency that hangs while our process is saturated must still
+  open its breaker.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections.abc import Callable
 # (plus a small scheduling allowance): the thread was not scheduled when the deadline passed.
 STARVED_FACTOR = 2.0
 STARVED_SLACK_S = 0.005
+STARVED_COUNTS_AFTER = 3.0
 
 
 class CircuitBreaker:
@@ -40,6 +44,7 @@ class CircuitBreaker:
         self._lock = threading.Lock()
         self._failures = 0
         self._failing_since: float | None = None
+        self._silent_since: float | None = None  # first failure or starved timeout since the last success
         self._opened_at: float | None = None
         self._probing = False
         self.starved_timeouts = 0  # timeouts not counted because the caller was starved
@@ -70,6 +75,7 @@ class CircuitBreaker:
 
     def success(self) -> None:
         with self._lock:
+            self._silent_since = None
             self._failures = 0
             self._failing_since = None
             self._opened_at = None
@@ -82,6 +88,8 @@ class CircuitBreaker:
             self._failures += 1
             if self._failing_since is None:
                 self._failing_since = now
+            if self._silent_since is None:
+                self._silent_since = now
             if self._opened_at is not None:  # a failed probe (or a failure from before the opening)
                 if self._probing:
                     self._opened_at = now
@@ -93,7 +101,13 @@ class CircuitBreaker:
     def timed_out(self, elapsed_s: float) -> None:
         """A call timed out after ``elapsed_s``: a failure, unless the caller itself was starved."""
         limit = self.call_timeout_s
-        if limit is not None and elapsed_s > limit * STARVED_FACTOR + STARVED_SLACK_S:
+        starved = limit is not None and elapsed_s > limit * STARVED_FACTOR + STARVED_SLACK_S
+        with self._lock:
+            now = self._clock()
+            if self._silent_since is None:
+                self._silent_since = now
+            silent_s = now - self._silent_since
+        if starved and silent_s < STARVED_COUNTS_AFTER * max(self.min_failing_s, 1.0):
             self.inconclusive()
         else:
             self.failure()
