@@ -62,14 +62,18 @@ class PrivatePostgres:
         return subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", self.version, self.name, *args],
                               check=check, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
-    def create(self) -> None:
+    def create(self, fresh: bool = False) -> None:
+        """Create and start the cluster; ``fresh`` leaves Debian's defaults (wal_level = replica, the
+        default output plugins) as a new machine has them, else it is ready for CDC."""
         self.drop()
         subprocess.run(["pg_createcluster", self.version, self.name, "--port", str(self.port), "--",
                         "--auth=trust", "--encoding=UTF8"], check=True, stdout=subprocess.DEVNULL)
         conf = Path(f"/etc/postgresql/{self.version}/{self.name}/conf.d/faults.conf")
-        conf.write_text("listen_addresses = '127.0.0.1'\nwal_level = logical\nmax_replication_slots = 10\n"
-                        "max_connections = 200\nfsync = off\nfull_page_writes = off\n")
+        conf.write_text("listen_addresses = '127.0.0.1'\nfsync = off\nfull_page_writes = off\n" + (
+            "" if fresh else "wal_level = logical\nmax_replication_slots = 10\nmax_connections = 200\n"))
         self.start()
+        if fresh:
+            return
         sys.path.insert(0, str(ROOT / "emulators"))
         from postgres_setup import allow_wal2json  # output_plugin_libraries, where the server has it
 
