@@ -326,7 +326,7 @@ def test_changelog_images_say_what_rows_changed_later_were_at_the_decision(
                     "WHERE TRUE")
         offline.run(f"UPDATE {offline.table('installment_plans')} SET status = IF(plan_id = '{p}', 'defaulted', "
                     f"'completed'), updated_at = {literal(later)} WHERE plan_id IN ('{p}', '{q}')")
-        common = f"'update', '0/1', 1, 1, {literal(seen)}, CURRENT_TIMESTAMP(), 'm1'"
+        common = f"'update', '0/1', '{1:024x}', 1, {literal(seen)}, CURRENT_TIMESTAMP(), 'm1'"
         offline.run(f"INSERT INTO {offline.table('changelog_users')} (change_op, source_watermark, lsn, tx_id, "
                     "changed_at, ingested_at, message_id, row_key, user_id, age, location_country, "
                     f"verification_status, income_bracket) VALUES ({common}, '[\"{user}\"]', '{user}', 31, 'GB', "
