@@ -2,12 +2,15 @@
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install up down status seed refresh etl test test-fast lint typecheck bench bench-serving bench-ingest bench-refresh bench-offline wrk package clean
+.PHONY: install services up down status seed refresh etl test test-fast test-faults lint typecheck bench bench-serving bench-ingest bench-refresh bench-offline wrk package clean
 
 install:  ## build .venv and the emulators' virtual environments
 	bash emulators/install.sh
 
-up: install  ## bring the local stack up with data and print where each part listens
+services: install  ## PostgreSQL ready for change data capture: wal2json installed and allowed, wal_level = logical (idempotent)
+	$(PY) emulators/postgres_setup.py
+
+up: install  ## bring the local stack up with data and print where each part listens (runs the services setup itself)
 	$(PY) emulators/stack.py up
 
 down:  ## stop what `make up` started
@@ -27,11 +30,14 @@ etl: install  ## run workflows/etl.yaml once against the `make up` stack (DATE=Y
 	$(PY) -c 'import json, sys; f = json.load(open(".local/stack.json"))["functions"]; a = {"run_etl_url": f["run_etl"], "refresh_cache_url": f["refresh_cache"], "auth": "none"}; a.update({k: v for k, v in (("date", sys.argv[1]), ("run_id", sys.argv[2])) if v}); json.dump(a, open(".local/etl-args.json", "w"))' "$${DATE:-}" "$${RUN_ID:-}"
 	.local/venvs/wf/bin/workflows-emulator --source workflows/etl.yaml --loglevel WARNING run --data .local/etl-args.json
 
-test: install  ## the whole suite against real PostgreSQL, Redis and the emulators
-	$(PY) -m pytest -q --cov --cov-report=term --cov-fail-under=90
+test: install services  ## the whole suite against real PostgreSQL, Redis and the emulators (the fault suite apart)
+	$(PY) -m pytest -q -m "not faults" --cov --cov-report=term --cov-fail-under=90
 
 test-fast:
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not faults"
+
+test-faults: install wrk  ## outages under load on private PostgreSQL and Redis servers (tests/faults, ~5 min)
+	$(PY) -m pytest -q -m faults tests/faults
 
 lint:
 	$(PY) -m ruff check shared functions tests emulators bench .ci

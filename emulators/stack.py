@@ -233,38 +233,11 @@ def start_functions(env: dict[str, str], started: list[dict[str, object]]) -> No
 
 
 def ensure_logical_decoding(env: dict[str, str]) -> None:
-    """wal_level = logical (and wal2json allowed as an output plugin) on the server the stack uses.
+    """wal2json installed and allowed, wal_level = logical on the server the stack uses (postgres_setup.py)."""
+    from postgres_setup import prepare
 
-    A private server is started with wal_level=logical already. The machine's own Debian cluster is
-    switched (ALTER SYSTEM + restart) only when it is not logical yet; any other server is reported.
-    """
-    import pg8000.native
-
-    host, port = env["FS_POSTGRES_HOST"], int(env["FS_POSTGRES_PORT"])
-
-    def admin() -> pg8000.native.Connection:
-        return pg8000.native.Connection(user=env.get("FS_POSTGRES_USER", "postgres"), host=host, port=port,
-                                        database="postgres")
-
-    conn = admin()
-    try:
-        if conn.run("SELECT current_setting('wal_level')")[0][0] != "logical":
-            version = conn.run("SELECT current_setting('server_version_num')")[0][0][:2]
-            if host not in ("127.0.0.1", "localhost") or port != 5432 or shutil.which("pg_ctlcluster") is None:
-                raise SystemExit(f"[stack] {host}:{port} runs with wal_level != logical; the CDC relay needs "
-                                 "ALTER SYSTEM SET wal_level = logical and a restart")
-            log("postgres: switching to wal_level = logical (restart)")
-            conn.run("ALTER SYSTEM SET wal_level = logical")
-            conn.close()
-            subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True)
-            wait_port(host, port, "postgres")
-            conn = admin()
-        restricted = conn.run("SELECT setting FROM pg_settings WHERE name = 'output_plugin_libraries'")
-        if restricted and "wal2json" not in restricted[0][0]:
-            conn.run("ALTER SYSTEM SET output_plugin_libraries = 'pgoutput', 'test_decoding', 'wal2json'")
-            conn.run("SELECT pg_reload_conf()")
-    finally:
-        conn.close()
+    if prepare(env["FS_POSTGRES_HOST"], int(env["FS_POSTGRES_PORT"]), env.get("FS_POSTGRES_USER", "postgres")) != 0:
+        raise SystemExit("[stack] PostgreSQL is not ready for change data capture (see the lines above)")
 
 
 def ensure_changelog_tables(env: dict[str, str]) -> None:
