@@ -30,13 +30,14 @@ etl: install  ## run workflows/etl.yaml once against the `make up` stack (DATE=Y
 	$(PY) -c 'import json, sys; f = json.load(open(".local/stack.json"))["functions"]; a = {"run_etl_url": f["run_etl"], "refresh_cache_url": f["refresh_cache"], "auth": "none"}; a.update({k: v for k, v in (("date", sys.argv[1]), ("run_id", sys.argv[2])) if v}); json.dump(a, open(".local/etl-args.json", "w"))' "$${DATE:-}" "$${RUN_ID:-}"
 	.local/venvs/wf/bin/workflows-emulator --source workflows/etl.yaml --loglevel WARNING run --data .local/etl-args.json
 
-test: install services  ## the whole suite against real PostgreSQL, Redis and the emulators (the fault suite apart)
+test: install services wrk  ## the whole suite against real PostgreSQL, Redis and the emulators, then the fault suite
 	$(PY) -m pytest -q -m "not faults" --cov --cov-report=term --cov-fail-under=90
+	$(PY) -m pytest -q -m faults tests/faults
 
 test-fast:
 	$(PY) -m pytest -q -m "not slow and not faults"
 
-test-faults: install wrk  ## outages under load on private PostgreSQL and Redis servers (tests/faults, ~5 min)
+test-faults: install wrk  ## only the fault suite: outages under load on private PostgreSQL and Redis servers (~3 min)
 	$(PY) -m pytest -q -m faults tests/faults
 
 lint:
