@@ -64,7 +64,9 @@ class RestTransport:
         try:
             response = self._http.request(method, url, body=data, headers=headers,
                                           timeout=urllib3.Timeout(total=timeout_s))
-        except (urllib3.exceptions.TimeoutError, urllib3.exceptions.ReadTimeoutError):
+        except urllib3.exceptions.NewConnectionError as exc:  # a subclass of ConnectTimeoutError in urllib3 2
+            raise Unavailable("connection_failed", f"{method} {url}: {exc}") from None
+        except urllib3.exceptions.TimeoutError:
             raise DeadlineExceeded(f"{method} {url}: no answer within {timeout_s:.3f} s") from None
         except urllib3.exceptions.HTTPError as exc:
             raise Unavailable("connection_failed", f"{method} {url}: {type(exc).__name__}: {exc}") from None

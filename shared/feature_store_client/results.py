@@ -58,11 +58,12 @@ class OnlineFeatures:
             import pandas as pd
         except ModuleNotFoundError:
             raise ModuleNotFoundError("to_dataframe needs pandas: pip install 'feature-store-client[pandas]'") from None
-        rows = [{"user_id": v.user_id, "status": v.status, **v.values(), "computed_at": v.computed_at,
+        rows = [{"status": v.status, **v.values(), "computed_at": v.computed_at,
                  "source_watermark": v.source_watermark, "cache_hit": v.cache_hit} for v in self.vectors]
-        frame = pd.DataFrame(rows).set_index("user_id")
-        for column in frame.columns:
-            kinds = {type(x) for x in frame[column] if x is not None and x == x}
-            if kinds == {int}:
-                frame[column] = frame[column].astype("Int64")
-        return frame
+        names = list(dict.fromkeys(name for row in rows for name in row))
+        columns: dict[str, Any] = {}
+        for name in names:
+            values = [row.get(name) for row in rows]
+            kinds = {type(x) for x in values if x is not None}
+            columns[name] = pd.array(values, dtype="Int64") if kinds == {int} else values
+        return pd.DataFrame(columns, index=pd.Index([v.user_id for v in self.vectors], name="user_id"))
