@@ -46,7 +46,7 @@ bench-ingest: install wrk  ## CDC: events/s through one ingest_changes instance,
 	$(PY) bench/ingest.py
 
 bench-grpc: install wrk h2load  ## gRPC against REST in one run (h2load), cached single reads and batches of 100; client overhead
-	$(PY) bench/grpc.py
+	$(PY) bench/grpc_serving.py
 
 h2load:  ## the HTTP/2 load generator of the gRPC benchmark (Debian's nghttp2-client)
 	command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client; }

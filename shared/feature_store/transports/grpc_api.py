@@ -175,8 +175,9 @@ def _edge(method: str, handler: Handler) -> Callable[[Any, grpc.ServicerContext]
         except Exception:
             log.exception("unhandled error", extra={"fields": {"method": method}})
             failed = status_pb2.Status(code=grpc.StatusCode.INTERNAL.value[0], message=_INTERNAL)
-        if log.isEnabledFor(logging.INFO):
-            log.info("rpc", extra={"fields": {
+        # A failed call is a WARNING: bench/grpc_serving.py counts them.
+        if failed is not None or log.isEnabledFor(logging.INFO):
+            log.log(logging.INFO if failed is None else logging.WARNING, "rpc", extra={"fields": {
                 "rpc": {"method": f"{SERVICE_NAME}/{method}", "code": grpc.StatusCode.OK.name if failed is None
                         else _CODE_NAMES[failed.code], "latency": f"{time.perf_counter() - started:.6f}s"},
                 **({"error_code": _reason(failed)} if failed is not None else {})}})
