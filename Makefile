@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install services up down status seed refresh etl test test-fast test-faults lint typecheck bench bench-serving bench-ingest bench-refresh bench-offline wrk package clean
+.PHONY: install services up down status seed refresh etl test test-fast test-faults lint typecheck bench bench-serving bench-ingest bench-refresh bench-offline bench-grpc wrk h2load proto package clean
 
 install:  ## build .venv and the emulators' virtual environments
 	bash emulators/install.sh
@@ -44,13 +44,23 @@ lint:
 	$(PY) -m ruff check shared functions tests emulators bench .ci
 	$(PY) -m mypy
 
-bench: bench-serving bench-ingest bench-refresh bench-offline
+bench: bench-serving bench-grpc bench-ingest bench-refresh bench-offline
 
 bench-serving: install wrk  ## read functions against a no-op floor: p50/p95/p99 and req/s at concurrency 1, 10, 50
 	$(PY) bench/serving.py
 
 bench-ingest: install wrk  ## CDC: events/s through one ingest_changes instance, commit-to-servable lag
 	$(PY) bench/ingest.py
+
+bench-grpc: install wrk h2load  ## gRPC against REST in one run (h2load), cached single reads and batches of 100; client overhead
+	$(PY) bench/grpc_serving.py
+
+h2load:  ## the HTTP/2 load generator of the gRPC benchmark (Debian's nghttp2-client)
+	command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client; }
+
+proto:  ## regenerate feature_store_client/v1/feature_store_pb2.py(i) from shared/proto (committed; tests check it is current)
+	bash .ci/setup_infra_venvs.sh >/dev/null
+	.local/venvs/protoc/bin/python .ci/generate_proto.py
 
 wrk:  ## the HTTP load generator of the serving and ingest benchmarks
 	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }

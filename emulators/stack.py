@@ -32,6 +32,7 @@ FIRST_FUNCTION_PORT = 8081
 PRIVATE_PG_PORT = 55432
 PRIVATE_REDIS_PORT = 56379
 BQ_REST_PORT, BQ_GRPC_PORT = 9050, 9060
+GRPC_PORT = 50051  # the featurestore.v1 gRPC service (fs-grpc), as the README promises
 
 
 def log(text: str) -> None:
@@ -229,6 +230,17 @@ def start_functions(env: dict[str, str], started: list[dict[str, object]]) -> No
             wait_port("127.0.0.1", port, str(item["name"]))
 
 
+def start_grpc(env: dict[str, str], started: list[dict[str, object]], port: int = GRPC_PORT,
+               workers: int = 2) -> str:
+    """fs-grpc on 127.0.0.1:``port`` (featurestore.v1, health checking, reflection); waits until it listens."""
+    target = f"127.0.0.1:{port}"
+    pid = spawn("grpc", [str(VENV_BIN / "python"), "-m", "feature_store.transports.grpc_server", "--address", target,
+                         "--workers", str(workers)], env={**os.environ, **env}, cwd=ROOT)
+    started.append({"name": "grpc", "pid": pid, "endpoint": target})
+    wait_port("127.0.0.1", port, "grpc")
+    return target
+
+
 # --- change data capture ------------------------------------------------------------------------
 
 
@@ -307,6 +319,7 @@ def up() -> int:
         migrate_and_seed(env)
         ensure_changelog_tables(env)
         start_functions(env, started)
+        start_grpc(env, started)
         if "ingest_changes" in function_ports():
             start_relay(env, started)
     except BaseException:
@@ -338,6 +351,11 @@ def print_endpoints(state: dict[str, object]) -> None:
     assert isinstance(functions, dict)
     for name, url in functions.items():
         print(f"function   {name:<22} {url}")
+    started = state.get("started", [])
+    assert isinstance(started, list)
+    grpc_target = next((str(s["endpoint"]) for s in started if s["name"] == "grpc"), None)
+    if grpc_target:
+        print(f"grpc       featurestore.v1.FeatureStore {grpc_target} (health checking, reflection)")
     if "read_features" in functions:
         print(f"\ntry: curl {functions['read_features']}/api/v1/features/user/u000000042")
     print(f"settings for your shell: source {LOCAL / 'stack.env'}")
@@ -349,23 +367,28 @@ def down() -> int:
         return 0
     state = json.loads(STATE.read_text())
     for item in reversed(state["started"]):
-        pid = int(item["pid"])
-        if not alive(pid):
-            continue
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except OSError:
-            continue
-        deadline = time.monotonic() + 10
-        while alive(pid) and time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            time.sleep(0.1)
-        if alive(pid):
-            os.killpg(pid, signal.SIGKILL)
-        log(f"stopped {item['name']} (pid {pid})")
+        stop(item)
     STATE.unlink()
     return 0
+
+
+def stop(item: dict[str, object]) -> None:
+    """Stop one started process (its whole session): SIGTERM, then SIGKILL after 10 s."""
+    pid = int(str(item["pid"]))
+    if not alive(pid):
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except OSError:
+        return
+    deadline = time.monotonic() + 10
+    while alive(pid) and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.1)
+    if alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+    log(f"stopped {item['name']} (pid {pid})")
 
 
 def status() -> int:
