@@ -168,7 +168,7 @@ BAD_SINGLE = [
     ("/api/v1/features/user/abc%01def", pb.GetUserFeaturesRequest(user_id="abc\x01def")),
     ("/api/v1/features/user/1%27%3B%20DROP%20TABLE%20users%3B--",
      pb.GetUserFeaturesRequest(user_id="1'; DROP TABLE users;--")),
-    ("/?user_id=", pb.GetUserFeaturesRequest(user_id="")),
+    ("/api/v1/features/user/", pb.GetUserFeaturesRequest(user_id="")),
     (f"/api/v1/features/user/{UNKNOWN}", pb.GetUserFeaturesRequest(user_id=UNKNOWN)),
     (f"/api/v1/features/user/{KNOWN[0]}?features=age,credit_scroe",
      pb.GetUserFeaturesRequest(user_id=KNOWN[0], features=["age", "credit_scroe"])),

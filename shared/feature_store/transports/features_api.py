@@ -22,7 +22,7 @@ def _iso(epoch: float | None) -> str | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
-def _feature_set(svc: Services, name: str | None, version: int | None) -> FeatureSet:
+def feature_set_for(svc: Services, name: str | None, version: int | None) -> FeatureSet:
     """The version asked for, else the one served (the ``active`` pointer: services/versions.py)."""
     name = name or svc.settings.serving.feature_set
     return get_feature_set(name, version if version is not None else svc.versions.served(name))
@@ -50,7 +50,7 @@ def read_one(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[st
     user_id = check_user_id(match.group("user_id"))
     query = ReadQuery.parse(request.args.to_dict())
     svc = services()
-    fs = _feature_set(svc, query.feature_set, query.version)
+    fs = feature_set_for(svc, query.feature_set, query.version)
     outcome = svc.reader.read(fs, [user_id], query.features)
     result = outcome.results[0]
     if result.status == "unknown_user":
@@ -60,17 +60,27 @@ def read_one(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[st
     return 200, {"user_id": user_id, **_envelope(fs, outcome), **_vector(svc, result)}
 
 
-def read_batch(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
-    """``POST /api/v1/features/batch`` with ``{"user_ids": [...], "features": [...]?, ...}``."""
+def parse_batch(svc: Services, body: bytes) -> BatchRequest:
+    """A batch body (JSON bytes) as its model: 400 ``invalid_body``/``invalid_user_id``, ``batch_too_large``.
+
+    gRPC's BatchGetUserFeatures passes its message through here as JSON too, so both transports refuse
+    the same input with the same code and sentence.
+    """
     try:
-        body = BatchRequest.model_validate_json(body_bytes(request))
+        parsed = BatchRequest.model_validate_json(body)
     except ValidationError as exc:
         raise invalid_body(exc, user_id_fields=("user_ids",)) from None
-    svc = services()
     limit = svc.settings.serving.batch_max
-    if len(body.user_ids) > limit:
-        raise BatchTooLarge(f"{len(body.user_ids)} user ids in one batch; the limit is {limit}")
-    fs = _feature_set(svc, body.feature_set, body.version)
+    if len(parsed.user_ids) > limit:
+        raise BatchTooLarge(f"{len(parsed.user_ids)} user ids in one batch; the limit is {limit}")
+    return parsed
+
+
+def read_batch(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
+    """``POST /api/v1/features/batch`` with ``{"user_ids": [...], "features": [...]?, ...}``."""
+    svc = services()
+    body = parse_batch(svc, body_bytes(request))
+    fs = feature_set_for(svc, body.feature_set, body.version)
     outcome = svc.reader.read(fs, body.user_ids, body.features)
     results = []
     counts = {"ok": 0, "unknown_user": 0, "unavailable": 0}

@@ -22,27 +22,25 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+import orjson
 from google.protobuf.any_pb2 import Any as AnyMessage
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from pydantic import ValidationError
 
-from feature_store.domain.catalog import FeatureSet, get_feature_set
 from feature_store.errors import (
-    BatchTooLarge,
     DependencyUnavailable,
     FeatureStoreError,
     InvalidBody,
-    InvalidParameter,
     UnknownUser,
 )
 from feature_store.logs import get_logger, set_trace
 from feature_store.services.reader import VectorResult
 from feature_store.stores.dialect import format_watermark
 from feature_store.transports import grpc_wire
-from feature_store.transports.requests import BatchRequest, check_user_id
+from feature_store.transports.features_api import feature_set_for, parse_batch
+from feature_store.transports.requests import ReadQuery, check_user_id
 from feature_store.wiring import Services, services
 from feature_store_client.v1 import ERROR_DOMAIN, METHODS, SERVICE_NAME, feature_store_pb2
 
@@ -89,10 +87,6 @@ def status_of(exc: FeatureStoreError) -> status_pb2.Status:
     return status_pb2.Status(code=code.value[0], message=exc.message, details=details)
 
 
-def _feature_set(svc: Services, name: str, version: int | None) -> FeatureSet:
-    return get_feature_set(name, version if version is not None else svc.versions.served(name))
-
-
 def _watermark(svc: Services, result: VectorResult) -> str | None:
     return None if result.watermark is None else format_watermark(svc.dialect, result.watermark)
 
@@ -102,13 +96,15 @@ def get_user_features(request: Any) -> bytes:
     started = time.perf_counter()
     user_id = check_user_id(request.user_id)
     svc = services()
-    version = None
+    # The query string REST would receive, parsed by REST's own model: the same refusals, word for word.
+    args = {"features": ",".join(request.features)} if request.features else {}
+    if request.feature_set:
+        args["feature_set"] = request.feature_set
     if request.HasField("version"):
-        if request.version < 1:
-            raise InvalidParameter(f"version must be a positive whole number, got {str(request.version)!r}")
-        version = request.version
-    fs = _feature_set(svc, request.feature_set or svc.settings.serving.feature_set, version)
-    names = list(request.features) or None
+        args["version"] = str(request.version)
+    query = ReadQuery.parse(args)
+    fs = feature_set_for(svc, query.feature_set, query.version)
+    names = query.features
     outcome = svc.reader.read(fs, [user_id], names)
     result = outcome.results[0]
     if result.status == "unknown_user":
@@ -131,18 +127,9 @@ def batch_get_user_features(request: Any) -> bytes:
         raw["feature_set"] = request.feature_set
     if request.HasField("version"):
         raw["version"] = request.version
-    limit = svc.settings.serving.batch_max
-    if len(raw["user_ids"]) > limit:
-        raise BatchTooLarge(f"{len(raw['user_ids'])} user ids in one batch; the limit is {limit}")
-    try:
-        body = BatchRequest.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise InvalidBody(f"{where}: {first['msg']}") from None
-    for i, user_id in enumerate(body.user_ids):
-        check_user_id(user_id, f"user_ids[{i}]")
-    fs = _feature_set(svc, body.feature_set, body.version)
+    # The body REST would receive, parsed by REST's own code: the same refusals, word for word.
+    body = parse_batch(svc, orjson.dumps(raw))
+    fs = feature_set_for(svc, body.feature_set, body.version)
     outcome = svc.reader.read(fs, body.user_ids, body.features)
     counts = {"ok": 0, "unknown_user": 0, "unavailable": 0}
     vectors = []

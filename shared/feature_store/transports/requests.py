@@ -141,7 +141,14 @@ def check_user_id(value: object, where: str = "user_id") -> str:
     return value
 
 
+# Steps of pydantic's own validators that it puts in an error's location after the field's name.
+_VALIDATOR_STEP = re.compile(r"(function-(before|after|plain|wrap)|list|tuple|set|union|nullable|lax-or-strict"
+                             r"|json-or-python|constrained-[a-z]+|[a-z]+-union)(\[.*\])?")
+
+
 def _where(loc: tuple[int | str, ...]) -> str:
+    """An error's location as the caller wrote it: ``features[0]``, ``version`` (never pydantic's steps)."""
+    loc = tuple(p for i, p in enumerate(loc) if not (i and isinstance(p, str) and _VALIDATOR_STEP.fullmatch(p)))
     parts = [f"[{p}]" if isinstance(p, int) else (p if len(p) <= ECHO_MAX else shown(p)) for p in loc]
     return "".join(p if p.startswith("[") or i == 0 else "." + p for i, p in enumerate(parts)) or "body"
 
