@@ -2,12 +2,15 @@
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install up down status seed refresh etl migrate test test-fast test-migration lint typecheck bench bench-serving bench-ingest bench-refresh bench-offline bench-migration wrk package clean
+.PHONY: install services up down status seed refresh etl migrate test test-fast test-faults test-migration lint typecheck bench bench-serving bench-ingest bench-refresh bench-offline bench-grpc bench-migration wrk h2load proto package clean
 
 install:  ## build .venv and the emulators' virtual environments
 	bash emulators/install.sh
 
-up: install  ## bring the local stack up with data and print where each part listens
+services: install  ## PostgreSQL ready for change data capture: wal2json installed and allowed, wal_level = logical (idempotent)
+	$(PY) emulators/postgres_setup.py
+
+up: install  ## bring the local stack up with data and print where each part listens (runs the services setup itself)
 	$(PY) emulators/stack.py up
 
 down:  ## stop what `make up` started
@@ -31,11 +34,15 @@ migrate: install  ## run workflows/migration.yaml against the `make up` stack (A
 	$(PY) -c 'import json, os; f = json.load(open(".local/stack.json"))["functions"]; e = os.environ.get; a = {"run_migration_url": f["run_migration"], "auth": "none", "action": e("ACTION") or "migrate", "cutover": e("CUTOVER") or "yes"}; a.update({k: v for k, v in (("run_id", e("RUN_ID")),) if v}); a.update({k: float(v) for k, v in (("hold_s", e("HOLD_S")), ("to_percent", e("TO_PERCENT"))) if v}); a.update({"percents": [float(p) for p in e("PERCENTS").split(",") if p]} if e("PERCENTS") is not None else {}); json.dump(a, open(".local/migration-args.json", "w"))'
 	.local/venvs/wf/bin/workflows-emulator --source workflows/migration.yaml --loglevel WARNING run --data .local/migration-args.json
 
-test: install  ## the whole suite against real PostgreSQL, Redis and the emulators
-	$(PY) -m pytest -q
+test: install services wrk  ## the whole suite against real PostgreSQL, Redis and the emulators, then the fault suite
+	$(PY) -m pytest -q -m "not faults" --cov --cov-report=term --cov-fail-under=90
+	$(PY) -m pytest -q -m faults tests/faults
 
 test-fast:
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not faults"
+
+test-faults: install wrk  ## only the fault suite: outages under load on private PostgreSQL and Redis servers (~3 min)
+	$(PY) -m pytest -q -m faults tests/faults
 
 test-migration: install  ## the migration's suite (part of `make test` too): two real databases, the functions, the workflow
 	$(PY) -m pytest -q tests/migration tests/infra/test_migration_terraform.py
@@ -44,13 +51,23 @@ lint:
 	$(PY) -m ruff check shared functions tests emulators bench .ci
 	$(PY) -m mypy
 
-bench: bench-serving bench-ingest bench-refresh bench-offline bench-migration
+bench: bench-serving bench-grpc bench-ingest bench-refresh bench-offline bench-migration
 
 bench-serving: install wrk  ## read functions against a no-op floor: p50/p95/p99 and req/s at concurrency 1, 10, 50
 	$(PY) bench/serving.py
 
 bench-ingest: install wrk  ## CDC: events/s through one ingest_changes instance, commit-to-servable lag
 	$(PY) bench/ingest.py
+
+bench-grpc: install wrk h2load  ## gRPC against REST in one run (h2load), cached single reads and batches of 100; client overhead
+	$(PY) bench/grpc_serving.py
+
+h2load:  ## the HTTP/2 load generator of the gRPC benchmark (Debian's nghttp2-client)
+	command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client; }
+
+proto:  ## regenerate feature_store_client/v1/feature_store_pb2.py(i) from shared/proto (committed; tests check it is current)
+	bash .ci/setup_infra_venvs.sh >/dev/null
+	.local/venvs/protoc/bin/python .ci/generate_proto.py
 
 wrk:  ## the HTTP load generator of the serving and ingest benchmarks
 	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }

@@ -17,6 +17,8 @@ command -v "$python" >/dev/null 2>&1 || python=python3
 # Pinned so a new release cannot change what the checks see without a commit here.
 HCL2_SPEC="python-hcl2==${HCL2_VERSION:-8.1.4}"
 CHECKOV_SPEC="checkov==${CHECKOV_VERSION:-3.3.30}"
+# protoc for `make proto` and the check that the committed gRPC code is current (tests/grpc_serving).
+PROTOC_SPEC="grpcio-tools==${GRPCIO_TOOLS_VERSION:-1.85.1}"
 
 ensure_venv() {
     local name="$1" probe="$2" spec="$3"
@@ -36,3 +38,4 @@ ensure_venv() {
 
 ensure_venv hcl "import hcl2" "$HCL2_SPEC"
 ensure_venv checkov "import checkov.main" "$CHECKOV_SPEC"
+ensure_venv protoc "import grpc_tools.protoc" "$PROTOC_SPEC"

@@ -1,20 +1,23 @@
 """CDC ingestion benchmark: events/s through one ingest_changes instance, and commit-to-servable lag.
 
-    .venv/bin/python bench/ingest.py [--users 2000] [--events 20000] [--duration 10] [--concurrency 64]
+    .venv/bin/python bench/ingest.py [--users 2000] [--events 20000] [--duration 10] [--concurrency 16,64]
                                      [--workers 2] [--threads 32] [--set FS_X=Y] [--lag-samples 100]
                                      [--no-bigquery] [--json out.json]
 
-Builds a throw-away database (migrated, seeded), then:
+Builds a throw-away database (migrated, seeded with --users users; its size is printed), then:
 
 1. throughput: serves ingest_changes with functions-framework as production does (gunicorn gthread,
    WORKERS/THREADS; two workers: one per core of a 2-vCPU instance), and wrk (bench/wrk_report.lua)
    posts pre-built Pub/Sub push requests (Debezium transaction inserts for random users, CloudEvent
-   binary mode) over keep-alive connections for --duration seconds; prints events/s and request
-   latency, with BigQuery landing (the emulator) and without it, and the same for a no-op
-   CloudEvent function served the same way (the floor: HTTP, gunicorn and CloudEvent parsing).
-   wrk is written in C, so the load generator takes little of the two cores the instance uses;
-2. lag: runs the relay on a fresh slot plus read_features, commits a completed order for a user and
-   polls read_features until it serves the new total_orders; prints p50/p95 of commit -> servable.
+   binary mode) over keep-alive connections for --duration seconds, at every --concurrency level.
+   Rows, each at every level: the floor (a no-op CloudEvent function served the same way: HTTP,
+   gunicorn and CloudEvent parsing), then the production default, the changelog ON (Redis and the
+   BigQuery emulator's changelog), then, labelled as such, the changelog off. Events/s counts
+   acknowledged (2xx) pushes only; the others, which Pub/Sub would redeliver, are counted apart;
+2. lag: runs the relay on a fresh slot, the production-default ingest_changes and read_features;
+   commits a completed order for a user and polls read_features until it serves the new
+   total_orders; p50/p95/max of commit -> servable, first on an idle instance, then while wrk
+   pushes the throughput load into the same instance (its events/s during the samples printed).
 
 Figures, never pass/fail. Everything it starts is stopped by pid; its slot, database and keys are dropped.
 """
@@ -33,16 +36,24 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from dataset import describe, size_line
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = str(ROOT / "bench" / "wrk_report.lua")
 sys.path.insert(0, str(ROOT / "emulators"))
 BIN = Path(sys.executable).parent
 BQ_PROJECT = "local-project"
+WRK_THREADS = 2
+LAG_TIMEOUT_S = 10.0
+PRODUCTION = "changelog on (production default): Redis + BigQuery emulator"
+CHANGELOG_OFF = "changelog off (FS_CDC_CHANGELOG_ENABLED=false): Redis only"
+FLOOR = "floor: a no-op CloudEvent function"
 
 
 def free_port() -> int:
@@ -123,85 +134,171 @@ def push_requests(users: int, events: int) -> list[str]:
     return out
 
 
-def throughput(label: str, port: int, pushes: Path, concurrency: int, duration: int,
-               floor: dict[str, Any] | None = None) -> dict[str, Any]:
+def wrk_argv(port: int, concurrency: int, seconds: int) -> list[str]:
+    return ["wrk", f"-t{WRK_THREADS}", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s", "-s", LUA,
+            f"http://127.0.0.1:{port}/"]
+
+
+def wrk_env(pushes: Path) -> dict[str, str]:
+    return {**os.environ, "SCENARIO": "push", "PUSH_FILE": str(pushes), "WRK_THREADS": str(WRK_THREADS)}
+
+
+def figures(out: str) -> dict[str, Any]:
+    """wrk_report.lua's line, with acknowledged events per second (2xx only)."""
+    raw: dict[str, Any] = json.loads(next(x for x in out.splitlines() if x.startswith("{")))
+    seconds = raw["duration_us"] / 1e6
+    return {**raw, "seconds": round(seconds, 2), "events_per_s": round(raw["ok"] / seconds),
+            "p50_ms": round(raw["p50_us"] / 1000, 1), "p95_ms": round(raw["p95_us"] / 1000, 1)}
+
+
+def throughput(label: str, port: int, pushes: Path, concurrency: int, duration: int) -> dict[str, Any]:
     """wrk posting the pushes in turn (binary-mode CloudEvents, keep-alive) for ``duration`` seconds."""
     def run(seconds: int) -> dict[str, Any]:
-        out = subprocess.run(["wrk", "-t2", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s", "-s", LUA,
-                              f"http://127.0.0.1:{port}/"],
-                             env={**os.environ, "SCENARIO": "push", "PUSH_FILE": str(pushes), "WRK_THREADS": "2"},
-                             capture_output=True, text=True, check=True).stdout
-        return dict(json.loads(next(x for x in out.splitlines() if x.startswith("{"))))
+        return figures(subprocess.run(wrk_argv(port, concurrency, seconds), env=wrk_env(pushes),
+                                      capture_output=True, text=True, check=True).stdout)
 
     run(2)  # warm-up: connections, prepared statements, the first batches
-    raw = run(duration)
-    seconds = raw["duration_us"] / 1e6
-    failures = raw["errors_status"] + raw["errors_socket"]
-    result = {"scenario": label, "events": raw["requests"], "seconds": round(seconds, 2),
-              "events_per_s": round(raw["requests"] / seconds), "p50_ms": round(raw["p50_us"] / 1000, 1),
-              "p95_ms": round(raw["p95_us"] / 1000, 1), "failures": failures}
-    if floor:
-        result["events_per_s_vs_floor"] = round(result["events_per_s"] / floor["events_per_s"], 2)
-    ratio = f"   {result['events_per_s_vs_floor']:.2f}x the floor" if floor else ""
-    print(f"  {label:<44} {result['events_per_s']:>6} events/s   request p50 {result['p50_ms']:>6} ms"
-          f"  p95 {result['p95_ms']:>6} ms   ({raw['requests']} events, {failures} not acknowledged){ratio}",
-          flush=True)
-    return result
+    return {"scenario": label, "concurrency": concurrency, **run(duration)}
+
+
+def print_throughput(rows: list[dict[str, Any]]) -> None:
+    print("\nthroughput: events/s = acknowledged (2xx) pushes per second; non-2xx (Pub/Sub would redeliver) "
+          "and socket errors apart; request latency over every answer")
+    print(f"  {'scenario':<62}{'conc':>5}{'events/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'non-2xx':>9}{'sock err':>9}"
+          f"{'vs floor':>10}")
+    floors = {r["concurrency"]: r for r in rows if r["scenario"] == FLOOR}
+    for r in rows:
+        floor = floors.get(r["concurrency"])
+        ratio = f"{r['events_per_s'] / floor['events_per_s']:.2f}x" if floor and floor["events_per_s"] else "-"
+        print(f"  {r['scenario']:<62}{r['concurrency']:>5}{r['events_per_s']:>10,}{r['p50_ms']:>9}{r['p95_ms']:>9}"
+              f"{r['non_2xx']:>9}{r['errors_socket']:>9}{ratio:>10}")
+        if r["statuses"]:
+            print(f"  {'':<62}non-2xx by status: {r['statuses']}")
 
 
 # --- lag ------------------------------------------------------------------------------------------
 
 
-def lag(env: dict[str, str], read_port: int, users: int, samples: int) -> dict[str, Any]:
+def lag(env: dict[str, str], read_port: int, users: int, samples: int, seed: int) -> dict[str, Any]:
+    """Commit -> servable, ``samples`` times: a committed order until read_features serves it."""
     import pg8000.native
 
     from feature_store.domain.synthetic import user_id
 
     conn = pg8000.native.Connection(user="postgres", host=env["FS_POSTGRES_HOST"], port=int(env["FS_POSTGRES_PORT"]),
                                     database=env["FS_POSTGRES_DATABASE"])
-    rng, lags = random.Random(11), []
+    rng, lags, timeouts, non_2xx = random.Random(seed), [], 0, 0
 
-    def served(uid: str) -> int:
-        with urllib.request.urlopen(f"http://127.0.0.1:{read_port}/api/v1/features/user/{uid}") as response:
-            return int(json.load(response)["features"]["behavior"]["total_orders"])
+    def served(uid: str) -> int | None:
+        nonlocal non_2xx
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{read_port}/api/v1/features/user/{uid}",
+                                        timeout=LAG_TIMEOUT_S) as response:
+                return int(json.load(response)["features"]["behavior"]["total_orders"])
+        except urllib.error.HTTPError:
+            non_2xx += 1
+            return None
 
     for i in range(samples):
         uid = user_id(rng.randrange(users))
-        expected = served(uid) + 1  # also puts the user in Redis, as production traffic would
+        before = served(uid)  # also puts the user in Redis, as production traffic would
+        if before is None:
+            continue
         conn.run("INSERT INTO transactions (transaction_id, user_id, amount, merchant, category, status, created_at) "
                  "VALUES (:t, :u, 10, 'm', 'books', 'completed', now())", t=f"lag{secrets.token_hex(6)}{i}", u=uid)
         committed = time.perf_counter()  # autocommit: the statement has returned, so it is committed
-        deadline = committed + 10
-        while served(uid) < expected and time.perf_counter() < deadline:
+        while (served(uid) or 0) <= before:
+            if time.perf_counter() - committed > LAG_TIMEOUT_S:
+                timeouts += 1
+                break
             time.sleep(0.002)
-        lags.append(time.perf_counter() - committed)  # a sample that never converged counts as 10 s
+        lags.append(time.perf_counter() - committed)  # a sample that never converged counts as its timeout
         time.sleep(0.05)
     conn.close()
     lags.sort()
-    result = {"samples": samples, "p50_ms": round(1000 * statistics.median(lags)),
-              "p95_ms": round(1000 * lags[int(len(lags) * 0.95) - 1]), "max_ms": round(1000 * lags[-1])}
-    print(f"  commit -> servable lag: p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms, "
-          f"max {result['max_ms']} ms ({samples} commits)", flush=True)
+    if not lags:
+        return {"samples": 0, "non_2xx": non_2xx}
+    return {"samples": len(lags), "p50_ms": round(1000 * statistics.median(lags)),
+            "p95_ms": round(1000 * lags[max(0, int(len(lags) * 0.95) - 1)]), "max_ms": round(1000 * lags[-1]),
+            "timeouts": timeouts, "non_2xx": non_2xx}
+
+
+def lag_under_load(env: dict[str, str], ingest_port: int, read_port: int, pushes: Path, concurrency: int,
+                   users: int, samples: int) -> dict[str, Any]:
+    """``lag`` while wrk pushes the throughput load into the same ingest instance; its figures beside."""
+    load = subprocess.Popen(wrk_argv(ingest_port, concurrency, 3600), env=wrk_env(pushes), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        time.sleep(2)  # the load is running before the first sample (a warm-up, not a decision)
+        result = lag(env, read_port, users, samples, seed=12)
+    finally:
+        os.killpg(load.pid, signal.SIGINT)  # wrk stops and prints its report on SIGINT
+        out, err = load.communicate(timeout=30)
+    try:
+        result["load"] = figures(out)
+    except StopIteration:
+        result["load"] = {"error": f"wrk printed no report: {err[-500:]}"}
     return result
+
+
+def print_lag(label: str, r: dict[str, Any]) -> None:
+    if not r["samples"]:
+        print(f"  {label}: no sample (read_features answered non-2xx {r['non_2xx']} times)")
+        return
+    line = (f"  {label}: p50 {r['p50_ms']} ms, p95 {r['p95_ms']} ms, max {r['max_ms']} ms ({r['samples']} commits, "
+            f"{r['timeouts']} not servable within {LAG_TIMEOUT_S:.0f} s, counted as {LAG_TIMEOUT_S:.0f} s; "
+            f"read_features non-2xx {r['non_2xx']})")
+    if "load" in r:
+        load = r["load"]
+        line += ("\n    the load meanwhile: " + (load["error"] if "error" in load else
+                 f"{load['events_per_s']:,} events/s acknowledged, {load['non_2xx']} non-2xx, "
+                 f"{load['errors_socket']} socket errors over {load['seconds']} s"))
+    print(line, flush=True)
 
 
 # --- setup ----------------------------------------------------------------------------------------
 
 
+def start_bigquery(env: dict[str, str], dataset: str, logs: Path, children: list[Child]) -> None:
+    """The emulator on 9050 when one listens there, else a private one; creates the changelog tables."""
+    import stack
+
+    from feature_store.stores.bigquery_changelog import BigQueryChangelog
+    from feature_store.stores.dialect import POSTGRESQL
+
+    port = 9050 if listening(9050) else free_port()
+    if not listening(port):
+        children.append(Child([str(ROOT / ".local/venvs/bq/bin/bqemulator"), "start", "--rest-host", "127.0.0.1",
+                               "--rest-port", str(port), "--grpc-host", "127.0.0.1", "--grpc-port", str(free_port()),
+                               "--project", BQ_PROJECT], {**os.environ, **stack.bigquery_env()}, logs / "bigquery.log"))
+        wait_port(port, "the BigQuery emulator")
+    env["FS_BIGQUERY_API_ENDPOINT"] = f"http://127.0.0.1:{port}"
+    BigQueryChangelog(bigquery_client(env), dataset, POSTGRESQL, 30).create_tables()
+
+
+def bigquery_client(env: dict[str, str]) -> Any:
+    from feature_store.settings import Settings
+    from feature_store.wiring import Services
+
+    return Services(Settings.from_env({k: v for k, v in env.items() if k.startswith("FS_")})).bigquery
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--users", type=int, default=2000)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=2000, help="users seeded into the throw-away database")
     parser.add_argument("--events", type=int, default=20000, help="distinct pushes built (sent in turn)")
     parser.add_argument("--duration", type=int, default=10, help="seconds of each throughput run")
-    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--concurrency", default="16,64", help="connections; every level is measured and printed")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=32)
-    parser.add_argument("--lag-samples", type=int, default=100)
-    parser.add_argument("--no-bigquery", action="store_true", help="skip the scenario with BigQuery landing")
+    parser.add_argument("--lag-samples", type=int, default=100, help="commits timed idle, and again under load")
+    parser.add_argument("--no-bigquery", action="store_true",
+                        help="no BigQuery emulator: the production-default row is then not measured")
     parser.add_argument("--set", action="append", default=[], metavar="FS_SECTION_FIELD=VALUE",
                         help="a setting for the functions, e.g. FS_CDC_MAX_INFLIGHT=1 (repeatable)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
 
     import pg8000.native
     import redis
@@ -223,61 +320,62 @@ def main() -> int:
     admin.run(f'CREATE DATABASE "{database}"')
     children: list[Child] = []
     results: dict[str, Any] = {"users": args.users, "workers": args.workers, "threads": args.threads,
-                               "concurrency": args.concurrency, "throughput": []}
+                               "concurrency": levels, "throughput": []}
     try:
         subprocess.run([str(BIN / "python"), "-m", "feature_store.cli.migrate"], env=env, check=True,
                        stdout=subprocess.DEVNULL)
         subprocess.run([str(BIN / "python"), "-m", "feature_store.cli.generate", "seed", "--users", str(args.users),
                         "--seed", "42"], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        bq_port = None
+        results["rows"] = describe(env, database)
         if not args.no_bigquery:
-            bq_port = 9050 if listening(9050) else free_port()
-            if not listening(bq_port):
-                children.append(Child([str(ROOT / ".local/venvs/bq/bin/bqemulator"), "start", "--rest-host",
-                                       "127.0.0.1", "--rest-port", str(bq_port), "--grpc-host", "127.0.0.1",
-                                       "--grpc-port", str(free_port()), "--project", BQ_PROJECT],
-                                      {**os.environ, **stack.bigquery_env()}, logs / "bigquery.log"))
-                wait_port(bq_port, "the BigQuery emulator")
-            env["FS_BIGQUERY_API_ENDPOINT"] = f"http://127.0.0.1:{bq_port}"
-            from feature_store.settings import Settings
-            from feature_store.stores.bigquery_changelog import BigQueryChangelog
-            from feature_store.stores.dialect import POSTGRESQL
-            from feature_store.wiring import Services
-
-            settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("FS_")})
-            BigQueryChangelog(Services(settings).bigquery, dataset, POSTGRESQL, 30).create_tables()
-
-        print(f"ingest_changes: one instance, WORKERS={args.workers} THREADS={args.threads}, "
-              f"{args.concurrency} connections, {args.users} users", flush=True)
-        scenarios = [("floor: a no-op CloudEvent function", "noop_event", {}),
-                     ("redis only (FS_CDC_CHANGELOG_ENABLED=false)", "ingest_changes",
-                      {"FS_CDC_CHANGELOG_ENABLED": "false"})]
-        if bq_port:
-            scenarios.append(("redis + BigQuery emulator changelog", "ingest_changes", {}))
+            start_bigquery(env, dataset, logs, children)
+        print(f"ingest_changes: one instance, WORKERS={args.workers} THREADS={args.threads}; "
+              f"{size_line(database, results['rows'])}; concurrency {', '.join(map(str, levels))}", flush=True)
+        scenarios = [(FLOOR, "noop_event", {})]
+        if not args.no_bigquery:
+            scenarios.append((PRODUCTION, "ingest_changes", {"FS_CDC_CHANGELOG_ENABLED": "true"}))
+        scenarios.append((CHANGELOG_OFF, "ingest_changes", {"FS_CDC_CHANGELOG_ENABLED": "false"}))
         pushes = logs / "pushes.tsv"
         pushes.write_text("\n".join(push_requests(args.users, args.events)) + "\n")
         for label, target, extra in scenarios:
             port = free_port()
             fn = serve(target, port, {**env, **extra}, logs)
             children.append(fn)
-            results["throughput"].append(throughput(label, port, pushes, args.concurrency, args.duration,
-                                                    floor=results["throughput"][0] if results["throughput"] else None))
+            for c in levels:
+                results["throughput"].append(throughput(label, port, pushes, c, args.duration))
+                print(f"  measured {label} at concurrency {c}", file=sys.stderr, flush=True)
             fn.stop()
+        print_throughput(results["throughput"])
+        if args.no_bigquery:
+            print(f"  ({PRODUCTION}: not measured, --no-bigquery)")
 
-        if not bq_port:
-            env["FS_CDC_CHANGELOG_ENABLED"] = "false"
+        lag_env = {**env, "FS_CDC_CHANGELOG_ENABLED": "false" if args.no_bigquery else "true"}
         ingest_port, read_port = free_port(), free_port()
-        children.append(serve("ingest_changes", ingest_port, env, logs))
-        children.append(serve("read_features", read_port, env, logs))
+        children.append(serve("ingest_changes", ingest_port, lag_env, logs))
+        children.append(serve("read_features", read_port, lag_env, logs))
         children.append(Child([str(BIN / "python"), str(ROOT / "emulators" / "cdc_relay.py"), "--target-url",
-                               f"http://127.0.0.1:{ingest_port}/"], env, logs / "relay.log"))
+                               f"http://127.0.0.1:{ingest_port}/"], lag_env, logs / "relay.log"))
         # Changes are decoded from the moment the slot is consistent: its creation waits for older transactions.
         deadline = time.monotonic() + 120
         while not admin.run("SELECT 1 FROM pg_replication_slots WHERE slot_name = :s AND confirmed_flush_lsn "
-                            "IS NOT NULL", s=slot) and time.monotonic() < deadline:
+                            "IS NOT NULL", s=slot):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the relay's slot {slot} was not ready within 120 s (see {logs / 'relay.log'})")
             time.sleep(0.2)
-        results["lag"] = lag(env, read_port, args.users, args.lag_samples)
+        which = CHANGELOG_OFF if args.no_bigquery else PRODUCTION
+        print(f"\ncommit -> servable lag through the relay, ingest_changes ({which}) and read_features:", flush=True)
+        results["lag_idle"] = lag(lag_env, read_port, args.users, args.lag_samples, seed=11)
+        print_lag("idle", results["lag_idle"])
+        results["lag_under_load"] = lag_under_load(lag_env, ingest_port, read_port, pushes, max(levels), args.users,
+                                                   args.lag_samples)
+        print_lag(f"under the throughput load (wrk, concurrency {max(levels)}, into the same instance)",
+                  results["lag_under_load"])
     finally:
+        if not args.no_bigquery:  # the emulator may be the stack's: leave it as it was
+            try:
+                bigquery_client(env).delete_dataset(dataset, delete_contents=True, not_found_ok=True)
+            except Exception as exc:  # the figures matter more than the clean-up
+                print(f"could not drop the BigQuery dataset {dataset}: {exc}", file=sys.stderr)
         for child in reversed(children):
             child.stop()
         admin.run("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = :s", s=slot)

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dataset import ensure_data
+from dataset import describe, ensure_data, size_line
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "emulators"))
@@ -172,6 +172,9 @@ def main() -> int:
            "FS_REDIS_KEY_PREFIX": PREFIX, "FS_REFRESH_WORKERS": str(args.workers),
            "FS_REFRESH_WRITE_BATCH": str(args.write_batch)}
     users = ensure_data(env, args.database, args.users)
+    rows = describe(env, args.database)
+    print(f"bulk refresh: {size_line(args.database, rows)}; FS_REFRESH_WORKERS={args.workers}, "
+          f"write batch {args.write_batch}, a private redis-server", flush=True)
     sizes = [min(int(s), users) for s in args.sizes.split(",")]
     chunks = [int(c) for c in args.chunk.split(",")]
     redis_proc, port = start_redis()
@@ -187,7 +190,7 @@ def main() -> int:
     finally:
         redis_proc.terminate()
         redis_proc.wait(timeout=10)
-    report = {"database": args.database, "seeded_users": users, "workers": args.workers,
+    report = {"database": args.database, "seeded_users": users, "rows": rows, "workers": args.workers,
               "write_batch": args.write_batch, "cpus": os.cpu_count(), "runs": results}
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

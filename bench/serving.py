@@ -1,13 +1,24 @@
 """Serving benchmark: latency percentiles and throughput of the read functions against a no-op floor.
 
     .venv/bin/python bench/serving.py [--database fs_bench] [--users 1000000] [--duration 10]
-                                      [--concurrency 1,10,50] [--workers 2] [--threads 4] [--json out.json]
+                                      [--concurrency 1,10,50] [--workers 2] [--threads 4] [--warm 20000]
+                                      [--scenarios hit,miss,batch_hit,batch_cold] [--json out.json]
 
 Seeds the database when it holds no finished synthetic data set, serves the no-op floor
 (bench/noop), read_features and read_features_batch with functions-framework exactly as
 production does (gunicorn gthread; WORKERS and THREADS as given), drives each with wrk
-(bench/wrk_report.lua) and prints p50/p95/p99 and requests/s per scenario and concurrency,
-plus ratios against the floor measured in the same run. Figures, never pass/fail.
+(bench/wrk_report.lua) and prints, for every scenario at every concurrency level it measured,
+p50/p95/p99 and 2xx answers per second, beside the no-op floor measured at the same level in the
+same run. Figures, never pass/fail.
+
+What the figures are made of:
+- throughput counts 2xx answers only; non-2xx answers and socket errors have their own columns;
+- the first --warm users are cached before the hit scenarios, which draw ids at random among them;
+- miss and cold-batch scenarios draw never-cached ids at random, without repeats, each scenario and
+  level from a region of its own; every answer says whether it came from the cache (cache_hit),
+  and the "wrong" column counts the vectors that were not what the scenario claims (a hit in a
+  miss scenario, a miss in a hit scenario), so a data set too small for the run shows there;
+- "degr." counts answers served degraded (Redis skipped: complete, but from PostgreSQL).
 """
 
 from __future__ import annotations
@@ -21,18 +32,22 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
-from dataset import ensure_data
+from dataset import describe, ensure_data, size_line
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "emulators"))
-PY = str(Path(sys.executable))
 FF = str(Path(sys.executable).parent / "functions-framework")
 LUA = str(ROOT / "bench" / "wrk_report.lua")
 PREFIX = "bench"
-WARM = 20_000  # users [0, WARM) are cached before the hit scenarios
+SCENARIOS = ("hit", "miss", "batch_hit", "batch_cold")
+COLD = ("miss", "batch_cold")  # scenarios that need never-cached ids
+LABELS = {"floor": "floor (no-op)", "hit": "single, hit", "miss": "single, miss",
+          "batch_hit": "batch 100, hit", "batch_cold": "batch 100, cold"}
 
 
 def free_port() -> int:
@@ -65,26 +80,33 @@ def serve(name: str, source: Path, env: dict[str, str]) -> tuple[subprocess.Pope
     raise SystemExit(f"{name} did not start")
 
 
-def wrk(url: str, scenario: str, concurrency: int, duration: int, extra: dict[str, str]) -> dict[str, float]:
+def wrk(url: str, scenario: str, concurrency: int, duration: int, extra: dict[str, str]) -> dict[str, Any]:
+    """One wrk run; the figures of wrk_report.lua plus 2xx/s and the vectors that were not what was claimed."""
     threads = min(concurrency, 2)
-    env = {**os.environ, "SCENARIO": scenario, **extra}
+    env = {**os.environ, "SCENARIO": scenario, "WRK_THREADS": str(threads), **extra}
     out = subprocess.run(["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{duration}s", "--timeout", "5s", "-s", LUA,
                           url], env=env, capture_output=True, text=True, check=True).stdout
-    line = next(x for x in out.splitlines() if x.startswith("{"))
-    raw = json.loads(line)
+    raw: dict[str, Any] = json.loads(next(x for x in out.splitlines() if x.startswith("{")))
     seconds = raw["duration_us"] / 1e6
-    return {"rps": raw["requests"] / seconds, "p50_ms": raw["p50_us"] / 1000, "p95_ms": raw["p95_us"] / 1000,
-            "p99_ms": raw["p99_us"] / 1000, "requests": raw["requests"], "errors": raw["errors_status"] +
-            raw["errors_socket"], "degraded": raw["degraded"]}
+    wrong = {"hit": raw["misses"], "batch_hit": raw["misses"], "miss": raw["hits"], "batch_cold": raw["hits"]}
+    return {**raw, "seconds": round(seconds, 2), "rps": raw["ok"] / seconds, "p50_ms": raw["p50_us"] / 1000,
+            "p95_ms": raw["p95_us"] / 1000, "p99_ms": raw["p99_us"] / 1000, "wrong": wrong.get(scenario, 0),
+            "vectors": raw["hits"] + raw["misses"]}
 
 
 def warm(batch_url: str, count: int) -> None:
+    """Cache users [0, count) through the batch function; every one must come back ``ok``."""
     for first in range(0, count, 100):
         ids = [f"u{n:09d}" for n in range(first, min(first + 100, count))]
         req = urllib.request.Request(f"{batch_url}/api/v1/features/batch", data=json.dumps({"user_ids": ids}).encode(),
                                      headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req) as resp:
-            resp.read()
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                body = json.load(resp)
+        except urllib.error.HTTPError as exc:
+            raise SystemExit(f"warming users {ids[0]}..{ids[-1]}: HTTP {exc.code} {exc.read()[:300]!r}") from None
+        if body["counts"]["ok"] != len(ids):
+            raise SystemExit(f"warming users {ids[0]}..{ids[-1]}: {body['counts']} (is the data set seeded?)")
 
 
 def clear_cache(redis_url: str) -> None:
@@ -101,15 +123,29 @@ def clear_cache(redis_url: str) -> None:
         client.unlink(*batch)
 
 
+def cold_regions(users: int, warm_users: int, levels: list[int],
+                 scenarios: list[str]) -> tuple[dict[tuple[str, int], int], int]:
+    """A region of never-cached user numbers of its own for each (cold scenario, level): first numbers, span."""
+    slots = [(name, c) for c in levels for name in scenarios if name in COLD]
+    if not slots:
+        return {}, 0
+    span = (users - warm_users) // len(slots)
+    if span < 2:
+        raise SystemExit(f"{users:,} users leave no never-cached region for {len(slots)} cold runs: "
+                         "use a bigger data set, a smaller --warm or fewer levels")
+    return {slot: warm_users + i * span for i, slot in enumerate(slots)}, span
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database", default="fs_bench")
     parser.add_argument("--users", type=int, default=1_000_000, help="users to seed when the database has none")
-    parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--concurrency", default="1,10,50")
+    parser.add_argument("--duration", type=int, default=10, help="seconds of each wrk run")
+    parser.add_argument("--concurrency", default="1,10,50", help="connections; every level is measured and printed")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--scenarios", default="floor,hit,miss,batch_hit,batch_cold")
+    parser.add_argument("--warm", type=int, default=20_000, help="users cached before the hit scenarios")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="the no-op floor is always measured too")
     parser.add_argument("--redis-url", default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
@@ -117,62 +153,78 @@ def main() -> int:
         raise SystemExit("bench/serving.py drives the functions with wrk, which is not installed: "
                          "apt-get install wrk (make wrk does it)")
     levels = [int(c) for c in args.concurrency.split(",")]
-    scenarios = args.scenarios.split(",")
+    scenarios = [s for s in args.scenarios.split(",") if s != "floor"]
+    if unknown := set(scenarios) - set(SCENARIOS):
+        raise SystemExit(f"unknown scenarios {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
     env = env_for(args)
     users = ensure_data(env, args.database, args.users)
+    rows = describe(env, args.database)
+    warm_users = min(args.warm, users // 2)
+    regions, cold_span = cold_regions(users, warm_users, levels, scenarios)
+    load_before = os.getloadavg()
     clear_cache(env["FS_REDIS_URL"])
     procs = []
+    results: dict[str, dict[str, dict[str, Any]]] = {}
     try:
         noop, noop_url = serve("noop", ROOT / "bench" / "noop" / "main.py", env)
         single, single_url = serve("read_features", ROOT / "functions" / "read_features" / "main.py", env)
         batch, batch_url = serve("read_features_batch", ROOT / "functions" / "read_features_batch" / "main.py", env)
         procs = [noop, single, batch]
-        warm(batch_url, WARM)
-        # Never-cached id regions: misses use [WARM, mid), cold batches [mid, users), split per run.
-        mid = WARM + (users - WARM) // 2
-        miss_span = (mid - WARM) // len(levels)
-        cold_span = (users - mid) // len(levels)
-        results: dict[str, dict[str, dict[str, float]]] = {}
-        for i, c in enumerate(levels):
+        warm(batch_url, warm_users)
+        cached = {"IDS_FROM": "0", "IDS_SPAN": str(warm_users)}
+        for c in levels:
             plan = {
                 "floor": (noop_url, {}),
-                "hit": (single_url, {"IDS_FROM": str(0), "IDS_SPAN": str(WARM)}),
-                "miss": (single_url, {"IDS_FROM": str(WARM + i * miss_span),
-                                      "THREAD_SPAN": str(miss_span // 2)}),
-                "batch_hit": (batch_url, {"IDS_FROM": "0", "IDS_SPAN": str(WARM), "BATCH": "100"}),
-                "batch_cold": (batch_url, {"IDS_FROM": str(mid + i * cold_span),
-                                           "THREAD_SPAN": str(cold_span // 200), "BATCH": "100"}),
+                "hit": (single_url, cached),
+                "batch_hit": (batch_url, {**cached, "BATCH": "100"}),
+                "miss": (single_url, {"IDS_FROM": str(regions.get(("miss", c), 0)), "IDS_SPAN": str(cold_span)}),
+                "batch_cold": (batch_url, {"IDS_FROM": str(regions.get(("batch_cold", c), 0)),
+                                           "IDS_SPAN": str(cold_span), "BATCH": "100"}),
             }
-            for name in scenarios:
+            for name in ["floor", *scenarios]:
                 url, extra = plan[name]
                 results.setdefault(name, {})[str(c)] = wrk(url, name, c, args.duration, extra)
+                print(f"  measured {LABELS[name]} at concurrency {c}", file=sys.stderr, flush=True)
     finally:
         for p in procs:
             os.killpg(p.pid, signal.SIGTERM)
         for p in procs:
             p.wait(10)
         clear_cache(env["FS_REDIS_URL"])  # the shared Redis gets its memory back (the vectors have a 7-day TTL)
-    report(results, args, users)
+    report(results, args, users, rows, warm_users, cold_span, (load_before, os.getloadavg()))
     return 0
 
 
-def report(results: dict[str, dict[str, dict[str, float]]], args: argparse.Namespace, users: int) -> None:
-    print(f"\nserving benchmark: {users:,} users, WORKERS={args.workers} THREADS={args.threads}, "
-          f"{args.duration}s per run, wrk on the same 2-core machine")
-    print(f"{'scenario':<12}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}{'degr.':>7}"
-          f"{'p95/floor':>11}{'rps/floor':>11}")
+def report(results: dict[str, dict[str, dict[str, Any]]], args: argparse.Namespace, users: int,
+           rows: dict[str, int], warm_users: int, cold_span: int,
+           load: tuple[tuple[float, ...], tuple[float, ...]]) -> None:
+    print(f"\nserving benchmark: {size_line(args.database, rows)}")
+    print(f"  {warm_users:,} users cached for the hit scenarios; "
+          + (f"never-cached regions of {cold_span:,} users per cold scenario and level; " if cold_span else "")
+          + f"WORKERS={args.workers} THREADS={args.threads}, {args.duration} s per run, wrk on the same machine "
+          f"({os.cpu_count()} cores), load average {load[0][0]:.2f} before, {load[1][0]:.2f} after")
+    print("  2xx/s: 2xx answers per second (the only throughput); non-2xx and socket errors apart; wrong: vectors "
+          "that were not what the scenario claims (hits in a miss scenario, misses in a hit scenario)")
+    print(f"{'scenario':<17}{'conc':>5}{'2xx/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'non-2xx':>9}"
+          f"{'sock err':>9}{'degr.':>7}{'wrong':>15}{'p95/floor':>11}{'2xx/s/floor':>13}")
     floor = results.get("floor", {})
     for name, by_level in results.items():
         for c, r in by_level.items():
-            f = floor.get(c)
-            ratio_p95 = f"{r['p95_ms'] / f['p95_ms']:.2f}x" if f else "-"
-            ratio_rps = f"{r['rps'] / f['rps']:.2f}x" if f else "-"
-            print(f"{name:<12}{c:>5}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p95_ms']:>9.2f}{r['p99_ms']:>9.2f}"
-                  f"{int(r['errors']):>8}{int(r['degraded']):>7}{ratio_p95:>11}{ratio_rps:>11}")
+            f = floor[c]
+            wrong = f"{r['wrong']:,}/{r['vectors']:,}" if name != "floor" else "-"
+            ratio_p95 = f"{r['p95_ms'] / f['p95_ms']:.2f}x" if f["p95_ms"] else "-"
+            ratio_rps = f"{r['rps'] / f['rps']:.2f}x" if f["rps"] else "-"
+            print(f"{LABELS[name]:<17}{c:>5}{r['rps']:>9.0f}{r['p50_ms']:>9.2f}{r['p95_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+                  f"{r['non_2xx']:>9}{r['errors_socket']:>9}{r['degraded']:>7}{wrong:>15}{ratio_p95:>11}"
+                  f"{ratio_rps:>13}")
+            if r["statuses"]:
+                print(f"{'':<22}non-2xx by status: {r['statuses']}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"users": users, "workers": args.workers, "threads": args.threads,
-                                         "duration_s": args.duration, "results": results}, indent=2))
+        args.json.write_text(json.dumps({"database": args.database, "users": users, "rows": rows,
+                                         "warm_users": warm_users, "cold_span": cold_span, "workers": args.workers,
+                                         "threads": args.threads, "duration_s": args.duration,
+                                         "load_average": load, "results": results}, indent=2))
         print(f"json: {args.json}")
 
 

@@ -12,7 +12,11 @@ mkdir -p .local/venvs
 stamp_ok() { [ -f "$1/.stamp" ] && [ "$(cat "$1/.stamp")" = "$2" ]; }
 
 main_inputs=$(sha256sum pyproject.toml | cut -c1-16)
-if ! stamp_ok .venv "$main_inputs"; then
+if [ -L .venv ]; then
+  # A worktree borrowing another checkout's environment: reinstalling here would point that
+  # environment's editable install at this checkout, under everyone else using it.
+  echo "[install] .venv is a link to $(readlink .venv): left as it is (run with PYTHONPATH=$PWD/shared)"
+elif ! stamp_ok .venv "$main_inputs"; then
   echo "[install] .venv (feature_store + dev extras)"
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   .venv/bin/pip install -q --upgrade pip

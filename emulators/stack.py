@@ -33,6 +33,7 @@ PRIVATE_PG_PORT = 55432
 PRIVATE_REDIS_PORT = 56379
 BQ_REST_PORT, BQ_GRPC_PORT = 9050, 9060
 REPLICATION_SLOT = "fs_replicate"  # the migration's subscription (docs/migration.md)
+GRPC_PORT = 50051  # the featurestore.v1 gRPC service (fs-grpc), as the README promises
 
 
 def log(text: str) -> None:
@@ -236,42 +237,26 @@ def start_functions(env: dict[str, str], started: list[dict[str, object]]) -> No
             wait_port("127.0.0.1", port, str(item["name"]))
 
 
+def start_grpc(env: dict[str, str], started: list[dict[str, object]], port: int = GRPC_PORT,
+               workers: int = 2) -> str:
+    """fs-grpc on 127.0.0.1:``port`` (featurestore.v1, health checking, reflection); waits until it listens."""
+    target = f"127.0.0.1:{port}"
+    pid = spawn("grpc", [str(VENV_BIN / "python"), "-m", "feature_store.transports.grpc_server", "--address", target,
+                         "--workers", str(workers)], env={**os.environ, **env}, cwd=ROOT)
+    started.append({"name": "grpc", "pid": pid, "endpoint": target})
+    wait_port("127.0.0.1", port, "grpc")
+    return target
+
+
 # --- change data capture ------------------------------------------------------------------------
 
 
 def ensure_logical_decoding(env: dict[str, str]) -> None:
-    """wal_level = logical (and wal2json allowed as an output plugin) on the server the stack uses.
+    """wal2json installed and allowed, wal_level = logical on the server the stack uses (postgres_setup.py)."""
+    from postgres_setup import prepare
 
-    A private server is started with wal_level=logical already. The machine's own Debian cluster is
-    switched (ALTER SYSTEM + restart) only when it is not logical yet; any other server is reported.
-    """
-    import pg8000.native
-
-    host, port = env["FS_POSTGRES_HOST"], int(env["FS_POSTGRES_PORT"])
-
-    def admin() -> pg8000.native.Connection:
-        return pg8000.native.Connection(user=env.get("FS_POSTGRES_USER", "postgres"), host=host, port=port,
-                                        database="postgres")
-
-    conn = admin()
-    try:
-        if conn.run("SELECT current_setting('wal_level')")[0][0] != "logical":
-            version = conn.run("SELECT current_setting('server_version_num')")[0][0][:2]
-            if host not in ("127.0.0.1", "localhost") or port != 5432 or shutil.which("pg_ctlcluster") is None:
-                raise SystemExit(f"[stack] {host}:{port} runs with wal_level != logical; the CDC relay needs "
-                                 "ALTER SYSTEM SET wal_level = logical and a restart")
-            log("postgres: switching to wal_level = logical (restart)")
-            conn.run("ALTER SYSTEM SET wal_level = logical")
-            conn.close()
-            subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True)
-            wait_port(host, port, "postgres")
-            conn = admin()
-        restricted = conn.run("SELECT setting FROM pg_settings WHERE name = 'output_plugin_libraries'")
-        if restricted and "wal2json" not in restricted[0][0]:
-            conn.run("ALTER SYSTEM SET output_plugin_libraries = 'pgoutput', 'test_decoding', 'wal2json'")
-            conn.run("SELECT pg_reload_conf()")
-    finally:
-        conn.close()
+    if prepare(env["FS_POSTGRES_HOST"], int(env["FS_POSTGRES_PORT"]), env.get("FS_POSTGRES_USER", "postgres")) != 0:
+        raise SystemExit("[stack] PostgreSQL is not ready for change data capture (see the lines above)")
 
 
 def ensure_changelog_tables(env: dict[str, str]) -> None:
@@ -345,6 +330,7 @@ def up() -> int:
         migrate_and_seed(env)
         ensure_changelog_tables(env)
         start_functions(env, started)
+        start_grpc(env, started)
         if "ingest_changes" in function_ports():
             start_relay(env, started)
         if "replicate_changes" in function_ports() and env.get("FS_MIGRATION_TARGET_HOST"):
@@ -378,6 +364,11 @@ def print_endpoints(state: dict[str, object]) -> None:
     assert isinstance(functions, dict)
     for name, url in functions.items():
         print(f"function   {name:<22} {url}")
+    started = state.get("started", [])
+    assert isinstance(started, list)
+    grpc_target = next((str(s["endpoint"]) for s in started if s["name"] == "grpc"), None)
+    if grpc_target:
+        print(f"grpc       featurestore.v1.FeatureStore {grpc_target} (health checking, reflection)")
     if "read_features" in functions:
         print(f"\ntry: curl {functions['read_features']}/api/v1/features/user/u000000042")
     print(f"settings for your shell: source {LOCAL / 'stack.env'}")
@@ -389,23 +380,28 @@ def down() -> int:
         return 0
     state = json.loads(STATE.read_text())
     for item in reversed(state["started"]):
-        pid = int(item["pid"])
-        if not alive(pid):
-            continue
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except OSError:
-            continue
-        deadline = time.monotonic() + 10
-        while alive(pid) and time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            time.sleep(0.1)
-        if alive(pid):
-            os.killpg(pid, signal.SIGKILL)
-        log(f"stopped {item['name']} (pid {pid})")
+        stop(item)
     STATE.unlink()
     return 0
+
+
+def stop(item: dict[str, object]) -> None:
+    """Stop one started process (its whole session): SIGTERM, then SIGKILL after 10 s."""
+    pid = int(str(item["pid"]))
+    if not alive(pid):
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except OSError:
+        return
+    deadline = time.monotonic() + 10
+    while alive(pid) and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.1)
+    if alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+    log(f"stopped {item['name']} (pid {pid})")
 
 
 def status() -> int:

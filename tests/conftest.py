@@ -24,6 +24,7 @@ PG_PORT = int(os.environ.get("FS_POSTGRES_PORT", "5432"))
 PG_USER = os.environ.get("FS_POSTGRES_USER", "postgres")
 REDIS_URL = os.environ.get("FS_REDIS_URL", "redis://127.0.0.1:6379/0")
 SEED_USERS = 3000
+CHILD_PASSTHROUGH = ("PYTHONPATH", "COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
 
 
 def admin_connection(database: str = "postgres") -> pg8000.native.Connection:
@@ -41,6 +42,9 @@ def base_env(database: str, prefix: str | None = None) -> dict[str, str]:
     }
     if prefix:
         env["FS_REDIS_KEY_PREFIX"] = prefix
+    # A child process started with this environment loads the package this process loaded and, under
+    # `make test`, is measured like it (coverage hands its configuration over in COVERAGE_PROCESS_CONFIG).
+    env.update({k: v for k, v in os.environ.items() if k in CHILD_PASSTHROUGH})
     return env
 
 

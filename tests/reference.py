@@ -1,4 +1,4 @@
-"""An independent recomputation of credit_decision v1 straight from a user's raw rows.
+"""An independent recomputation of credit_decision (v1, and v2's two velocity features) straight from a user's raw rows.
 
 Written without the catalog, the state or the user-state SQL, so that tests comparing the
 two catch a mistake in either. Plain Python over plain SELECTs.
@@ -20,8 +20,10 @@ def _epoch(t: datetime) -> float:
     return t.replace(tzinfo=t.tzinfo or UTC).timestamp()
 
 
-def reference_features(conn: pg8000.native.Connection, user_id: str, at: float) -> dict[str, dict[str, Any]] | None:
-    """The feature values of ``user_id`` at instant ``at`` (epoch seconds), or None for no such user."""
+def reference_features(conn: pg8000.native.Connection, user_id: str, at: float,
+                       version: int = 1) -> dict[str, dict[str, Any]] | None:
+    """The feature values of ``user_id`` at instant ``at`` (epoch seconds) in credit_decision ``version``,
+    or None for no such user."""
     users = conn.run("SELECT age, location_country, verification_status, income_bracket, signup_date "
                      "FROM users WHERE user_id = :u", u=user_id)
     if not users:
@@ -56,7 +58,7 @@ def reference_features(conn: pg8000.native.Connection, user_id: str, at: float) 
         return None if x is None else float(x)
 
     r = risk[0] if risk else (None, None, None, None, None)
-    return {
+    values: dict[str, dict[str, Any]] = {
         "demographics": {"age": age, "location_country": country, "verification_status": verification,
                          "income_bracket": income, "days_since_signup": max(0, today - (signup - epoch_day).days)},
         "behavior": {
@@ -85,3 +87,11 @@ def reference_features(conn: pg8000.native.Connection, user_id: str, at: float) 
             "distinct_merchants_7d": len({t[1] for t in window(7 * DAY)}),
         },
     }
+    if version >= 2:
+        # Amounts are NUMERIC(12, 2): whole cents, summed exactly as Decimals; the mean of the week's
+        # orders is the cents' quotient rounded to cents (Python's round), 0 when there is none.
+        hour, week = window(3600), window(7 * DAY)
+        cents = sum(int(t[0] * 100) for t in week)
+        values["velocity"]["amount_1h"] = round(float(sum((t[0] for t in hour), Decimal(0))), 2)
+        values["velocity"]["avg_order_value_7d"] = round(cents / (100 * len(week)), 2) if week else 0.0
+    return values

@@ -3,10 +3,13 @@
 import flask
 import functions_framework
 
-from feature_store.transports.features_api import read_batch
+from feature_store.transports.features_api import READ_BATCH
 from feature_store.transports.http import http_edge
+from feature_store.transports.wsgi import json_app
+
+json_app()  # the framework's own answers (paths it routes itself, oversized bodies, bad HTTP) are JSON too
 
 
 @functions_framework.http
 def read_features_batch(request: flask.Request) -> flask.Response:
-    return http_edge(request, read_batch, methods=("POST",))
+    return http_edge(request, READ_BATCH)

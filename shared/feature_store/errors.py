@@ -10,6 +10,8 @@
     │   │   ├── InvalidParameter       invalid_parameter
     │   │   └── InvalidLabels          invalid_labels: names the offending label rows
     │   ├── MethodNotAllowed (405)     method_not_allowed
+    │   ├── BodyTooLarge (413)         body_too_large: refused before the body is read
+    │   ├── UnsupportedMediaType (415) unsupported_media_type
     │   ├── NotFound (404)             not_found
     │   │   └── UnknownUser            unknown_user
     │   ├── Conflict (409)             conflict
@@ -81,6 +83,16 @@ class InvalidLabels(InputError):
 class MethodNotAllowed(PermanentError):
     code = "method_not_allowed"
     status = 405
+
+
+class BodyTooLarge(PermanentError):
+    code = "body_too_large"
+    status = 413
+
+
+class UnsupportedMediaType(PermanentError):
+    code = "unsupported_media_type"
+    status = 415
 
 
 class NotFound(PermanentError):

@@ -86,6 +86,8 @@ class ServingSettings(_Section):
     feature_set: str = "credit_decision"
     batch_max: int = Field(1000, ge=1, le=10000)
     breaker_failures: int = Field(5, ge=1)
+    # ...failing for at least this long with no success in between: a burst is not an outage.
+    breaker_min_failing_s: float = Field(1.0, ge=0)
     breaker_reset_s: float = Field(5.0, gt=0)
 
 

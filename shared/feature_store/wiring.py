@@ -144,8 +144,11 @@ class Services:
     def reader(self) -> Reader:
         serving = self.settings.serving
         return Reader(self.online, self.source,
-                      CircuitBreaker("redis", serving.breaker_failures, serving.breaker_reset_s),
-                      CircuitBreaker("postgres", serving.breaker_failures, serving.breaker_reset_s),
+                      CircuitBreaker("redis", serving.breaker_failures, serving.breaker_reset_s,
+                                     serving.breaker_min_failing_s,
+                                     call_timeout_s=self.settings.require_redis().socket_timeout_ms / 1000),
+                      CircuitBreaker("postgres", serving.breaker_failures, serving.breaker_reset_s,
+                                     serving.breaker_min_failing_s),
                       counter=FlushingHitCounter(RedisAdmin(self.redis, self.layout),
                                                  self.settings.refresh.stats_flush_s))
 

@@ -8,8 +8,11 @@
 --
 -- Columns common to every changelog table:
 --   change_op         insert | update | delete | snapshot (Debezium op c | u | d | r)
---   source_watermark  the change's position as its source writes it: PostgreSQL LSN 16/B374D848
---   lsn               the same position as a number: orders the changes of one row
+--   source_watermark  the change's position as its source writes it: PostgreSQL LSN 16/B374D848,
+--                     CockroachDB HLC <wall ns>.<logical>
+--   lsn               the same position as 24 lowercase hex digits (the Redis watermark's form): text
+--                     order is position order, and a CockroachDB HLC position (96 bits) fits, which
+--                     INT64 does not; orders the changes of one row
 --   tx_id             source transaction id (Debezium source.txId)
 --   changed_at        when the change was made in the source (Debezium source.ts_ms)
 --   ingested_at       when the function streamed the row
@@ -24,7 +27,7 @@
 CREATE SCHEMA IF NOT EXISTS `{dataset}`;
 
 CREATE TABLE IF NOT EXISTS `{dataset}.changelog_users` (
-    change_op STRING NOT NULL, source_watermark STRING NOT NULL, lsn INT64 NOT NULL, tx_id INT64,
+    change_op STRING NOT NULL, source_watermark STRING NOT NULL, lsn STRING NOT NULL, tx_id INT64,
     changed_at TIMESTAMP NOT NULL, ingested_at TIMESTAMP NOT NULL, message_id STRING, row_key STRING NOT NULL,
     user_id STRING, age INT64, location_country STRING, signup_date DATE, verification_status STRING,
     income_bracket STRING, created_at TIMESTAMP, updated_at TIMESTAMP
@@ -33,7 +36,7 @@ PARTITION BY DATE(changed_at)
 CLUSTER BY user_id;
 
 CREATE TABLE IF NOT EXISTS `{dataset}.changelog_transactions` (
-    change_op STRING NOT NULL, source_watermark STRING NOT NULL, lsn INT64 NOT NULL, tx_id INT64,
+    change_op STRING NOT NULL, source_watermark STRING NOT NULL, lsn STRING NOT NULL, tx_id INT64,
     changed_at TIMESTAMP NOT NULL, ingested_at TIMESTAMP NOT NULL, message_id STRING, row_key STRING NOT NULL,
     transaction_id STRING, user_id STRING, amount NUMERIC, currency STRING, merchant STRING, category STRING,
     status STRING, created_at TIMESTAMP
@@ -42,7 +45,7 @@ PARTITION BY DATE(changed_at)
 CLUSTER BY user_id;
 
 CREATE TABLE IF NOT EXISTS `{dataset}.changelog_risk_scores` (
-    change_op STRING NOT NULL, source_watermark STRING NOT NULL, lsn INT64 NOT NULL, tx_id INT64,
+    change_op STRING NOT NULL, source_watermark STRING NOT NULL, lsn STRING NOT NULL, tx_id INT64,
     changed_at TIMESTAMP NOT NULL, ingested_at TIMESTAMP NOT NULL, message_id STRING, row_key STRING NOT NULL,
     user_id STRING, risk_score NUMERIC, fraud_probability NUMERIC, payment_delays INT64,
     device_trust_score NUMERIC, credit_utilization NUMERIC, calculated_at TIMESTAMP
@@ -51,7 +54,7 @@ PARTITION BY DATE(changed_at)
 CLUSTER BY user_id;
 
 CREATE TABLE IF NOT EXISTS `{dataset}.changelog_installment_plans` (
-    change_op STRING NOT NULL, source_watermark STRING NOT NULL, lsn INT64 NOT NULL, tx_id INT64,
+    change_op STRING NOT NULL, source_watermark STRING NOT NULL, lsn STRING NOT NULL, tx_id INT64,
     changed_at TIMESTAMP NOT NULL, ingested_at TIMESTAMP NOT NULL, message_id STRING, row_key STRING NOT NULL,
     plan_id STRING, user_id STRING, transaction_id STRING, principal NUMERIC, n_installments INT64,
     status STRING, created_at TIMESTAMP, updated_at TIMESTAMP
@@ -60,7 +63,7 @@ PARTITION BY DATE(changed_at)
 CLUSTER BY user_id;
 
 CREATE TABLE IF NOT EXISTS `{dataset}.changelog_installments` (
-    change_op STRING NOT NULL, source_watermark STRING NOT NULL, lsn INT64 NOT NULL, tx_id INT64,
+    change_op STRING NOT NULL, source_watermark STRING NOT NULL, lsn STRING NOT NULL, tx_id INT64,
     changed_at TIMESTAMP NOT NULL, ingested_at TIMESTAMP NOT NULL, message_id STRING, row_key STRING NOT NULL,
     plan_id STRING, seq INT64, user_id STRING, due_date DATE, amount NUMERIC, paid_at TIMESTAMP
 )

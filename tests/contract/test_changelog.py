@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 from collections.abc import Callable, Iterator
@@ -99,3 +100,15 @@ def test_an_unreachable_changelog_is_unavailable(backend: Backend) -> None:
     with pytest.raises(DependencyUnavailable) as down:
         backend.unreachable().append([(user_change("a", 100), "m1")])
     assert down.value.dependency == "bigquery"
+
+
+def test_a_cockroachdb_position_of_96_bits_lands_exactly(dataset: tuple[Any, str]) -> None:
+    emulator, name = dataset
+    client = emulator.client()
+    position = (1_790_000_000_000_000_000 << 32) | 7  # an HLC (wall ns << 32 | logical): past INT64
+    change = dataclasses.replace(user_change("hlc-user", 1), position=position)  # as a changefeed message gives it
+
+    BigQueryChangelog(client, name, POSTGRESQL, 10).append([(change, "m-hlc")])
+
+    rows = list(client.query(f"SELECT lsn FROM `{name}.changelog_users` WHERE message_id = 'm-hlc'").result())
+    assert [int(r["lsn"], 16) for r in rows] == [position]

@@ -48,7 +48,9 @@ def test_bad_input_is_a_4xx_with_a_clear_code(client: Any, body: dict[str, Any],
 
 def test_not_json_and_wrong_method(client: Any) -> None:
     assert error(client.post("/", data="mode=full", content_type="application/x-www-form-urlencoded")) == (
-        400, "invalid_body")
+        415, "unsupported_media_type")
+    assert error(client.post("/", data=b'{"mode": "stats"}')) == (415, "unsupported_media_type")
+    assert error(client.post("/", data=b"{", content_type="application/json")) == (400, "invalid_body")
     response = client.get("/")
     assert error(response) == (405, "method_not_allowed") and response.headers["Allow"] == "POST"
 

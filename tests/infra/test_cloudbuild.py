@@ -6,37 +6,15 @@ order, a shell ``$var`` Cloud Build would take for a substitution, a script that
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
 from typing import Any
 
-import pytest
-
-from .repo import ROOT, venv_python
+from .repo import FMT_STEP_VARIABLE, ROOT, cannot_run, cloudbuild, fmt_step
 
 ORDER = ["lint", "test", "package", "upload", "plan", "apply", "check-workflows", "smoke"]
 BUILT_IN = {"PROJECT_ID", "SHORT_SHA", "COMMIT_SHA", "BUILD_ID", "LOCATION", "REPO_NAME", "BRANCH_NAME"}
-
-
-def cloudbuild() -> dict[str, Any]:
-    """cloudbuild.yaml as data (PyYAML from the checkov venv, which depends on it)."""
-    try:
-        import yaml
-    except ModuleNotFoundError:
-        python = venv_python("checkov")
-        done = subprocess.run(
-            [str(python), "-c", "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
-             str(ROOT / "cloudbuild.yaml")],
-            capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr
-        loaded: dict[str, Any] = json.loads(done.stdout)
-        return loaded
-    with (ROOT / "cloudbuild.yaml").open() as fh:
-        data: dict[str, Any] = yaml.safe_load(fh)
-    return data
 
 
 def scripts(build: dict[str, Any]) -> dict[str, str]:
@@ -73,7 +51,7 @@ def test_substitutions_are_declared_and_shell_dollars_escaped() -> None:
 def test_step_scripts_parse() -> None:
     bash = shutil.which("bash")
     if bash is None:
-        pytest.skip("no bash")
+        cannot_run("bash is not installed: the steps' scripts cannot be parsed")
     build = cloudbuild()
 
     for step_id, script in scripts(build).items():
@@ -82,3 +60,17 @@ def test_step_scripts_parse() -> None:
         assert done.returncode == 0, f"step {step_id}: {done.stderr}"
         for embedded in re.findall(r"<<'PY'\n(.*?)\nPY\n", shell, re.DOTALL):
             compile(embedded, f"cloudbuild.yaml step {step_id}", "exec")
+
+
+def test_terraform_format_is_checked_by_a_step_that_gates_the_deploy() -> None:
+    build = cloudbuild()
+    test_step = next(step for step in build["steps"] if step["id"] == "test")
+    env = dict(item.split("=", 1) for item in test_step.get("env", []))
+    upload = next(step for step in build["steps"] if step["id"] == "upload")
+
+    step_id = env.get(FMT_STEP_VARIABLE)
+
+    assert step_id, f"the test step must name the fmt step in {FMT_STEP_VARIABLE} (its image has no terraform)"
+    assert fmt_step(step_id) is not None, f"step {step_id!r} does not run terraform fmt -check -recursive terraform"
+    assert step_id in upload["waitFor"], "the deploy must wait for the format check"
+    assert env.get("CI") == "true", "the test step runs as CI: a tool that is missing fails it instead of skipping"

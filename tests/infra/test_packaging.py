@@ -20,7 +20,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from .repo import FUNCTIONS, ROOT
+from .repo import FUNCTIONS, ROOT, cannot_run
 
 SCRIPT = ROOT / ".ci" / "package_functions.py"
 
@@ -47,7 +47,7 @@ print(json.dumps({
 def sample_function() -> str:
     names = sorted(p.parent.name for p in FUNCTIONS.glob("*/main.py"))
     if not names:
-        pytest.skip("functions/ holds no <name>/main.py to package")
+        cannot_run("functions/ holds no <name>/main.py to package")
     return "read_features" if "read_features" in names else names[0]
 
 
@@ -64,11 +64,15 @@ def package(name: str, out: Path) -> Path:
 
 
 def clean_env() -> dict[str, str]:
-    """The environment of the probe: nothing that points back into the repository."""
+    """The environment of the probe: nothing that points back into the repository.
+
+    Nor coverage's hand-over (COVERAGE_PROCESS_CONFIG): the deploy folder's copy of the package is
+    not the package the suite measures.
+    """
     return {
         k: v
         for k, v in os.environ.items()
-        if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"} and not k.startswith("FS_")
+        if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"} and not k.startswith(("FS_", "COVERAGE_"))
     } | {"PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 
 

@@ -3,6 +3,13 @@ of deliveries (hypothesis), deletes, moved rows, concurrency, and transient faul
 
 Change events are built from the rows each statement really changed (RETURNING), in Debezium's
 envelope, with the LSN of their commit; the relay's own decoding is covered by test_ingest_relay.py.
+
+Delivered one after another, every event is recomputed from a snapshot newer than anything stored,
+so the compare-and-set would never refuse a write and could be removed unnoticed. The tests that
+are about the compare-and-set therefore force the interleaving that needs it: two batches in flight
+(FS_CDC_MAX_INFLIGHT=2), one of them held by ``Gate`` between its snapshot and its write while a
+newer commit is delivered and written; released, its stale write must be refused, and the refused
+writes are counted (``Writes``). Every wait has a timeout that fails the test.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 import itertools
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -19,7 +26,7 @@ from typing import Any
 
 import pg8000.native
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from conftest import Databases, admin_connection, base_env, closed_port
@@ -27,13 +34,14 @@ from feature_store.domain.catalog import CREDIT_DECISION_V1, Instant
 from feature_store.domain.state import UserState
 from feature_store.errors import DependencyUnavailable
 from feature_store.services.ingest import Ingestor
-from feature_store.stores.redis_online import Tombstone
+from feature_store.stores.ports import Entry, OnlineStore, Source, Tombstone
 from reference import reference_features
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "emulators"))
 from debezium_wire import debezium_event
 
 NOW = datetime.now(UTC).replace(microsecond=0)
+WAIT_S = 30.0  # the longest any step of these tests waits for another thread before failing
 
 
 class SourceHistory:
@@ -148,7 +156,9 @@ def source(cdc_database: str) -> Iterator[SourceHistory]:
 
 @pytest.fixture
 def cdc_env(cdc_database: str, redis_prefix: str) -> dict[str, str]:
-    return {**base_env(cdc_database, redis_prefix), "FS_CDC_CHANGELOG_ENABLED": "false"}
+    # The test's own reads of the online store wait for Redis (the read path's 10 ms would fail them on a busy machine).
+    return {**base_env(cdc_database, redis_prefix), "FS_CDC_CHANGELOG_ENABLED": "false",
+            "FS_REDIS_SOCKET_TIMEOUT_MS": "5000"}
 
 
 @pytest.fixture
@@ -157,6 +167,140 @@ def ingestor(cdc_env: dict[str, str], use_env: Callable[[dict[str, str]], None])
 
     use_env(cdc_env)
     return services().ingestor
+
+
+class Writes:
+    """The online store, its compare-and-set writes counted: asked for, and refused (a newer watermark was stored)."""
+
+    def __init__(self, real: OnlineStore) -> None:
+        self._real = real
+        self._lock = threading.Lock()
+        self.asked = 0
+        self.written = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def put_if_newer(self, entries: Sequence[Entry]) -> int:
+        written = self._real.put_if_newer(entries)
+        with self._lock:
+            self.asked += len(entries)
+            self.written += written
+        return written
+
+    @property
+    def refused(self) -> int:
+        with self._lock:
+            return self.asked - self.written
+
+
+class Gate:
+    """The real source, with a gate between a batch's snapshot and its write.
+
+    ``hold(ingestor, data)`` delivers one event on a thread of its own and returns once that batch
+    has taken its snapshot: its write waits until ``release()``. ``meet(n)`` makes the next ``n``
+    snapshots wait for each other, which only happens when n batches are in flight at once.
+    """
+
+    def __init__(self, real: Source) -> None:
+        self._real = real
+        self._lock = threading.Lock()
+        self._hold = False
+        self._taken = threading.Event()
+        self._released = threading.Event()
+        self._meeting: threading.Barrier | None = None
+        self._meeting_left = 0
+        self._thread: threading.Thread | None = None
+        self._errors: list[BaseException] = []
+        self.held_watermark = 0
+        self.held_users: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def snapshot_states(self, user_ids: Sequence[str]) -> tuple[int, dict[str, UserState]]:
+        watermark, states = self._real.snapshot_states(user_ids)
+        with self._lock:
+            hold, self._hold = self._hold, False
+            meeting = self._meeting if self._meeting_left > 0 else None
+            if meeting is not None:
+                self._meeting_left -= 1
+        if meeting is not None:
+            meeting.wait(WAIT_S)  # BrokenBarrierError: fewer batches were in flight at once
+        if hold:
+            self.held_watermark, self.held_users = watermark, list(user_ids)
+            self._taken.set()
+            if not self._released.wait(WAIT_S):
+                raise AssertionError("the held batch was never released")
+        return watermark, states
+
+    def meet(self, batches: int) -> None:
+        with self._lock:
+            self._meeting, self._meeting_left = threading.Barrier(batches), batches
+
+    def hold(self, ingestor: Ingestor, data: bytes) -> None:
+        assert self._thread is None, "one held batch at a time"
+        self._taken.clear()
+        self._released.clear()
+        with self._lock:
+            self._hold = True
+
+        def run() -> None:
+            try:
+                ingestor.handle(data, "held")
+            except BaseException as exc:
+                self._errors.append(exc)
+
+        self._thread = threading.Thread(target=run)
+        self._thread.start()
+        if not self._taken.wait(WAIT_S):
+            raise AssertionError(f"the held delivery took no snapshot within {WAIT_S}s: {self._errors}")
+
+    @property
+    def holding(self) -> bool:
+        return self._thread is not None
+
+    def release(self) -> None:
+        """Let the held batch write, and wait until it has."""
+        assert self._thread is not None
+        self._released.set()
+        self._thread.join(WAIT_S)
+        alive, self._thread = self._thread.is_alive(), None
+        assert not alive, "the held batch did not finish after its release"
+        errors, self._errors = self._errors, []
+        assert errors == [], errors
+
+    def abandon(self) -> None:
+        """Release a batch still held when a test stopped early (hypothesis ends examples mid-way)."""
+        with self._lock:
+            self._hold = False
+        if self._thread is not None:
+            self._released.set()
+            self._thread.join(WAIT_S)
+            self._thread, self._errors = None, []
+
+
+@pytest.fixture
+def gated(cdc_env: dict[str, str],
+          use_env: Callable[[dict[str, str]], None]) -> Iterator[tuple[Ingestor, Gate, Writes]]:
+    """An ingestor with two batches in flight, its source behind a Gate and its writes counted."""
+    from feature_store.wiring import services
+
+    use_env({**cdc_env, "FS_CDC_MAX_INFLIGHT": "2"})
+    svc = services()
+    gate, writes = Gate(svc.source), Writes(svc.online)
+    cdc = svc.settings.cdc
+    ingestor = Ingestor(writes, gate, None, cdc.decimal_handling_mode, cdc.max_batch, cdc.max_inflight)
+    yield ingestor, gate, writes
+    gate.abandon()  # a failed test must not leave a thread behind
+
+
+def stale_writes(users: Sequence[str], watermark: int) -> int:
+    """How many writes at ``watermark`` the compare-and-set must refuse: those of users with a newer one stored."""
+    from feature_store.wiring import services
+
+    return sum(1 for entry in services().online.get_many(list(users))
+               if isinstance(entry, UserState | Tombstone) and entry.watermark > watermark)
 
 
 _ids = itertools.count()
@@ -227,29 +371,66 @@ def apply_op(source: SourceHistory, op: tuple[Any, ...], users: list[str], order
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=st.lists(OPS, min_size=1, max_size=12), schedule=st.data())
 def test_any_interleaving_of_deliveries_converges_to_the_source(
-        source: SourceHistory, ingestor: Ingestor, ops: list[tuple[Any, ...]], schedule: st.DataObject) -> None:
+        source: SourceHistory, gated: tuple[Ingestor, Gate, Writes], ops: list[tuple[Any, ...]],
+        schedule: st.DataObject) -> None:
+    ingestor, gate, writes = gated
     users = [fresh("u") for _ in range(3)]
     source.add_user(users[0], 40)  # never delivered: the first delivery must still get it right
     orders: list[str] = []
     produced: list[bytes] = []
-    for op in ops:
-        produced += apply_op(source, op, users, orders)
-        # Deliver some of what exists so far - old events, duplicates, in any order - between commits.
-        now = schedule.draw(st.lists(st.sampled_from(produced), max_size=4) if produced else st.just([]))
-        deliver(ingestor, now)
-    # Finally every event arrives at least once more, shuffled, some twice.
-    late = schedule.draw(st.permutations(produced)) + schedule.draw(st.lists(st.sampled_from(produced), max_size=3)
-                                                                    if produced else st.just([]))
-    deliver(ingestor, late)
+    refused = expected = 0
+
+    def release() -> None:
+        """The held batch writes now: exactly the writes older than what is stored must be refused."""
+        nonlocal refused, expected
+        stale, before = stale_writes(gate.held_users, gate.held_watermark), writes.refused
+        gate.release()
+        refused, expected = refused + writes.refused - before, expected + stale
+
+    try:
+        for op in ops:
+            produced += apply_op(source, op, users, orders)
+            # One delivery may be held between its snapshot and its write while later commits are made
+            # and delivered beside it (the second batch in flight); it writes when the schedule says.
+            if gate.holding and schedule.draw(st.booleans(), label="release the held batch"):
+                release()
+            if produced and not gate.holding and schedule.draw(st.booleans(), label="hold a delivery"):
+                gate.hold(ingestor, schedule.draw(st.sampled_from(produced), label="held event"))
+            # Deliver some of what exists so far - old events, duplicates, in any order - between commits.
+            now = schedule.draw(st.lists(st.sampled_from(produced), max_size=4) if produced else st.just([]))
+            deliver(ingestor, now)
+        # Finally every event arrives at least once more, shuffled, some twice; a batch still held
+        # writes before or after all of them.
+        if gate.holding and schedule.draw(st.booleans(), label="release before the last deliveries"):
+            release()
+        late = schedule.draw(st.permutations(produced)) + schedule.draw(st.lists(st.sampled_from(produced), max_size=3)
+                                                                        if produced else st.just([]))
+        deliver(ingestor, late)
+        if gate.holding:
+            release()
+    finally:
+        gate.abandon()  # hypothesis may end an example at any draw, a batch still held
     touched = {u for u in users if any(u.encode() in e for e in produced)}
     assert_converged(source, touched)
+    assert refused == expected
+    event(f"stale writes refused: {'some' if refused else 'none'}")
 
 
-def test_a_stale_event_delivered_last_does_not_roll_back(source: SourceHistory, ingestor: Ingestor) -> None:
+def test_a_stale_event_whose_write_lands_last_is_refused_and_does_not_roll_back(
+        source: SourceHistory, gated: tuple[Ingestor, Gate, Writes]) -> None:
+    ingestor, gate, writes = gated
     uid, tid = fresh("u"), fresh("t")
     created = source.add_user(uid, 30) + source.add_order(tid, uid, Decimal("10.00"), "completed", 60)
+    gate.hold(ingestor, created[0])  # its snapshot: age 30, the order completed
     changed = source.update_user(uid, 31) + source.set_order_status(tid, "refunded")
-    deliver(ingestor, changed + created)  # the old events come last
+    deliver(ingestor, changed)  # a newer snapshot, written while the old one waits
+    assert writes.refused == 0
+
+    gate.release()  # the old snapshot's write comes last
+
+    assert writes.refused == 1  # one user: one key, shared by every feature set version
+    assert_converged(source, {uid})
+    deliver(ingestor, created)  # the old events redelivered last: recomputed, never rolled back
     assert_converged(source, {uid})
 
 
@@ -269,12 +450,15 @@ def test_deletes_leave_tombstones_and_moves_refresh_both_users(source: SourceHis
     assert entry.watermark >= before_delete.watermark
 
 
-def test_concurrent_deliveries_are_batched_and_converge(source: SourceHistory, ingestor: Ingestor) -> None:
+def test_concurrent_deliveries_in_overlapping_batches_converge(
+        source: SourceHistory, gated: tuple[Ingestor, Gate, Writes]) -> None:
+    ingestor, gate, _ = gated
     users = [fresh("u") for _ in range(8)]
     events: list[bytes] = []
     for i, uid in enumerate(users):
         events += source.add_user(uid, 20 + i)
         events += source.add_order(fresh("t"), uid, Decimal(i), "completed", 100 * i)
+    gate.meet(2)  # the first two batches wait for each other between snapshot and write
     errors: list[BaseException] = []
 
     def worker(chunk: list[bytes]) -> None:
@@ -287,11 +471,11 @@ def test_concurrent_deliveries_are_batched_and_converge(source: SourceHistory, i
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
-    assert errors == []
+        t.join(WAIT_S)
+    assert not any(t.is_alive() for t in threads), "a delivery never returned"
+    assert errors == []  # a BrokenBarrierError here: the two batches never were in flight together
     assert_converged(source, set(users))
-    stats = ingestor.stats.snapshot()
-    assert stats["applied"] == 2 * len(events) and stats["batches"] <= stats["applied"]
+    assert ingestor.stats.snapshot()["applied"] == 2 * len(events)
 
 
 def test_events_with_the_schema_part_apply_the_same(source: SourceHistory, ingestor: Ingestor) -> None:

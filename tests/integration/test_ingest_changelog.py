@@ -74,7 +74,7 @@ def test_every_change_lands_once_per_change_whatever_the_redeliveries(
                           f"FROM `{dataset}.changelog_transactions_dedup` WHERE user_id = '{uid}' ORDER BY lsn")
     insert, delete = (parse_change(e) for e in events[1:])
     assert insert is not None and delete is not None
-    assert [(r["change_op"], r["lsn"], r["row_key"]) for r in landed] == [
+    assert [(r["change_op"], int(r["lsn"], 16), r["row_key"]) for r in landed] == [
         ("insert", insert.lsn, insert.row_key), ("delete", delete.lsn, delete.row_key)]
     assert landed[0]["amount"] == Decimal("12.34") and landed[1]["status"] == "completed"
     raw = rows(client, f"SELECT count(*) AS n FROM `{dataset}.changelog_transactions` WHERE user_id = '{uid}'")

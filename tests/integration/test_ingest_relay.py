@@ -7,9 +7,11 @@ uses its own slot and drops it afterwards: an abandoned slot holds WAL forever.
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -25,7 +27,7 @@ from feature_store.stores.postgres import Connection, connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "emulators"))
 from cdc_relay import Message, Relay
-from debezium_wire import format_lsn
+from debezium_wire import format_lsn, parse_lsn
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -165,6 +167,66 @@ def test_the_slot_moves_past_other_databases_wal(make_relay: Callable[..., Relay
                                s=relay.slot)[0][0]
     finally:
         other_db.drop_all()
-    from debezium_wire import parse_lsn
-
     assert parse_lsn(after) - parse_lsn(before) > 64 * 1024, (format_lsn(parse_lsn(before)), after)
+
+
+def test_a_lost_connection_is_reconnected_and_the_delivered_tail_not_sent_again(
+        relay_database: str, make_relay: Callable[..., Relay], sql: Callable[..., Any]) -> None:
+    import threading
+
+    from cdc_relay import run
+
+    users = [f"u{secrets.token_hex(4)}" for _ in range(3)]
+    relays: list[Relay] = []
+    stopping = threading.Event()
+
+    def deliver(messages: Sequence[Message]) -> None:
+        sink(messages)
+        if len(relays) == 1:  # the server drops the session after the push was acknowledged
+            admin = admin_connection()
+            admin.run("SELECT pg_terminate_backend(:p, 5000)", p=relays[0].conn.run("SELECT pg_backend_pid()")[0][0])
+            admin.close()
+
+    def open_relay(delivered_upto: int) -> Relay:
+        relay = make_relay(deliver, delivered_upto=delivered_upto)
+        relays.append(relay)
+        return relay
+
+    def step_until_done() -> None:
+        run(open_relay, stopping, 0.01)
+
+    sink = Collector()
+    make_relay(sink)  # creates the slot before the commits
+    for uid in users:
+        insert_user(sql, uid)
+    worker = threading.Thread(target=step_until_done)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (len(relays) >= 2 and relays[-1].skipped_redelivery):
+            time.sleep(0.05)
+    finally:
+        stopping.set()
+        worker.join(10)
+    assert [c.row["user_id"] for c in sink.changes()] == users  # each once, in commit order
+    assert len(relays) >= 2 and relays[-1].skipped_redelivery == 3
+    confirmed = admin_connection().run("SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
+                                       "WHERE slot_name = :s", s=relays[-1].slot)[0][0]
+    assert parse_lsn(confirmed) >= relays[-1].delivered_upto
+
+
+def test_an_idle_relay_does_not_decode_when_no_wal_was_written(make_relay: Callable[..., Relay]) -> None:
+    peeks: list[int] = []
+
+    class Counting(Relay):
+        def _peek(self, upto: int) -> list[list[Any]]:
+            peeks.append(upto)
+            return super()._peek(upto)
+
+    relay = make_relay(Collector())
+    counting = Counting(relay.conn, relay.slot, Collector(), clock=lambda: 0.0)  # no idle backoff
+    for _ in range(20):
+        counting.step()
+    # A peek happens only when the server flushed WAL since the last one found the slot empty
+    # (on a shared server other sessions may write some meanwhile): never twice over the same WAL.
+    assert peeks and all(later > earlier for earlier, later in itertools.pairwise(peeks))

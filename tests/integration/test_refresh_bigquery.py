@@ -90,12 +90,14 @@ def test_a_warm_up_from_bigquery_gives_postgres_features_and_never_replaces_post
     assert record is not None and record["source"] == "bigquery"
 
 
-def test_a_dataset_never_exported_is_refused(exported: dict[str, Any]) -> None:
+@pytest.mark.parametrize("with_schema", [True, False], ids=["schema-without-exports", "no-dataset-at-all"])
+def test_a_dataset_never_exported_is_refused(exported: dict[str, Any], with_schema: bool) -> None:
     empty = OfflineStore(exported["offline"].client, f"rfsh_{secrets.token_hex(4)}", api_timeout_s=30)
     try:
-        empty.ensure_schema()
+        if with_schema:
+            empty.ensure_schema()
         with pytest.raises(Conflict) as refused:
             BigQueryBulkSource(empty).mirrored_to()
     finally:
         empty.client.delete_dataset(empty.dataset, delete_contents=True, not_found_ok=True)
-    assert refused.value.code == "bigquery_not_exported"
+    assert refused.value.code == "bigquery_not_exported" and refused.value.status == 409

@@ -65,7 +65,11 @@ def test_ctrl_c_exits_130_keeps_the_checkpoint_and_the_run_resumes(
     run_id = line.split()[-1]
     checkpoint = RefreshState(redis_client, KeyLayout(redis_prefix), 60).run_key(run_id)
     deadline = time.monotonic() + 60
-    while int(redis_client.hget(checkpoint, "done") or 0) == 0 and time.monotonic() < deadline:
+    while int(redis_client.hget(checkpoint, "done") or 0) == 0:
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.communicate(timeout=60)
+            pytest.fail("the refresh checkpointed no chunk within 60 s")
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

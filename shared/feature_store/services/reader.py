@@ -5,6 +5,14 @@ source query and written back compare-and-set. A cached value that cannot be dec
 layout mid-deploy, a corrupted key) is a miss: recomputed, put in its place, and counted.
 Features are finished at the instant of the request, so velocity windows are exact even for a
 state cached long ago.
+
+Failure rules (docs/serving.md, "Degradation"): while Redis answers, a cached user is served
+whatever the source does. Each dependency has a breaker; when Redis's is open the request goes
+to the source, and when the source cannot answer either (down, or its breaker open) Redis is
+tried anyway, as it is once more after a failed Redis read: an open breaker or one timeout saves
+time, it never turns an answerable request into a 503. A Redis timeout counts against its breaker
+only when this thread was running when it expired (services/breaker.py): CPU starvation of our
+own process is not a Redis outage.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from feature_store.stores.ports import Cached, OnlineStore, Source, Tombstone, U
 log = get_logger(__name__)
 
 Status = Literal["ok", "unknown_user", "unavailable"]
+REDIS_CIRCUIT_OPEN = "redis_circuit_open"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +97,16 @@ class Reader:
         unique = list(dict.fromkeys(user_ids))
         cached, degraded = self._from_cache(unique)
         misses = [u for u, e in zip(unique, cached, strict=True) if e is None or isinstance(e, Undecodable)]
+        computed, source_failed = self._from_source(misses, last_resort=degraded is not None)
+        if source_failed and degraded is not None:
+            # Redis was skipped on its breaker's word, or one read of it failed (a 10 ms timeout is
+            # often our own starvation), and the source cannot answer: Redis may, so ask it again.
+            retried, reason = self._from_cache(unique, forced=True)
+            if reason is None:
+                cached, degraded = retried, None
+                misses = [u for u, e in zip(unique, cached, strict=True)
+                          if (e is None or isinstance(e, Undecodable)) and u not in computed]
         undecodable = [e for e in cached if isinstance(e, Undecodable)]
-        computed, source_failed = self._from_source(misses)
         if computed and degraded is None:
             self._write_back(undecodable, list(computed.values()))
         at = Instant(self._clock())
@@ -109,30 +126,49 @@ class Reader:
             self.counter.add(feature_set, len(unique) - len(misses), len(misses), len(undecodable))
         return ReadOutcome([by_id[u] for u in user_ids], as_of=at.epoch, degraded_reason=degraded)
 
-    def _from_cache(self, ids: list[str]) -> tuple[list[Cached | None], str | None]:
-        if not self._redis_breaker.allow():
-            return [None] * len(ids), "redis_circuit_open"
+    def _from_cache(self, ids: list[str], forced: bool = False) -> tuple[list[Cached | None], str | None]:
+        """What Redis holds for ``ids``, or all None and the reason it was not read.
+
+        ``forced`` is the second chance when the source cannot answer either: it reads even when
+        the breaker is open; its success closes the breaker, its failure counts nothing more.
+        """
+        if not forced and not self._redis_breaker.allow():
+            return [None] * len(ids), REDIS_CIRCUIT_OPEN
+        started = time.perf_counter()
         try:
             entries = self._online.get_many(ids)
         except DependencyUnavailable as exc:
-            self._redis_breaker.failure()
-            reason = "redis_timeout" if isinstance(exc, DependencyTimeout) else "redis_unavailable"
+            timed_out = isinstance(exc, DependencyTimeout)
+            if not forced:
+                if timed_out:
+                    self._redis_breaker.timed_out(time.perf_counter() - started)
+                else:
+                    self._redis_breaker.failure()
+            reason = "redis_timeout" if timed_out else "redis_unavailable"
             log.warning("online store read failed; answering from the source",
-                        extra={"fields": {"reason": reason, "breaker": self._redis_breaker.state}})
+                        extra={"fields": {"reason": reason, "breaker": self._redis_breaker.state,
+                                          "forced": forced}})
             return [None] * len(ids), reason
         self._redis_breaker.success()
         return entries, None
 
-    def _from_source(self, misses: list[str]) -> tuple[dict[str, UserState], bool]:
+    def _from_source(self, misses: list[str], last_resort: bool = False) -> tuple[dict[str, UserState], bool]:
+        """The states of ``misses`` (absent users are simply missing), and whether the source failed.
+
+        ``last_resort``: Redis was not read, so these include cached users; a half-open breaker
+        lets such a request through even while another one probes.
+        """
         if not misses:
             return {}, False
-        if not self._source_breaker.allow():
+        if not self._source_breaker.allow(last_resort):
             return {}, True
         try:
             states = self._source.snapshot_states(misses)[1]
-        except DependencyUnavailable:
+        except DependencyUnavailable as exc:
+            # Its timeouts are seconds long (connect, statement): no scheduling hiccup explains them.
             self._source_breaker.failure()
-            log.warning("source read failed", extra={"fields": {"breaker": self._source_breaker.state}})
+            log.warning("source read failed", extra={"fields": {"breaker": self._source_breaker.state,
+                                                                "error": exc.message}})
             return {}, True
         self._source_breaker.success()
         return states, False

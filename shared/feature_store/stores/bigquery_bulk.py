@@ -39,6 +39,9 @@ class BigQueryBulkSource:
 
     def mirrored_to(self) -> datetime:
         """The time of the newest row the mirrors hold; 409 when a table has never been exported."""
+        if self.offline.columns("etl_watermarks") is None:  # no ETL has ever run against this dataset
+            raise Conflict("BigQuery holds no export yet; run the ETL export first (or refresh from PostgreSQL)",
+                           code="bigquery_not_exported")
         marks = self.offline.watermarks()
         missing = [t for t in MIRRORED if t not in marks]
         if missing:

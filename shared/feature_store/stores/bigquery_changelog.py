@@ -18,7 +18,7 @@ from typing import Any
 
 from feature_store.domain.changes import OP_NAMES, Change
 from feature_store.errors import DependencyUnavailable
-from feature_store.stores.dialect import Dialect, format_watermark
+from feature_store.stores.dialect import WATERMARK_HEX_DIGITS, Dialect, format_watermark
 from feature_store.stores.sql_files import sql_root
 
 # Errors of the client stack that mean "BigQuery could not be reached or refused for now".
@@ -37,7 +37,7 @@ def changelog_row(change: Change, message_id: str, dialect: Dialect, ingested_at
     row: dict[str, Any] = {
         "change_op": OP_NAMES[change.op],
         "source_watermark": format_watermark(dialect, change.lsn),
-        "lsn": change.lsn,
+        "lsn": f"{change.lsn:0{WATERMARK_HEX_DIGITS}x}",  # text order is position order, 96 bits fit
         "tx_id": change.tx_id,
         "changed_at": _iso(datetime.fromtimestamp(change.ts_ms / 1000, UTC)),
         "ingested_at": _iso(datetime.fromtimestamp(ingested_at, UTC)),

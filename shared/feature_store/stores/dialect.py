@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from feature_store.domain.changefeed import hlc_position
+
 WATERMARK_HEX_DIGITS = 24  # 96 bits: a PostgreSQL LSN (64) or a CockroachDB HLC (wall ns << 32 | logical)
 
 
@@ -26,10 +28,10 @@ class Dialect:
     def watermark(self, value: Any) -> int:
         """The snapshot position as a non-negative integer that grows with every commit."""
         if self.name == "cockroachdb":
-            hlc = Decimal(str(value))
-            wall = int(hlc)
-            logical = int((hlc - wall) * 10**10)
-            return (wall << 32) | logical
+            position = hlc_position(format(Decimal(str(value)), "f"))
+            if position is None:
+                raise ValueError(f"not a CockroachDB HLC timestamp: {value!r}")
+            return position
         return int(value)
 
 

@@ -3,15 +3,24 @@
 Each pooled connection prepares a statement the first time it runs it and reuses it after
 (pg8000 prepared ~170 µs per key read, unprepared ~425 µs). Connections come from
 cloud-sql-python-connector when an instance connection name is configured, else straight
-from host and port. A broken connection is dropped, never handed out again.
+from host and port.
+
+Outages are always ``DependencyUnavailable`` (``DependencyTimeout`` when the server did not answer
+in time), never a driver error: a refused or reset socket, a connect during shutdown or start-up
+(SQLSTATE 57P03, raised by ``connect()`` as DatabaseError), an administrator or crash shutdown of
+the backend (57P01, 57P02), a full server (53300). A connection that failed that way is closed,
+never handed out again; an idle pooled connection is checked before it is lent (a restarted server
+has closed it: the socket reads EOF), so the first request after a restart gets a fresh one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import queue
+import select
 import socket
 import ssl
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,10 +29,17 @@ from typing import Any
 import pg8000.native
 from pg8000.core import CoreConnection
 
-from feature_store.errors import DependencyUnavailable
+from feature_store.errors import DependencyTimeout, DependencyUnavailable, FeatureStoreError
 from feature_store.settings import PostgresSettings
 
-_DISCONNECTS = (pg8000.native.InterfaceError, OSError, socket.timeout, EOFError)
+# What the driver raises when the network or the server went away (socket.timeout is an OSError).
+_DISCONNECTS = (pg8000.native.InterfaceError, OSError, EOFError, struct.error)
+# SQLSTATEs after which the backend is gone or about to be: 57P01 admin shutdown, 57P02 crash
+# shutdown, 57P03 cannot connect now (starting up or shutting down), 53300 too many connections,
+# and class 08 (connection exceptions).
+_GONE = frozenset({"57P01", "57P02", "57P03", "53300"})
+# Retrying may succeed: the above, 40001 serialization failure (CockroachDB), 40P01 deadlock.
+_TRANSIENT = _GONE | {"40001", "40P01", "57014"}
 
 
 class Connection:
@@ -68,7 +84,18 @@ def connect(settings: PostgresSettings, application_name: str = "feature_store",
     already had index scans everywhere and is unchanged). Where no index exists, a sequential scan
     is still used.
     ``bulk`` lifts the statement timeout for long statements (COPY, ANALYZE, bulk refresh chunks).
+    Every failure to connect (refused, timed out, shutting down, rejected) raises
+    DependencyUnavailable, or DependencyTimeout when the server did not answer in time.
     """
+    try:
+        return _connect(settings, application_name, generic_plans, bulk)
+    except FeatureStoreError:
+        raise
+    except Exception as exc:  # the driver's and the Cloud SQL connector's errors alike: no connection
+        raise _outage(exc) from exc
+
+
+def _connect(settings: PostgresSettings, application_name: str, generic_plans: bool, bulk: bool) -> CoreConnection:
     if settings.instance_connection_name:
         connector = _cloud_sql_connector()
         raw: CoreConnection = connector.connect(
@@ -135,39 +162,50 @@ class PostgresPool:
         self._factory = factory or (lambda: connect(settings, generic_plans=generic_plans, bulk=bulk))
         self._idle: queue.LifoQueue[Connection] = queue.LifoQueue()
         self._slots = threading.BoundedSemaphore(settings.pool_size)
+        self.replaced = 0  # idle connections found dead on checkout (a server restart) and replaced
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
-        """Borrow a connection; a driver or network failure drops it and raises DependencyUnavailable."""
+        """Borrow a live connection; an outage drops it and raises DependencyUnavailable (or DependencyTimeout)."""
         if not self._slots.acquire(timeout=self.settings.connect_timeout_s):
-            raise DependencyUnavailable("postgres", "connection pool exhausted")
+            raise DependencyTimeout("postgres", "connection pool exhausted")
         conn: Connection | None = None
         try:
-            try:
-                conn = self._idle.get_nowait()
-            except queue.Empty:
-                try:
-                    conn = Connection(self._factory())
-                except _DISCONNECTS as exc:
-                    raise DependencyUnavailable("postgres", type(exc).__name__) from exc
+            conn = self._checkout()
             try:
                 yield conn
+            except FeatureStoreError:
+                raise
             except _DISCONNECTS as exc:
                 conn.close()
                 conn = None
-                raise DependencyUnavailable("postgres", type(exc).__name__) from exc
+                raise _outage(exc) from exc
             except pg8000.native.DatabaseError as exc:
-                # The server answered: the connection is healthy unless a transaction is left open.
-                if conn.raw._transaction_status != b"I":
+                # The server answered. The connection stays unless the backend is going away or a
+                # transaction was left open.
+                if _sqlstate(exc) in _GONE or _sqlstate(exc).startswith("08") or _severity(exc) in ("FATAL", "PANIC") \
+                        or conn.raw._transaction_status != b"I":
                     conn.close()
                     conn = None
                 if _is_transient(exc):
-                    raise DependencyUnavailable("postgres", _sqlstate(exc)) from exc
+                    raise _outage(exc) from exc
                 raise
         finally:
             if conn is not None:
                 self._idle.put(conn)
             self._slots.release()
+
+    def _checkout(self) -> Connection:
+        """An idle connection that is still open, else a new one."""
+        while True:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                return Connection(self._factory())
+            if _alive(conn):
+                return conn
+            conn.close()
+            self.replaced += 1
 
     def close(self) -> None:
         while True:
@@ -177,13 +215,42 @@ class PostgresPool:
                 return
 
 
+def _alive(conn: Connection) -> bool:
+    """Whether an idle connection is still open: an idle backend sends nothing, so anything readable
+    (its termination message, or EOF after a server restart) means it is gone. No round trip."""
+    sock = getattr(conn.raw, "_usock", None)
+    if sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):  # closed socket: fileno() is -1
+        return False
+    return not readable
+
+
+def _outage(exc: BaseException) -> DependencyUnavailable:
+    """The error a driver or network failure becomes: a timeout, or the dependency being unavailable."""
+    if isinstance(exc, socket.timeout | TimeoutError) or isinstance(exc.__cause__, socket.timeout | TimeoutError):
+        return DependencyTimeout("postgres", "no answer in time")
+    if isinstance(exc, pg8000.native.DatabaseError):
+        state = _sqlstate(exc)
+        if state == "57014":
+            return DependencyTimeout("postgres", "statement timeout (57014)")
+        message = exc.args[0].get("M", "") if exc.args and isinstance(exc.args[0], dict) else ""
+        return DependencyUnavailable("postgres", f"{state} {message}".strip())
+    return DependencyUnavailable("postgres", type(exc).__name__)
+
+
 def _sqlstate(exc: pg8000.native.DatabaseError) -> str:
     args = exc.args[0] if exc.args else {}
     return str(args.get("C", "")) if isinstance(args, dict) else ""
 
 
+def _severity(exc: pg8000.native.DatabaseError) -> str:
+    args = exc.args[0] if exc.args else {}
+    return str(args.get("S", "")) if isinstance(args, dict) else ""
+
+
 def _is_transient(exc: pg8000.native.DatabaseError) -> bool:
-    # 57P01 admin shutdown, 57P03 cannot connect now, 53300 too many connections,
-    # 40001 serialization failure (CockroachDB retries), 57014 statement timeout.
     state = _sqlstate(exc)
-    return state in {"57P01", "57P02", "57P03", "53300", "40001", "40P01", "57014"} or state.startswith("08")
+    return state in _TRANSIENT or state.startswith("08") or _severity(exc) in ("FATAL", "PANIC")

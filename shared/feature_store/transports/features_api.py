@@ -10,37 +10,21 @@ import flask
 from pydantic import ValidationError
 
 from feature_store.domain.catalog import FeatureSet, get_feature_set
-from feature_store.errors import (
-    BatchTooLarge,
-    DependencyUnavailable,
-    InvalidBody,
-    InvalidParameter,
-    NotFound,
-    UnknownUser,
-)
+from feature_store.errors import BatchTooLarge, DependencyUnavailable, UnknownUser
 from feature_store.services.reader import ReadOutcome, VectorResult
 from feature_store.stores.dialect import format_watermark
-from feature_store.transports.http import json_body
-from feature_store.transports.requests import BatchRequest, check_user_id, parse_feature_list
+from feature_store.transports.http import Endpoint, body_bytes
+from feature_store.transports.requests import BatchRequest, ReadQuery, check_user_id, invalid_body
 from feature_store.wiring import Services, services
-
-_SINGLE_PATH = re.compile(r"^(?:.*/)?features/user/([^/]*)/?$")
 
 
 def _iso(epoch: float | None) -> str | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
-def _version(text: str | None) -> int | None:
-    if text is None:
-        return None
-    if not text.isdigit() or int(text) < 1:
-        raise InvalidParameter(f"version must be a positive whole number, got {text!r}")
-    return int(text)
-
-
-def _feature_set(svc: Services, name: str, version: int | None) -> FeatureSet:
+def feature_set_for(svc: Services, name: str | None, version: int | None) -> FeatureSet:
     """The version asked for, else the one served (the ``active`` pointer: services/versions.py)."""
+    name = name or svc.settings.serving.feature_set
     return get_feature_set(name, version if version is not None else svc.versions.served(name))
 
 
@@ -61,19 +45,13 @@ def _envelope(fs: FeatureSet, outcome: ReadOutcome) -> dict[str, Any]:
     return body
 
 
-def read_one(request: flask.Request) -> tuple[int, dict[str, Any]]:
-    """``GET /api/v1/features/user/{user_id}`` or ``GET /?user_id=``."""
-    match = _SINGLE_PATH.match(request.path)
-    if match:
-        user_id = check_user_id(match.group(1))
-    elif request.path.strip("/") == "" or request.path.rstrip("/").endswith("read_features"):
-        user_id = check_user_id(request.args.get("user_id", ""))
-    else:
-        raise NotFound(f"no route {request.path}; use /api/v1/features/user/{{user_id}}", code="route_not_found")
+def read_one(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
+    """``GET /api/v1/features/user/{user_id}``."""
+    user_id = check_user_id(match.group("user_id"))
+    query = ReadQuery.parse(request.args.to_dict())
     svc = services()
-    fs = _feature_set(svc, request.args.get("feature_set", svc.settings.serving.feature_set),
-                      _version(request.args.get("version")))
-    outcome = svc.reader.read(fs, [user_id], parse_feature_list(request.args.get("features")))
+    fs = feature_set_for(svc, query.feature_set, query.version)
+    outcome = svc.reader.read(fs, [user_id], query.features)
     result = outcome.results[0]
     if result.status == "unknown_user":
         raise UnknownUser(f"no user with id {user_id!r}")
@@ -82,25 +60,27 @@ def read_one(request: flask.Request) -> tuple[int, dict[str, Any]]:
     return 200, {"user_id": user_id, **_envelope(fs, outcome), **_vector(svc, result)}
 
 
-def read_batch(request: flask.Request) -> tuple[int, dict[str, Any]]:
-    """``POST /api/v1/features/batch`` with ``{"user_ids": [...], "features": [...]?}``."""
-    svc = services()
-    raw = json_body(request)
-    if not isinstance(raw, dict):
-        raise InvalidBody("the body must be a JSON object with a user_ids list")
-    limit = svc.settings.serving.batch_max
-    ids = raw.get("user_ids")
-    if isinstance(ids, list) and len(ids) > limit:
-        raise BatchTooLarge(f"{len(ids)} user ids in one batch; the limit is {limit}")
+def parse_batch(svc: Services, body: bytes) -> BatchRequest:
+    """A batch body (JSON bytes) as its model: 400 ``invalid_body``/``invalid_user_id``, ``batch_too_large``.
+
+    gRPC's BatchGetUserFeatures passes its message through here as JSON too, so both transports refuse
+    the same input with the same code and sentence.
+    """
     try:
-        body = BatchRequest.model_validate(raw)
+        parsed = BatchRequest.model_validate_json(body)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise InvalidBody(f"{where}: {first['msg']}") from None
-    for i, user_id in enumerate(body.user_ids):
-        check_user_id(user_id, f"user_ids[{i}]")
-    fs = _feature_set(svc, body.feature_set, body.version)
+        raise invalid_body(exc, user_id_fields=("user_ids",)) from None
+    limit = svc.settings.serving.batch_max
+    if len(parsed.user_ids) > limit:
+        raise BatchTooLarge(f"{len(parsed.user_ids)} user ids in one batch; the limit is {limit}")
+    return parsed
+
+
+def read_batch(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
+    """``POST /api/v1/features/batch`` with ``{"user_ids": [...], "features": [...]?, ...}``."""
+    svc = services()
+    body = parse_batch(svc, body_bytes(request))
+    fs = feature_set_for(svc, body.feature_set, body.version)
     outcome = svc.reader.read(fs, body.user_ids, body.features)
     results = []
     counts = {"ok": 0, "unknown_user": 0, "unavailable": 0}
@@ -111,3 +91,8 @@ def read_batch(request: flask.Request) -> tuple[int, dict[str, Any]]:
             item.update(_vector(svc, r))
         results.append(item)
     return 200, {**_envelope(fs, outcome), "results": results, "counts": counts}
+
+
+READ_ONE = Endpoint(re.compile(r"/api/v1/features/user/(?P<user_id>[^/]*)"), ("GET",), read_one,
+                    frozenset(ReadQuery.model_fields))
+READ_BATCH = Endpoint(re.compile(r"/api/v1/features/batch"), ("POST",), read_batch)

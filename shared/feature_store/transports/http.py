@@ -1,80 +1,136 @@
-"""The HTTP edge: method check, error mapping, JSON out, one access log line per request.
+"""The HTTP edge: route, method and query check, error mapping, JSON out, one access log line per request.
 
 Errors are mapped to status codes here and only here: a FeatureStoreError becomes its own
 status with ``{"error": {"code", "message"}}``; anything else becomes a 500 with a generic
-sentence (the traceback goes to the log, never to the caller).
+sentence (the traceback goes to the log, never to the caller). Every answer is JSON and carries
+``Cache-Control: no-store`` (a vector is true at one instant; an error must not be cached either).
+What the framework answers before the edge runs (unknown paths it routes itself, bodies over the
+size limit, HTTP it cannot parse) is made JSON by transports/wsgi.py in the same shape.
 """
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Callable, Collection
-from typing import Any, TypeVar
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import flask
 import orjson
-from pydantic import BaseModel, ValidationError
 
-from feature_store.errors import FeatureStoreError, InvalidBody, MethodNotAllowed, TransientError
+from feature_store.errors import (
+    FeatureStoreError,
+    InvalidBody,
+    InvalidParameter,
+    MethodNotAllowed,
+    NotFound,
+    TransientError,
+    UnsupportedMediaType,
+)
 from feature_store.logs import get_logger, set_trace
+from feature_store.transports.requests import shown
 
 log = get_logger("feature_store.http")
 
-Handler = Callable[[flask.Request], tuple[int, dict[str, Any]]]
-Model = TypeVar("Model", bound=BaseModel)
+Handler = Callable[[flask.Request, re.Match[str]], tuple[int, dict[str, Any]]]
+NO_STORE = {"Cache-Control": "no-store"}
 
 
-def http_edge(request: flask.Request, handler: Handler, methods: Collection[str] = ("GET",)) -> flask.Response:
-    """Run ``handler`` and turn its outcome, or its error, into a JSON response."""
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """What one function answers: the path it serves (a full match), its methods and query parameters.
+
+    A GET endpoint answers HEAD as GET without the body. Any other path is 404 ``route_not_found``,
+    another method 405 ``method_not_allowed`` with ``Allow``, an undeclared query parameter 400
+    ``unknown_parameter`` and a parameter given twice 400 ``repeated_parameter``.
+    """
+
+    path: re.Pattern[str]
+    methods: tuple[str, ...]
+    handler: Handler
+    params: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def allowed(self) -> tuple[str, ...]:
+        return (*self.methods, "HEAD") if "GET" in self.methods else self.methods
+
+
+def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> flask.Response:
+    """A JSON answer that no cache keeps."""
+    return flask.Response(orjson.dumps(body), status=status, mimetype="application/json",
+                          headers={**NO_STORE, **(headers or {})})
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def route_not_found(path: str) -> NotFound:
+    return NotFound(f"no route {shown(path)} here; see docs/openapi.yaml", code="route_not_found")
+
+
+def _check(request: flask.Request, endpoint: Endpoint) -> re.Match[str]:
+    match = endpoint.path.fullmatch(request.path)
+    if match is None:
+        raise route_not_found(request.path)
+    if request.method not in endpoint.allowed:
+        raise MethodNotAllowed(f"{shown(request.method)} is not allowed here; use {' or '.join(endpoint.methods)}")
+    for name, values in request.args.lists():
+        if name not in endpoint.params:
+            takes = f"takes {', '.join(sorted(endpoint.params))}" if endpoint.params else "takes no query parameters"
+            raise InvalidParameter(f"unknown query parameter {shown(name)}; this endpoint {takes}",
+                                   code="unknown_parameter")
+        if len(values) > 1:
+            raise InvalidParameter(f"query parameter {name} is given {len(values)} times; give it once",
+                                   code="repeated_parameter")
+    return match
+
+
+def http_edge(request: flask.Request, endpoint: Endpoint) -> flask.Response:
+    """Run the endpoint's handler and turn its outcome, or its error, into a JSON response."""
     started = time.perf_counter()
     set_trace(request.headers.get("X-Cloud-Trace-Context"))
     headers: dict[str, str] = {}
     try:
-        if request.method not in methods:
-            headers["Allow"] = ", ".join(methods)
-            raise MethodNotAllowed(f"{request.method} is not allowed here; use {' or '.join(methods)}")
-        status, body = handler(request)
+        status, body = endpoint.handler(request, _check(request, endpoint))
     except FeatureStoreError as exc:
         status, body = exc.status, {"error": exc.to_dict()}
+        if isinstance(exc, MethodNotAllowed):
+            headers["Allow"] = ", ".join(endpoint.allowed)
         if isinstance(exc, TransientError):
             headers["Retry-After"] = str(exc.retry_after_s)
             body["error"]["retry_after_s"] = exc.retry_after_s
     except Exception:
         log.exception("unhandled error")
-        status, body = 500, {"error": {"code": "internal",
-                                       "message": "the server failed to answer; the error is logged"}}
+        status, body = 500, error_body("internal", "the server failed to answer; the error is logged")
     elapsed_ms = (time.perf_counter() - started) * 1000
     body["response_time_ms"] = round(elapsed_ms, 3)
     log.info("request", extra={"fields": {
-        "httpRequest": {"requestMethod": request.method, "requestUrl": request.path, "status": status,
+        "httpRequest": {"requestMethod": request.method, "requestUrl": request.path[:200], "status": status,
                         "latency": f"{elapsed_ms / 1000:.6f}s"},
         **({"error_code": body["error"]["code"]} if "error" in body else {}),
         **({"cache_hit": body["cache_hit"]} if "cache_hit" in body else {}),
     }})
-    return flask.Response(orjson.dumps(body), status=status,
-                          mimetype="application/json", headers=headers)
+    return json_response(status, body, headers)
 
 
-def json_body(request: flask.Request) -> Any:
-    """The parsed JSON body, or InvalidBody when it is missing or not JSON."""
-    # get_data, not .data: a form content type would leave .data empty.
+def body_bytes(request: flask.Request) -> bytes:
+    """The raw body: 415 unless it is declared ``application/json``, 400 when it is empty."""
+    if request.mimetype != "application/json":
+        given = f"Content-Type {shown(request.content_type)}" if request.content_type else "no Content-Type"
+        raise UnsupportedMediaType(f"the body must be JSON sent as Content-Type: application/json; got {given}")
+    # get_data, not .data: a form content type would leave .data empty. The size limit was
+    # enforced before the body was read (transports/wsgi.py).
     data = request.get_data(cache=True)
     if not data:
         raise InvalidBody("the request has no body; send a JSON object")
+    return data
+
+
+def json_body(request: flask.Request) -> Any:
+    """The parsed JSON body, or 415/400 as ``body_bytes`` and InvalidBody when it is not JSON."""
     try:
-        return orjson.loads(data)
-    except (ValueError, UnicodeDecodeError):
+        return orjson.loads(body_bytes(request))
+    except orjson.JSONDecodeError:
         raise InvalidBody("the body is not valid JSON") from None
-
-
-def parse_body(request: flask.Request, model: type[Model], what: str) -> Model:
-    """The JSON object body validated by ``model``; InvalidBody naming the first bad field otherwise."""
-    raw = json_body(request)
-    if not isinstance(raw, dict):
-        raise InvalidBody(f"the body must be a JSON object with {what}")
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise InvalidBody(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None

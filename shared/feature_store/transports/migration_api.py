@@ -8,14 +8,16 @@ run_id); a refusal is a 409 whose code names it (``not_verified``, ``shift_incom
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import flask
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from feature_store.migration_wiring import migration_services
 from feature_store.transports.etl_api import RUN_ID_PATTERN
-from feature_store.transports.http import parse_body
+from feature_store.transports.http import Endpoint, body_bytes
+from feature_store.transports.requests import invalid_body
 
 Phase = Literal["prepare", "backfill", "verify", "replication", "shift", "cutover", "rollback", "abandon", "status",
                 "record"]
@@ -25,7 +27,7 @@ _NEEDS_RUN = ("verify", "cutover", "rollback", "record")
 class MigrationRequest(BaseModel):
     """Body of a run_migration call."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     phase: Phase
     run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN)
@@ -48,9 +50,13 @@ class MigrationRequest(BaseModel):
         return self
 
 
-def run_phase(request: flask.Request) -> tuple[int, dict[str, Any]]:
+def run_phase(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
     """``POST`` one phase; the answer is what the phase did (JSON)."""
-    body = parse_body(request, MigrationRequest, "a phase")
+    try:
+        # From the JSON text, strict: a percentage is a number, not "50".
+        body = MigrationRequest.model_validate_json(body_bytes(request))
+    except ValidationError as exc:
+        raise invalid_body(exc) from None
     phases = migration_services().phases
     run_id = body.run_id or ""
     answers = {
@@ -66,3 +72,7 @@ def run_phase(request: flask.Request) -> tuple[int, dict[str, Any]]:
         "record": lambda: phases.record(run_id, body.status or "running", body.steps, body.error),
     }
     return 200, {"phase": body.phase, **answers[body.phase]()}
+
+
+# "/" is the function's root (its run.app URL); "/run_migration" the same root on its cloudfunctions.net URL.
+RUN_PHASE = Endpoint(re.compile(r"/(?:run_migration)?"), ("POST",), run_phase)

@@ -12,63 +12,104 @@ Bodies by mode (every field but ``mode`` optional unless marked):
     {"mode": "stats", "feature_set"}
 
 A long mode answers ``"done": false`` with ``"next"``: the body to post next (a workflow loops on it).
+Bodies are strict (no coercion) and forbid unknown fields; ``RefreshRequest`` is their union by mode,
+the schema docs/openapi.yaml carries.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import flask
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from feature_store.errors import BatchTooLarge, InvalidBody, InvalidParameter
-from feature_store.transports.http import json_body
-from feature_store.transports.requests import check_user_id
+from feature_store.transports.http import Endpoint, json_body
+from feature_store.transports.requests import (
+    INTEGRAL,
+    FeatureSetName,
+    UserId,
+    Version,
+    check_user_id,
+    invalid_body,
+    shown,
+)
 from feature_store.wiring import services
 
 MODES = ("full", "incremental", "users", "invalidate", "switch", "stats")
 RUN_ID_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z_.:-]{0,63}$"
+_USER_FIELDS = ("user_ids", "from_user", "to_user")
+Chunks = Annotated[int, Field(ge=1, le=2**31 - 1), INTEGRAL]
+# Parsed by parse_since: 400 invalid_watermark, or watermark_in_future past the source's clock.
+Since = Annotated[str, Field(max_length=64, json_schema_extra={"format": "date-time"})]
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    mode: str
-    feature_set: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]{0,63}$")
-    version: int | None = Field(None, ge=1)
+    feature_set: FeatureSetName | None = None
+    version: Version | None = None
 
 
 class FullBody(_Body):
+    mode: Literal["full"]
     run_id: str | None = Field(None, pattern=RUN_ID_PATTERN)
-    from_user: str | None = None
-    to_user: str | None = None
-    shards: int = Field(1, ge=1, le=256)
-    max_chunks: int | None = Field(None, ge=1)
+    from_user: UserId | None = None
+    to_user: UserId | None = None
+    shards: Annotated[int, Field(ge=1, le=256), INTEGRAL] = 1
+    max_chunks: Chunks | None = None
     source: Literal["postgres", "bigquery"] = "postgres"
 
 
 class IncrementalBody(_Body):
-    since: str | None = None
-    max_chunks: int | None = Field(None, ge=1)
+    mode: Literal["incremental"]
+    since: Since | None = Field(None, description="ISO 8601; without an offset it is UTC; not in the future.")
+    max_chunks: Chunks | None = None
 
 
 class UsersBody(_Body):
-    user_ids: list[Any] = Field(min_length=1)
+    mode: Literal["users"]
+    user_ids: list[UserId] = Field(min_length=1)
 
 
 class InvalidateBody(_Body):
-    user_ids: list[Any] | None = Field(None, min_length=1)
-    cursor: int = Field(0, ge=0)
+    """Drop the given users' vectors, or a whole version (a version, no user_ids)."""
+
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": ["user_ids"], "properties": {"user_ids": {"type": "array"}}},
+        {"required": ["version"], "properties": {"version": {"type": "integer"}}}]})
+
+    mode: Literal["invalidate"]
+    user_ids: list[UserId] | None = Field(None, min_length=1)
+    cursor: Annotated[int, Field(ge=0, le=2**64 - 1), INTEGRAL] = 0  # a Redis SCAN cursor: unsigned 64-bit
     force: bool = False
+
+    @model_validator(mode="after")
+    def _needs_users_or_version(self) -> InvalidateBody:
+        if self.user_ids is None and self.version is None:
+            raise ValueError("invalidate needs user_ids, or a version to drop whole")
+        return self
 
 
 class SwitchBody(_Body):
+    """Serve this version from now on."""
+
+    mode: Literal["switch"]
+    version: Version
     force: bool = False
 
 
+class StatsBody(_Body):
+    mode: Literal["stats"]
+
+
 _MODELS: dict[str, type[_Body]] = {"full": FullBody, "incremental": IncrementalBody, "users": UsersBody,
-                                   "invalidate": InvalidateBody, "switch": SwitchBody, "stats": _Body}
+                                   "invalidate": InvalidateBody, "switch": SwitchBody, "stats": StatsBody}
+# The body of POST /: one model per mode (the document's schema of it).
+RefreshRequest = Annotated[FullBody | IncrementalBody | UsersBody | InvalidateBody | SwitchBody | StatsBody,
+                           Field(discriminator="mode")]
 
 
 def parse_since(text: str) -> datetime:
@@ -76,7 +117,7 @@ def parse_since(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidParameter(f"since must be an ISO 8601 timestamp such as 2026-11-23T12:00:00Z, got {text!r}",
+        raise InvalidParameter(f"since must be an ISO 8601 timestamp such as 2026-11-23T12:00:00Z, got {shown(text)}",
                                code="invalid_watermark") from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
@@ -96,16 +137,14 @@ def parse(raw: Any) -> _Body:
     if mode is None:
         raise InvalidBody(f"mode is required: one of {', '.join(MODES)}")
     if not isinstance(mode, str) or mode not in _MODELS:
-        raise InvalidParameter(f"unknown mode {mode!r}; modes: {', '.join(MODES)}", code="unknown_mode")
+        raise InvalidParameter(f"unknown mode {shown(mode)}; modes: {', '.join(MODES)}", code="unknown_mode")
     try:
         return _MODELS[mode].model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise InvalidBody(f"{where}: {first['msg']}") from None
+        raise invalid_body(exc, _USER_FIELDS) from None
 
 
-def refresh(request: flask.Request) -> tuple[int, dict[str, Any]]:
+def refresh(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
     """``POST /`` with a mode body; see the module docstring."""
     svc = services()
     body = parse(json_body(request))
@@ -113,10 +152,8 @@ def refresh(request: flask.Request) -> tuple[int, dict[str, Any]]:
     name = body.feature_set or svc.settings.serving.feature_set
     refresher, admin = svc.refresher, svc.cache_admin
     if isinstance(body, FullBody):
-        lo = None if body.from_user is None else check_user_id(body.from_user, "from_user")
-        hi = None if body.to_user is None else check_user_id(body.to_user, "to_user")
-        return 200, refresher.full(name, body.version, body.run_id, lo, hi, body.shards, settings.budget_s,
-                                   body.max_chunks, source=body.source)
+        return 200, refresher.full(name, body.version, body.run_id, body.from_user, body.to_user, body.shards,
+                                   settings.budget_s, body.max_chunks, source=body.source)
     if isinstance(body, IncrementalBody):
         since = None if body.since is None else parse_since(body.since)
         return 200, refresher.incremental(name, since, body.version, settings.budget_s, body.max_chunks)
@@ -124,13 +161,13 @@ def refresh(request: flask.Request) -> tuple[int, dict[str, Any]]:
         return 200, refresher.users(name, check_user_ids(body.user_ids, settings.users_max), body.version)
     if isinstance(body, InvalidateBody):
         if body.user_ids is not None:
-            return 200, admin.invalidate_users(name, check_user_ids(body.user_ids, settings.users_max),
-                                                   body.version)
-        if body.version is None:
-            raise InvalidBody("invalidate needs user_ids, or a version to drop whole")
+            return 200, admin.invalidate_users(name, check_user_ids(body.user_ids, settings.users_max), body.version)
+        assert body.version is not None  # checked by the model
         return 200, admin.drop_version(name, body.version, body.cursor, body.force, settings.budget_s)
     if isinstance(body, SwitchBody):
-        if body.version is None:
-            raise InvalidBody("switch needs the version to serve")
         return 200, admin.switch(name, body.version, body.force)
     return 200, admin.stats(name)
+
+
+# "/" is the function's root (its run.app URL); "/refresh_cache" the same root on its cloudfunctions.net URL.
+REFRESH = Endpoint(re.compile(r"/(?:refresh_cache)?"), ("POST",), refresh)

@@ -284,6 +284,44 @@ module "function" {
   depends_on = [google_project_service.this, google_storage_bucket_iam_member.function_build_reads_sources]
 }
 
+# ---- gRPC: featurestore.v1 on Cloud Run (Cloud Functions do not serve gRPC) ------------------
+# The read function's identity, secrets, environment, VPC access, invokers and alerts: the same reader
+# served over another transport (docs/grpc.md).
+
+locals {
+  grpc_like = var.functions[var.grpc.same_as]
+}
+
+module "grpc_service" {
+  source = "../../modules/grpc_service"
+
+  project_id            = var.project_id
+  region                = var.region
+  name                  = var.grpc.name
+  description           = "featurestore.v1 over gRPC (end-to-end HTTP/2): the reads of ${var.grpc.same_as} and read_features_batch."
+  labels                = local.labels
+  image                 = var.grpc_image
+  service_account_email = module.function[var.grpc.same_as].service_account_email
+  vpc_connector         = module.network.connector_id
+
+  min_instances = var.grpc.min_instances
+  max_instances = var.grpc.max_instances
+  concurrency   = var.grpc.concurrency
+  cpu           = var.grpc.cpu
+  memory        = var.grpc.memory
+  timeout_s     = local.grpc_like.timeout_s
+  ingress       = var.grpc.ingress
+  workers       = var.grpc.workers
+  threads       = var.grpc.threads
+
+  environment        = merge(concat([local.common_env], [for a in local.grpc_like.access : local.access_env[a]], [local.grpc_like.env])...)
+  secret_environment = merge(concat([{}], [for a in local.grpc_like.access : local.access_secret_env[a]])...)
+  invokers           = merge(concat([{}], [for c in local.grpc_like.invokers : local.callers[c]])...)
+
+  # The function module grants its account the secrets; the service starts only once it can read them.
+  depends_on = [module.function]
+}
+
 # ---- events, orchestration, schedules -------------------------------------------------------
 
 module "pubsub" {
@@ -330,8 +368,8 @@ module "monitoring" {
   source = "../../modules/monitoring"
 
   project_id            = var.project_id
-  services              = { for name, fn in module.function : name => basename(fn.service) }
-  read_latency_p95_ms   = { for name, fn in var.functions : name => fn.p95_target_ms if fn.p95_target_ms != null }
+  services              = merge({ for name, fn in module.function : name => basename(fn.service) }, { (var.grpc.name) = module.grpc_service.name })
+  read_latency_p95_ms   = merge({ for name, fn in var.functions : name => fn.p95_target_ms if fn.p95_target_ms != null }, { (var.grpc.name) = var.grpc.p95_target_ms })
   notification_channels = var.notification_channels
 
   depends_on = [google_project_service.this]

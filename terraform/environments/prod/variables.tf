@@ -311,3 +311,38 @@ variable "functions" {
     error_message = "cdc-changes has two push subscriptions: ingest_changes (required) and replicate_changes (the migration's); no other function may have trigger = \"pubsub\"."
   }
 }
+
+variable "grpc_image" {
+  description = "Image of the gRPC service, built and pushed by Cloud Build from shared/grpc.Dockerfile (<registry>/feature-store-grpc:<version>)."
+  type        = string
+}
+
+variable "grpc" {
+  description = "The gRPC service (featurestore.v1 on Cloud Run): sized like the read functions, with their identity."
+  type = object({
+    name          = string
+    same_as       = string # the read function whose account, secrets, environment and invokers it shares
+    min_instances = number
+    max_instances = number
+    concurrency   = number
+    cpu           = string
+    memory        = string
+    ingress       = string
+    workers       = number
+    threads       = number
+    p95_target_ms = number
+  })
+  default = {
+    name          = "feature-store-grpc"
+    same_as       = "read_features"
+    min_instances = 2
+    max_instances = 20
+    concurrency   = 32
+    cpu           = "2"
+    memory        = "1Gi"
+    ingress       = "INGRESS_TRAFFIC_ALL"
+    workers       = 2
+    threads       = 16
+    p95_target_ms = 30 # the README's promise for gRPC (GetUserFeatures, P95 under 30 ms)
+  }
+}
