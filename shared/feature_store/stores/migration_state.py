@@ -143,12 +143,13 @@ class StateStore:
 
     @staticmethod
     def checkpoint(job: str, table: str, chunk: int, after: KeyValue | None, last: KeyValue | None, rows: int,
-                   seconds: float) -> Callable[[Connection], None]:
-        """The statement recording a landed chunk, to run in the transaction that landed it."""
+                   seconds: Callable[[], float]) -> Callable[[Connection], None]:
+        """The statement recording a landed chunk, to run in the transaction that landed it (``seconds``: how
+        long the chunk took, asked when it is written)."""
         def write(conn: Connection) -> None:
             conn.run("INSERT INTO fs_migration_chunks (job, tbl, chunk, after_key, last_key, rows_copied, seconds) "
                      "VALUES (:j, :t, :c, CAST(:a AS JSONB), CAST(:l AS JSONB), :n, :s)",
-                     j=job, t=table, c=chunk, a=key_json(after), l=key_json(last), n=rows, s=seconds)
+                     j=job, t=table, c=chunk, a=key_json(after), l=key_json(last), n=rows, s=round(seconds(), 3))
         return write
 
     # --- verification results -----------------------------------------------------------------

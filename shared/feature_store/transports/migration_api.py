@@ -15,7 +15,7 @@ import flask
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from feature_store.migration_wiring import migration_services
-from feature_store.transports.etl_api import RUN_ID_PATTERN
+from feature_store.transports.etl_api import RunId
 from feature_store.transports.http import Endpoint, body_bytes
 from feature_store.transports.requests import invalid_body
 
@@ -30,7 +30,7 @@ class MigrationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     phase: Phase
-    run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN)
+    run_id: RunId | None = None
     percent: float | None = Field(default=None, ge=0, le=100)  # shift: the step
     hold_s: float = Field(default=0.0, ge=0, le=86_400)  # shift: how long to watch the guard at this step
     to_percent: float = Field(default=0.0, ge=0, le=100)  # rollback

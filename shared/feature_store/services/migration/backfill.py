@@ -111,7 +111,7 @@ class Backfill:
                     pending = reader.submit(read_chunk, self.source, spec, chunk.last, self.chunk_rows)
                 landed_at = self._clock()
                 land_chunk(self.target, self.target_dialect, spec, chunk, self.state.checkpoint(
-                    job, spec.name, chunk_no, chunk.after, chunk.last, chunk.rows, round(self._clock() - landed_at, 3)))
+                    job, spec.name, chunk_no, chunk.after, chunk.last, chunk.rows, lambda: self._clock() - landed_at))
                 chunk_no += 1
                 copy.rows += chunk.rows
                 copy.rows_total += chunk.rows

@@ -177,6 +177,10 @@ class Phases:
         if percent > 0 and not state.doc.get("verify", {}).get("ok"):
             raise Conflict("no verification has found the target equal to the source yet: run verify first",
                            code="not_verified")
+        current = self.routing.read()
+        if percent < current.percent and not current.tripped:
+            # A re-run resumes: a step below where the shift already is has been held before.
+            return {"percent": percent, "done": True, "tripped": False, "skipped": f"already at {current.percent:g}"}
         step = self.shifter.step(percent)
         held = self.shifter.hold(hold_s, min(budget_s or self.config.step_budget_s, hold_s + 5))
         return {**step, **held}
