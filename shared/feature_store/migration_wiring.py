@@ -154,8 +154,8 @@ class MigrationServices:
             return Phases(Side(self.source_phases, self.base.dialect), Side(self.target_phases, self.target_dialect),
                           self.state, ReplicaStore(self.target_phases, self.target_dialect),
                           ReplicaStore(self.source_phases, self.base.dialect), shifter, routing,
-                          PhaseConfig(m.step_budget_s, m.chunk_rows, m.recheck_attempts, m.recheck_delay_s,
-                                      m.cutover_quiet_s, settle))
+                          PhaseConfig(m.step_budget_s, m.chunk_rows, m.backfill_workers, m.recheck_attempts,
+                                      m.recheck_delay_s, m.cutover_quiet_s, settle))
 
         return self._once("phases", build)  # type: ignore[no-any-return]
 

@@ -181,6 +181,8 @@ class MigrationSettings(_Section):
     target_pool_size: int = Field(4, ge=1, le=256)
     # Rows per keyset chunk of the backfill and of the verification (one COPY and one checksum each).
     chunk_rows: int = Field(50_000, ge=100, le=1_000_000)
+    # Tables the backfill copies side by side (each reads its next chunk while the current one lands).
+    backfill_workers: int = Field(2, ge=1, le=8)
     # One run_migration call stops starting chunks after this long; the workflow calls again.
     step_budget_s: float = Field(240.0, gt=0)
     statement_timeout_ms: int = Field(300_000, ge=1000)

@@ -46,6 +46,7 @@ CUTOVER_ATTEMPTS = 3
 class PhaseConfig:
     step_budget_s: float
     chunk_rows: int
+    backfill_workers: int
     recheck_attempts: int
     recheck_delay_s: float
     cutover_quiet_s: float
@@ -124,7 +125,8 @@ class Phases:
                     self.source.dialect, position), "replication_started_before": position >= int(
                     doc["replication"]["start_position"]), "started_at": self._clock()}))
         report = Backfill(self.source.pool, self.target.pool, self.target.dialect, self.state,
-                          self.config.chunk_rows).run(BACKFILL_JOB, budget_s or self.config.step_budget_s)
+                          self.config.chunk_rows, self.config.backfill_workers).run(
+                              BACKFILL_JOB, budget_s or self.config.step_budget_s)
         answer = report.to_dict()
         if report.done:
             self.state.update_doc(lambda doc: doc["backfill"].update(
