@@ -35,7 +35,9 @@ def test_prepare_applies_the_target_form_and_switches_the_replication_on(pair: d
     first = migration.phases.prepare()
     again = migration.phases.prepare()
 
-    assert first["done"] and first["direction"] == "forward" and first["differences"] == 17
+    assert first["done"] and first["direction"] == "forward" and first["differences"] == len(first["report"]) == 17
+    assert {"subject": "idx_plans_user", "cockroachdb": "CREATE INDEX idx_plans_user ON installment_plans (user_id) "
+            "STORING (status)"}.items() <= next(d for d in first["report"] if d["subject"] == "idx_plans_user").items()
     assert first["applied"] and not again["applied"] and again["already_applied"] == first["applied"]
     target = pair["target"]
     assert rows(target, "SELECT relkind FROM pg_class WHERE relname = 'transactions'") == [["r"]]  # not partitioned
@@ -55,7 +57,9 @@ def test_backfill_copies_every_row_and_verification_finds_both_sides_equal(pair:
     checked = verify_all(migration.phases, "run-1")
 
     assert_same(pair)
-    assert checked["ok"] and not checked["different"] and not checked["repaired"]
+    assert checked["ok"] and not checked["different"] and not checked["repaired"] and checked["duration_s"] > 0
+    recorded = migration.state.read().doc["verify"]
+    assert recorded["ok"] and recorded["tables"] == checked["tables"] and recorded["duration_s"] > 0
     for table in MIGRATED:
         count = rows(pair["source"], f"SELECT count(*) FROM {table}")[0][0]
         assert checked["tables"][table]["source_rows"] == checked["tables"][table]["target_rows"] == count

@@ -106,8 +106,10 @@ class Phases:
                                             "start_position_text": format_watermark(self.source.dialect, position)}
         route = self.shifter.sync()
         log.info("migration prepared", extra={"fields": {"applied": applied.applied, "direction": state.direction}})
+        report = [{"migration": d.migration, "subject": d.subject, "postgresql": d.postgresql,
+                   "cockroachdb": d.cockroachdb, "why": d.reason} for d in schema.differences]
         return {"done": True, "applied": applied.applied, "already_applied": applied.already,
-                "differences": len(schema.differences), "direction": state.direction, "percent": route.percent}
+                "differences": len(report), "report": report, "direction": state.direction, "percent": route.percent}
 
     def backfill(self, budget_s: float | None = None) -> dict[str, Any]:
         state = self._must()
@@ -135,14 +137,23 @@ class Phases:
         return answer
 
     def verify(self, run_id: str, budget_s: float | None = None) -> dict[str, Any]:
+        """Compare source and target (target and source after the cutover); the result is recorded in the
+        state when done: tables with rows and checksums on each side, chunks repaired or still different,
+        and the duration since the job's first call."""
         state = self._must()
+        job = f"verify:{run_id}"
+        started = state.doc.get("verify_started", {}).get(job)
+        if started is None:
+            started = self._clock()
+            self.state.update_doc(lambda doc: doc.setdefault("verify_started", {}).__setitem__(job, started))
         backwards = state.truth == "target"
-        answer = self._verifier(strict=False, backwards=backwards).run(f"verify:{run_id}",
-                                                                      budget_s or self.config.step_budget_s)
+        answer = self._verifier(strict=False, backwards=backwards).run(job, budget_s or self.config.step_budget_s)
         if answer["done"]:
+            answer["duration_s"] = round(self._clock() - float(started), 3)
             self.state.update_doc(lambda doc: doc.__setitem__("verify", {
-                "job": answer["job"], "ok": answer["ok"], "at": self._clock(), "tables": answer["tables"],
-                "different": len(answer["different"]), "repaired": len(answer["repaired"])}))
+                "job": job, "ok": answer["ok"], "at": self._clock(), "duration_s": answer["duration_s"],
+                "tables": answer["tables"], "different": len(answer["different"]),
+                "repaired": len(answer["repaired"])}))
         return answer
 
     # --- replication --------------------------------------------------------------------------
