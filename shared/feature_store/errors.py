@@ -17,7 +17,7 @@
     │   ├── Conflict (409)             conflict
     │   ├── PoisonMessage              poison_message: logged, counted, acknowledged
     │   ├── SettingsError              invalid_settings
-    │   ├── MigrationError             migration_*
+    │   ├── MigrationError (409)       migration_*
     │   └── OfflineQueryFailed         offline_query_failed: BigQuery rejected a statement
     └── TransientError (503)           retry: a dependency is down or slow
         └── DependencyUnavailable      dependency_unavailable (postgres / redis / bigquery): down or failing
@@ -127,7 +127,10 @@ class SettingsError(PermanentError):
 
 
 class MigrationError(PermanentError):
+    """The schema migrations cannot apply: the database's recorded migrations conflict with the files."""
+
     code = "migration_failed"
+    status = 409
 
 
 class OfflineQueryFailed(PermanentError):

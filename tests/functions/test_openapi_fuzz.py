@@ -1,4 +1,4 @@
-"""A property-based fuzz of docs/openapi.yaml with every check, against the four HTTP functions as served.
+"""A property-based fuzz of docs/openapi.yaml with every check, against every HTTP function as served.
 
 Each function runs as ``functions-framework --target NAME`` (gunicorn, as in production) on a free
 loopback port, over a small seeded database, a Redis key prefix of this module and a BigQuery
@@ -50,7 +50,7 @@ SEED = 20261202
 @pytest.fixture(scope="module")
 def served(databases: Databases, bigquery_emulator: Any,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Served]]:
-    database = databases.create()
+    database, target = databases.create(), databases.create(migrated=False)
     pool = PostgresPool(Settings.from_env(base_env(database)).postgres)
     with pool.connection() as conn:
         seed(conn, USERS, 11, datetime.now(UTC).replace(microsecond=0), workers=1, reset=False)
@@ -62,8 +62,15 @@ def served(databases: Databases, bigquery_emulator: Any,
     logs = tmp_path_factory.mktemp("openapi_fuzz")
     # A Redis prefix per function: refresh_cache's fuzz may switch or drop versions the readers serve.
     prefixes = {name: "fz" + secrets.token_hex(4)
-                for name in ("read_features", "read_features_batch", "refresh_cache", "run_etl")}
-    functions = {name: Served(name, env | {"FS_REDIS_KEY_PREFIX": prefix}, logs / f"{name}.log")
+                for name in ("read_features", "read_features_batch", "refresh_cache", "run_etl", "run_migration")}
+    # run_migration moves this module's database to a second one, each call within a 2 s budget.
+    migration = {"FS_MIGRATION_TARGET_HOST": env["FS_POSTGRES_HOST"],
+                 "FS_MIGRATION_TARGET_PORT": env["FS_POSTGRES_PORT"],
+                 "FS_MIGRATION_TARGET_USER": env["FS_POSTGRES_USER"], "FS_MIGRATION_TARGET_DATABASE": target,
+                 "FS_MIGRATION_TARGET_DIALECT": "postgresql", "FS_MIGRATION_STEP_BUDGET_S": "2",
+                 "FS_MIGRATION_CUTOVER_QUIET_S": "0.2"}
+    functions = {name: Served(name, env | {"FS_REDIS_KEY_PREFIX": prefix}
+                              | (migration if name == "run_migration" else {}), logs / f"{name}.log")
                  for name, prefix in prefixes.items()}
     try:
         for function in functions.values():
@@ -98,6 +105,7 @@ def checks() -> str:
     ("read_features_batch", "/api/v1/features/batch"),
     ("refresh_cache", "/refresh_cache"),
     ("run_etl", "/run_etl"),
+    ("run_migration", "/run_migration"),
 ])
 def test_every_check_of_the_document_holds(served: dict[str, Served], tmp_path: Path, function: str,
                                            path: str) -> None:

@@ -1,8 +1,9 @@
 """The parts of docs/openapi.yaml that are generated from the request models, so the two cannot drift.
 
 Generated: the request body schemas (``BatchRequest``, ``RefreshRequest`` and one schema per refresh
-mode, ``EtlRequest``), read_features' query parameters (``ReadQuery``) and the feature groups'
-schemas (from the catalog). Written by hand: paths, responses, the response schemas and the prose.
+mode, ``EtlRequest`` and one per step, ``MigrationRequest`` and one per phase), read_features' query
+parameters (``ReadQuery``) and the feature groups' schemas (from the catalog). Written by hand: paths,
+responses, the response schemas and the prose.
 ``python -m feature_store.transports.contract [docs/openapi.yaml]`` rewrites the generated parts in
 place; tests/functions/test_openapi_contract.py fails when the document is not what it would write.
 """
@@ -19,6 +20,7 @@ from pydantic import BaseModel, TypeAdapter
 from feature_store.domain.catalog import CATALOG
 from feature_store.settings import ServingSettings
 from feature_store.transports.etl_api import EtlRequest
+from feature_store.transports.migration_api import MigrationRequest
 from feature_store.transports.refresh_api import RefreshRequest
 from feature_store.transports.requests import BatchRequest, ReadQuery
 
@@ -53,7 +55,8 @@ def request_schemas() -> dict[str, dict[str, Any]]:
     """The request body schemas under their component names."""
     batch = _model(BatchRequest)
     batch["properties"]["user_ids"]["maxItems"] = ServingSettings.model_fields["batch_max"].default
-    return {"BatchRequest": batch, **_union("RefreshRequest", RefreshRequest), **_union("EtlRequest", EtlRequest)}
+    return {"BatchRequest": batch, **_union("RefreshRequest", RefreshRequest), **_union("EtlRequest", EtlRequest),
+            **_union("MigrationRequest", MigrationRequest)}
 
 
 def feature_groups() -> dict[str, dict[str, Any]]:
