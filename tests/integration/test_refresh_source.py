@@ -16,12 +16,15 @@ from feature_store.stores.postgres_bulk import BulkSource
 from feature_store.stores.redis_online import encode
 from feature_store.stores.source import SourceStore
 
-_COMPUTED_AT = re.compile(rf"^\[{LAYOUT},[^,]+,")
+_COMPUTED_AT = re.compile(rb"^\[3,[^,]+,")
 
 
-def body(value: str) -> str:
+def body(value: bytes) -> bytes:
     """A value without its watermark and with computed_at blanked: the two reads ran at different instants."""
-    return _COMPUTED_AT.sub(f"[{LAYOUT},0,", value[WATERMARK_HEX_DIGITS:])
+    rest = value[WATERMARK_HEX_DIGITS:]
+    if rest[0] == LAYOUT:  # binary: computed_at is the 8 bytes after the layout byte
+        return rest[:1] + bytes(8) + rest[9:]
+    return _COMPUTED_AT.sub(b"[3,0,", rest)
 
 
 def pools(database: str) -> tuple[PostgresPool, BulkSource, SourceStore]:
