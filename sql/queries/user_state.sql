@@ -4,6 +4,7 @@
 -- "user_id >= :lo AND user_id < :hi" for bulk refresh chunks. The statement is one snapshot;
 -- its watermark is read by stores/source.py just before it runs (see SourceStore._snapshot).
 WITH
+-- tx:begin (bulk refresh on PostgreSQL replaces this block by sql/queries/user_state_tx.postgresql.sql)
 -- One pass over every monthly partition: completed orders grouped by user and category, so
 -- that totals and the favourite category come from the same scan.
 by_category AS (
@@ -22,6 +23,7 @@ tx AS (
     FROM by_category
     GROUP BY user_id
 ),
+-- tx:end
 -- The velocity horizon only: created_at bounds prune this scan to the last one or two partitions.
 recent AS (
     SELECT user_id,

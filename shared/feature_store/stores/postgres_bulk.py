@@ -30,6 +30,7 @@ from feature_store.stores.dialect import WATERMARK_HEX_DIGITS, Dialect
 from feature_store.stores.postgres import Connection, PostgresPool
 from feature_store.stores.redis_online import encode
 from feature_store.stores.source import render_user_state
+from feature_store.stores.sql_files import query
 
 # The state as one JSON list, built from the user-state row (read back by ``state_of``).
 _PROJECTION = ("SELECT s.user_id, CAST(json_build_array(" + str(LAYOUT) + ", "
@@ -69,6 +70,25 @@ SELECT now(), least(now(), (SELECT min(xact_start) FROM pg_stat_activity
                               AND xact_start IS NOT NULL))
 """
 _SAFE_NOW_OTHER = "SELECT now(), now()"
+
+
+_TX_BEGIN, _TX_END = "-- tx:begin", "-- tx:end\n"
+
+
+def bulk_user_state(scope: str, dialect: Dialect) -> str:
+    """The user-state statement as bulk refresh runs it: on PostgreSQL its tx block in one pass.
+
+    Derived from sql/queries/user_state.sql (the one definition): only the block between its
+    ``tx:begin``/``tx:end`` markers is replaced, by sql/queries/user_state_tx.postgresql.sql, which
+    gives the same columns and values; tests/integration/test_refresh_source.py holds every user's
+    bytes equal to the point read's.
+    """
+    if dialect.name != "postgresql":
+        return render_user_state(scope)
+    text = query("user_state")
+    begin, end = text.index(_TX_BEGIN), text.index(_TX_END) + len(_TX_END)
+    text = text[:begin] + query("user_state_tx.postgresql") + text[end:]
+    return text.format(scope=scope.format(c="user_id"), scope_u=scope.format(c="u.user_id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +140,8 @@ class BulkSource:
         self._from = self._render(_FROM)
         self._ids = self._render(_IDS)
 
-    @staticmethod
-    def _render(scope: str) -> str:
-        return _PROJECTION.format(inner=render_user_state(scope))
+    def _render(self, scope: str) -> str:
+        return _PROJECTION.format(inner=bulk_user_state(scope, self.dialect))
 
     def _snapshot(self, sql: str, **params: Any) -> tuple[int, list[Vector]]:
         """The watermark, then the values from a snapshot taken after it (as SourceStore does)."""
