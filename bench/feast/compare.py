@@ -227,16 +227,16 @@ def report(args: argparse.Namespace, version: str, rows: dict[str, int], users: 
           f"serve --workers {args.workers}); wrk on the same {os.cpu_count()} cores, {args.duration} s per run; "
           f"load average {load[0][0]:.2f} before, {load[1][0]:.2f} after")
     print("  2xx/s counts 2xx answers only; non-2xx and socket errors apart; wrong: our vectors not served from "
-          "the cache, Feast's values not PRESENT")
+          "the cache, Feast's values not PRESENT; degr.: our answers served degraded (Redis skipped, from PostgreSQL)")
     by = {(r["scenario"], r["concurrency"]): r for r in results}
 
     def cell(r: dict[str, Any] | None) -> str:
         if r is None:
             return f"{'':>30}"
-        extra = f" [{r['non_2xx']} non-2xx, {r['errors_socket']} sock, {r['wrong']} wrong]"
+        extra = f" [{r['non_2xx']} non-2xx, {r['errors_socket']} sock, {r['wrong']} wrong, {r['degraded']} degr.]"
         return f"{r['rps']:>7,.0f}/s p95 {r['p95_ms']:>6.2f} ms{extra}"
 
-    print(f"  {'scenario':<28}{'Feast':<58}{'ours':<58}{'floor (no-op)':<30}{'ours/Feast':>10}")
+    print(f"  {'scenario':<28}{'Feast':<68}{'ours':<68}{'floor (no-op)':<30}{'ours/Feast':>10}")
     for kind, ours_name, feast_name in (("single", "hit", "feast"), ("batch of 100", "batch_hit", "feast_batch")):
         for (scenario, c), r in by.items():
             if scenario != ours_name:
@@ -244,9 +244,9 @@ def report(args: argparse.Namespace, version: str, rows: dict[str, int], users: 
             f = by.get((feast_name, c))
             floor = by.get(("floor", c)) if kind == "single" else None
             ratio = f"{r['rps'] / f['rps']:.1f}x" if f and f["rps"] else "-"
-            print(f"  {'cached ' + kind + ', c=' + str(c):<28}{cell(f):<58}{cell(r):<58}"
+            print(f"  {'cached ' + kind + ', c=' + str(c):<28}{cell(f):<68}{cell(r):<68}"
                   f"{(cell(floor) if floor else '-'):<30}{ratio:>10}")
-    print(f"  {'materialize ' + format(users, ',') + ' users':<28}{feast_wall:>7.1f} s{'':<49}{ours['wall_s']:>7.1f} s"
+    print(f"  {'materialize ' + format(users, ',') + ' users':<28}{feast_wall:>7.1f} s{'':<59}{ours['wall_s']:>7.1f} s"
           f" (peak RSS {ours['peak_rss_mb']} MB){'':<26}{'':<30}{feast_wall / ours['wall_s']:>9.1f}x")
     if args.json:
         args.json.write_text(json.dumps({"feast": version, "users": users, "rows": rows, "ours_materialize": ours,

@@ -1,13 +1,15 @@
 """Bulk reads of the source for cache refresh: finished Redis values per user, id ranges, changed ids.
 
-The user-state statement (sql/queries/user_state.sql) stays the one definition of a state: this
-module wraps it and projects each row into one JSON list in SQL, so a chunk of ten thousand users
-crosses the wire as two columns instead of twenty-two. Python reads that list into a state
-(``state_of``, fixing what SQL cannot: JSON numbers that must be floats, empty event lists that SQL
-leaves NULL) and encodes it as every writer does (``redis_online.encode``: the binary body, or the
-JSON list for a state it cannot hold). Projection and ``state_of`` are generated from the state's
-declaration (domain/state.py), so the values written are byte-for-byte what ``encode`` writes for
-the state the point read computes (tests/integration/test_refresh_source.py).
+The user-state statement (sql/queries/user_state.sql) stays the one definition of a state. On
+PostgreSQL, bulk refresh runs the statement derived from it (stores/postgres_bulk_sql.py), which
+packs each user's cached binary body in SQL: a chunk crosses the wire as ids and finished bodies,
+and Python only prefixes the watermark. A user whose body comes back NULL (a state the binary body
+cannot hold) is computed through the point read (``SourceStore``) and encoded as every writer does.
+On another dialect the statement is wrapped and projected into one JSON list per user, which Python
+reads into a state (``state_of``, fixing what SQL cannot: JSON numbers that must be floats, empty event
+lists that SQL leaves NULL) and encodes. Either way the values written are byte-for-byte what
+``redis_online.encode`` writes for the state the point read computes
+(tests/integration/test_refresh_source.py).
 
 Invariant: values are tagged with their watermark exactly as ``SourceStore`` tags states (the
 dialect's position read just before the state statement takes its snapshot), so compare-and-set
@@ -27,10 +29,11 @@ import orjson
 
 from feature_store.domain.state import LAYOUT, STATE_COLUMNS, UserState, compile_mapper
 from feature_store.stores.dialect import WATERMARK_HEX_DIGITS, Dialect
+from feature_store.stores.ports import Tombstone
 from feature_store.stores.postgres import Connection, PostgresPool
-from feature_store.stores.redis_online import encode
-from feature_store.stores.source import render_user_state
-from feature_store.stores.sql_files import query
+from feature_store.stores.postgres_bulk_sql import bulk_statement
+from feature_store.stores.redis_online import encode, watermark_head
+from feature_store.stores.source import SourceStore, render_user_state
 
 # The state as one JSON list, built from the user-state row (read back by ``state_of``).
 _PROJECTION = ("SELECT s.user_id, CAST(json_build_array(" + str(LAYOUT) + ", "
@@ -70,25 +73,6 @@ SELECT now(), least(now(), (SELECT min(xact_start) FROM pg_stat_activity
                               AND xact_start IS NOT NULL))
 """
 _SAFE_NOW_OTHER = "SELECT now(), now()"
-
-
-_TX_BEGIN, _TX_END = "-- tx:begin", "-- tx:end\n"
-
-
-def bulk_user_state(scope: str, dialect: Dialect) -> str:
-    """The user-state statement as bulk refresh runs it: on PostgreSQL its tx block in one pass.
-
-    Derived from sql/queries/user_state.sql (the one definition): only the block between its
-    ``tx:begin``/``tx:end`` markers is replaced, by sql/queries/user_state_tx.postgresql.sql, which
-    gives the same columns and values; tests/integration/test_refresh_source.py holds every user's
-    bytes equal to the point read's.
-    """
-    if dialect.name != "postgresql":
-        return render_user_state(scope)
-    text = query("user_state")
-    begin, end = text.index(_TX_BEGIN), text.index(_TX_END) + len(_TX_END)
-    text = text[:begin] + query("user_state_tx.postgresql") + text[end:]
-    return text.format(scope=scope.format(c="user_id"), scope_u=scope.format(c="u.user_id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,12 +120,16 @@ class BulkSource:
         self.dialect = dialect
         self.work_mem_mb = work_mem_mb
         self._tuned: weakref.WeakSet[Connection] = weakref.WeakSet()
+        self._binary = dialect.name == "postgresql"
+        self._point = SourceStore(pool, dialect)  # the users whose state the SQL-packed body cannot hold
         self._range = self._render(_RANGE)
         self._from = self._render(_FROM)
         self._ids = self._render(_IDS)
 
     def _render(self, scope: str) -> str:
-        return _PROJECTION.format(inner=bulk_user_state(scope, self.dialect))
+        if self._binary:
+            return bulk_statement().format(scope=scope.format(c="user_id"), scope_u=scope.format(c="u.user_id"))
+        return _PROJECTION.format(inner=render_user_state(scope))
 
     def _snapshot(self, sql: str, **params: Any) -> tuple[int, list[Vector]]:
         """The watermark, then the values from a snapshot taken after it (as SourceStore does)."""
@@ -153,7 +141,18 @@ class BulkSource:
             rows = conn.run(sql, **params)
             if self.dialect.watermark_in_transaction:
                 conn.execute("COMMIT")
-        return mark, [Vector(user_id, value_of(user_id, mark, body)) for user_id, body in rows]
+        if not self._binary:
+            return mark, [Vector(user_id, value_of(user_id, mark, body)) for user_id, body in rows]
+        head = watermark_head(mark)
+        vectors = [Vector(user_id, head + body if body is not None else b"") for user_id, body in rows]
+        unfit = [v.user_id for v in vectors if not v.value]
+        if unfit:
+            # Their own snapshot and watermark (taken later, so at least as new): exact by construction.
+            mark_unfit, states = self._point.snapshot_states(unfit)
+            values = {u: encode(s) for u, s in states.items()}
+            gone = encode(Tombstone("", mark_unfit))  # deleted since the chunk's snapshot
+            vectors = [v if v.value else Vector(v.user_id, values.get(v.user_id, gone)) for v in vectors]
+        return mark, vectors
 
     def _tune(self, conn: Connection) -> None:
         """Give a pooled connection the bulk statements' work_mem, once."""
