@@ -25,7 +25,7 @@ from functools import cache
 
 from feature_store.domain.state import LAYOUT, STATE_FIELDS, StateField
 from feature_store.domain.state_binary import MAX_LIST, NULL_H, NULL_I
-from feature_store.stores.sql_files import query
+from feature_store.stores.sql_files import query, select_items
 
 _BLOCK = re.compile(r"^-- (\w+):begin\n(.*?)^-- \1:end\n", re.S | re.M)
 _SECTION = re.compile(r"^-- \[(\w+)\]\n", re.M)
@@ -36,24 +36,6 @@ def _sections() -> dict[str, str]:
     text = query("user_state_bulk.postgresql")
     parts = _SECTION.split(text)
     return {parts[i]: parts[i + 1].rstrip() + "\n" for i in range(1, len(parts), 2)}
-
-
-def _items(select_list: str) -> dict[str, str]:
-    """``{output name: expression}`` of a SELECT list (top-level commas; ``AS name`` or ``t.name``)."""
-    items, depth, start = [], 0, 0
-    for i, ch in enumerate(select_list):
-        depth += ch == "("
-        depth -= ch == ")"
-        if ch == "," and depth == 0:
-            items.append(select_list[start:i])
-            start = i + 1
-    items.append(select_list[start:])
-    out = {}
-    for item in (" ".join(x.split()) for x in items):
-        named = re.search(r"^(.*)\s+AS\s+(\w+)$", item)
-        expr, name = (named.group(1), named.group(2)) if named else (item, item.rsplit(".", 1)[-1])
-        out[name] = expr
-    return out
 
 
 # Each field of the head is an integer expression (NULL when the value does not fit) or, for an
@@ -169,7 +151,7 @@ def bulk_statement() -> str:
     if set(blocks) != {"tx", "recent", "lists", "columns"}:
         raise ValueError(f"sql/queries/user_state.sql marks {sorted(blocks)}; bulk refresh needs tx, recent, "
                          "lists and columns")
-    columns = _items(blocks["columns"].group(2))
+    columns = select_items(blocks["columns"].group(2))
     if list(columns) != [f.name for f in STATE_FIELDS]:
         raise ValueError("the columns block of sql/queries/user_state.sql is not the state's fields in order")
     replacement = {**{name: sections[name] for name in ("tx", "recent", "lists")},
