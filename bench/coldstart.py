@@ -36,17 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from dataset import ensure_data
+from serving import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "emulators"))
 BIN = Path(sys.executable).parent
 USER = "u000000123"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def push_body() -> bytes:
