@@ -8,6 +8,9 @@
 
     FeatureStoreClient.over_grpc("127.0.0.1:50051")  # the same reads over gRPC (extra: grpc)
 
+    # A point-in-time training set (run_etl's URL; labels: a DataFrame or (user_id, decision_time, label) rows)
+    training = FeatureStoreClient.over_rest(read_url, etl_url="http://127.0.0.1:8085").get_historical_features(labels)
+
 It depends on urllib3 alone (grpcio and protobuf for gRPC, pandas for DataFrames are extras) and on
 nothing of the server. Errors carry the server's stable codes (feature_store_client/errors.py).
 """
@@ -26,13 +29,14 @@ from feature_store_client.errors import (
     Unauthenticated,
     Unavailable,
 )
-from feature_store_client.results import FeatureVector, OnlineFeatures
+from feature_store_client.results import FeatureVector, HistoricalFeatures, OnlineFeatures
 
 __all__ = [
     "DeadlineExceeded",
     "FeatureStoreClient",
     "FeatureStoreClientError",
     "FeatureVector",
+    "HistoricalFeatures",
     "InvalidRequest",
     "NotFound",
     "OnlineFeatures",

@@ -8,12 +8,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from feature_store_client.calls import CallPolicy
 from feature_store_client.errors import InvalidRequest
-from feature_store_client.results import OnlineFeatures
+from feature_store_client.results import HistoricalFeatures, OnlineFeatures
 
 if TYPE_CHECKING:
     import pandas
 
 BATCH_MAX = 1000  # the server's default FS_SERVING_BATCH_MAX
+TRAINING_LABELS_MAX = 10_000  # the server's limit of labels sent inline (run_etl's training step)
+Label = dict[str, Any] | tuple[str, Any, Any]  # {"user_id", "decision_time", "label"} or (user_id, time, label)
 
 
 class Transport(Protocol):
@@ -43,11 +45,12 @@ class FeatureStoreClient:
 
     @classmethod
     def over_rest(cls, url: str, batch_url: str | None = None, headers: dict[str, str] | None = None,
-                  **options: Any) -> FeatureStoreClient:
-        """REST: ``url`` serves read_features, ``batch_url`` (default: ``url``) read_features_batch."""
+                  etl_url: str | None = None, **options: Any) -> FeatureStoreClient:
+        """REST: ``url`` serves read_features, ``batch_url`` (default: ``url``) read_features_batch,
+        ``etl_url`` run_etl (training sets; only ``get_historical_features`` needs it)."""
         from feature_store_client.rest import RestTransport
 
-        return cls(RestTransport(url, batch_url or url, headers=headers), **options)
+        return cls(RestTransport(url, batch_url or url, headers=headers, etl_url=etl_url), **options)
 
     @classmethod
     def over_grpc(cls, target: str, secure: bool = False, metadata: Sequence[tuple[str, str]] = (),
@@ -82,6 +85,30 @@ class FeatureStoreClient:
                 deadline - self.policy.clock()))
         return _merge(parts)
 
+    def get_historical_features(self, labels: Any, version: int | None = None, *, destination: str | None = None,
+                                timeout_s: float = 600.0) -> HistoricalFeatures:
+        """A point-in-time training set: every feature of each label's user as it was at its decision time.
+
+        ``labels`` is a pandas DataFrame with the columns ``user_id``, ``decision_time`` and ``label``,
+        or a sequence of such dicts or ``(user_id, decision_time, label)`` tuples; times are datetimes or
+        ISO 8601 text (no zone: UTC). At most 10,000 labels per call (build larger sets from a BigQuery
+        table with fs-training). The set is built where the server's training path builds it (BigQuery,
+        run_etl's ``training`` step) into ``destination`` (``training_...``; default: a new table),
+        and its rows come back in label order. Bad labels raise InvalidRequest (``invalid_labels``)
+        naming the rows. Not retried: a long build is not repeated behind the caller's back.
+        """
+        records = _labels(labels)
+        if not records:
+            raise InvalidRequest("invalid_labels", "no labels: give at least one (user_id, decision_time, label)")
+        if len(records) > TRAINING_LABELS_MAX:
+            raise InvalidRequest("invalid_labels", f"{len(records)} labels; at most {TRAINING_LABELS_MAX} in one call "
+                                 "(build larger sets from a BigQuery table with fs-training)")
+        training = getattr(self.transport, "training", None)
+        if training is None:
+            raise InvalidRequest("unsupported", "training sets are built over REST: FeatureStoreClient.over_rest(..., "
+                                 "etl_url=...)")
+        return training(records, version, destination, timeout_s)  # type: ignore[no-any-return]
+
     def get_online_dataframe(self, user_ids: Sequence[str], features: Sequence[str] | None = None,
                              version: int | None = None, **options: Any) -> pandas.DataFrame:
         """``get_online_features(...).to_dataframe()``: one row per user id (needs pandas)."""
@@ -98,6 +125,26 @@ class FeatureStoreClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _labels(labels: Any) -> list[dict[str, Any]]:
+    """Label records with JSON values: ``decision_time`` as ISO 8601 text, ``label`` as str, int or float."""
+    if hasattr(labels, "to_dict") and hasattr(labels, "columns"):  # a pandas DataFrame
+        missing = [c for c in ("user_id", "decision_time", "label") if c not in labels.columns]
+        if missing:
+            raise InvalidRequest("invalid_labels", f"the labels have no column {', '.join(missing)}")
+        labels = labels[["user_id", "decision_time", "label"]].to_dict("records")
+    out = []
+    for item in labels:
+        user_id: Any
+        at: Any
+        label: Any
+        user_id, at, label = ((item.get("user_id"), item.get("decision_time"), item.get("label"))
+                              if isinstance(item, dict) else item)
+        at = at.isoformat() if hasattr(at, "isoformat") else at
+        label = label.item() if hasattr(label, "item") else label  # numpy scalars
+        out.append({"user_id": user_id, "decision_time": at, "label": label})
+    return out
 
 
 def _merge(parts: list[OnlineFeatures]) -> OnlineFeatures:

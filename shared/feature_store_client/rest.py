@@ -10,8 +10,8 @@ from urllib.parse import quote, urlencode
 
 import urllib3
 
-from feature_store_client.errors import BY_HTTP_STATUS, DeadlineExceeded, ServerError, Unavailable
-from feature_store_client.results import FeatureVector, OnlineFeatures
+from feature_store_client.errors import BY_HTTP_STATUS, DeadlineExceeded, InvalidRequest, ServerError, Unavailable
+from feature_store_client.results import FeatureVector, HistoricalFeatures, OnlineFeatures
 
 SINGLE_PATH = "/api/v1/features/user/"
 BATCH_PATH = "/api/v1/features/batch"
@@ -35,9 +35,10 @@ class RestTransport:
     """Calls ``read_features`` (``single_url``) and ``read_features_batch`` (``batch_url``)."""
 
     def __init__(self, single_url: str, batch_url: str, pool_size: int = 10,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, etl_url: str | None = None) -> None:
         self.single_url = single_url.rstrip("/")
         self.batch_url = batch_url.rstrip("/")
+        self.etl_url = None if etl_url is None else etl_url.rstrip("/")
         self.headers = {"Accept": "application/json", **(headers or {})}
         self._http = urllib3.PoolManager(maxsize=pool_size, retries=False)
 
@@ -58,6 +59,19 @@ class RestTransport:
                 payload[key] = value
         body = self._call("POST", self.batch_url + BATCH_PATH, json.dumps(payload).encode(), timeout_s)
         return _answer(body, [_vector(r) for r in body["results"]], body["counts"])
+
+    def training(self, labels: list[dict[str, Any]], version: int | None, destination: str | None,
+                 timeout_s: float) -> HistoricalFeatures:
+        """run_etl's training step: the training set of ``labels``, built in BigQuery, with its rows."""
+        if self.etl_url is None:
+            raise InvalidRequest("unsupported", "no etl_url: FeatureStoreClient.over_rest(..., etl_url=run_etl's URL)")
+        payload: dict[str, Any] = {"step": "training", "labels": labels}
+        if version is not None:
+            payload["version"] = version
+        if destination is not None:
+            payload["destination"] = destination
+        body = self._call("POST", self.etl_url + "/", json.dumps(payload).encode(), timeout_s)
+        return HistoricalFeatures(body["table"], body["feature_set"], int(body["version"]), body["results"])
 
     def _call(self, method: str, url: str, data: bytes | None, timeout_s: float) -> dict[str, Any]:
         headers = self.headers if data is None else {**self.headers, "Content-Type": "application/json"}

@@ -54,16 +54,49 @@ class OnlineFeatures:
 
         Integer features are nullable ``Int64`` columns, so a missing value does not turn them into floats.
         """
-        try:
-            import pandas as pd
-        except ModuleNotFoundError:
-            raise ModuleNotFoundError("to_dataframe needs pandas: pip install 'feature-store-client[pandas]'") from None
+        pd = _pandas()
         rows = [{"status": v.status, **v.values(), "computed_at": v.computed_at,
                  "source_watermark": v.source_watermark, "cache_hit": v.cache_hit} for v in self.vectors]
-        names = list(dict.fromkeys(name for row in rows for name in row))
-        columns: dict[str, Any] = {}
-        for name in names:
-            values = [row.get(name) for row in rows]
-            kinds = {type(x) for x in values if x is not None}
-            columns[name] = pd.array(values, dtype="Int64") if kinds == {int} else values
-        return pd.DataFrame(columns, index=pd.Index([v.user_id for v in self.vectors], name="user_id"))
+        return pd.DataFrame(_columns(rows), index=pd.Index([v.user_id for v in self.vectors], name="user_id"))
+
+
+@dataclass(frozen=True)
+class HistoricalFeatures:
+    """A point-in-time training set: per label, every feature as it was at its decision time.
+
+    ``table`` is where the server keeps it in BigQuery (``dataset.table``); ``rows`` are its rows in
+    label order: ``label_row``, ``user_id``, ``decision_time``, ``label``, ``feature_set``,
+    ``feature_set_version``, then one entry per feature.
+    """
+
+    table: str
+    feature_set: str
+    version: int
+    rows: list[dict[str, Any]]
+
+    def to_dataframe(self) -> pandas.DataFrame:
+        """One row per label (index ``label_row``), integer features as nullable ``Int64`` columns."""
+        pd = _pandas()
+        frame = pd.DataFrame(_columns(self.rows))
+        if "decision_time" in frame:
+            frame["decision_time"] = pd.to_datetime(frame["decision_time"], utc=True, format="ISO8601")
+        return frame.set_index("label_row") if "label_row" in frame else frame
+
+
+def _pandas() -> Any:
+    try:
+        import pandas
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError("to_dataframe needs pandas: pip install 'feature-store-client[pandas]'") from None
+    return pandas
+
+
+def _columns(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Column name -> values, in first-seen order; all-integer columns as nullable ``Int64`` (None stays missing)."""
+    pd = _pandas()
+    columns: dict[str, Any] = {}
+    for name in dict.fromkeys(name for row in rows for name in row):
+        values = [row.get(name) for row in rows]
+        kinds = {type(x) for x in values if x is not None}
+        columns[name] = pd.array(values, dtype="Int64") if kinds == {int} else values
+    return columns

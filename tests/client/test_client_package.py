@@ -21,9 +21,9 @@ SERVER_SIDE = {"feature_store", "functions_framework", "flask", "redis", "pg8000
 
 def test_the_public_names_are_these() -> None:
     assert sorted(feature_store_client.__all__) == [
-        "DeadlineExceeded", "FeatureStoreClient", "FeatureStoreClientError", "FeatureVector", "InvalidRequest",
-        "NotFound", "OnlineFeatures", "PermissionDenied", "RateLimited", "ServerError", "Unauthenticated",
-        "Unavailable"]
+        "DeadlineExceeded", "FeatureStoreClient", "FeatureStoreClientError", "FeatureVector", "HistoricalFeatures",
+        "InvalidRequest", "NotFound", "OnlineFeatures", "PermissionDenied", "RateLimited", "ServerError",
+        "Unauthenticated", "Unavailable"]
 
 
 @pytest.mark.slow

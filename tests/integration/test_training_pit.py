@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import random
 import secrets
 from collections.abc import Iterator
@@ -35,6 +36,8 @@ from feature_store.stores.bigquery_offline import OfflineStore
 from feature_store.stores.bigquery_training import TrainingStore
 from feature_store.stores.postgres import PostgresPool
 from feature_store.stores.postgres_export import ExportSource
+from feature_store_client import FeatureStoreClient, InvalidRequest
+from served import Served
 
 pytest_plugins = ["bq_fixture"]
 pytestmark = pytest.mark.bigquery
@@ -358,3 +361,66 @@ def test_changelog_images_say_what_rows_changed_later_were_at_the_decision(
     assert before_any["payment_delays"] == 0
     assert before_any["open_plans"] == base[1]["open_plans"]  # changed later: active at the time
     assert before_any["total_orders"] == base[1]["total_orders"]  # current status: no history before
+
+
+@pytest.fixture(scope="module")
+def run_etl_url(exported: OfflineStore, seeded_database: dict[str, Any], bigquery_emulator: Any,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """run_etl served by functions-framework (gunicorn) over the exported dataset."""
+    env = {**os.environ, **base_env(seeded_database["database"]), "FS_BIGQUERY_PROJECT": bigquery_emulator.project,
+           "FS_BIGQUERY_DATASET": exported.dataset, "FS_BIGQUERY_API_ENDPOINT": bigquery_emulator.api_endpoint}
+    served = Served("run_etl", env, tmp_path_factory.mktemp("run_etl") / "run_etl.log")
+    try:
+        served.wait()
+        yield served.url
+    finally:
+        served.stop()
+
+
+def test_the_client_gets_a_training_set_equal_to_the_independent_recomputation(
+        run_etl_url: str, exported: OfflineStore, source: pg8000.native.Connection) -> None:
+    import pandas  # the client's DataFrame extra, in the dev extra
+
+    now = datetime.now(UTC)
+    labels = sample_labels(source, now)[:80]
+    frame = pandas.DataFrame({"user_id": [u for u, _, _ in labels], "decision_time": [t for _, t, _ in labels],
+                              "label": [y for _, _, y in labels]})
+
+    with FeatureStoreClient.over_rest("http://127.0.0.1:9", etl_url=run_etl_url) as client:
+        training = client.get_historical_features(frame, version=2)
+        again = client.get_historical_features([(u, t.isoformat(), y) for u, t, y in labels[:5]], version=1,
+                                               destination="training_client_v1")
+
+    fs = CATALOG[("credit_decision", 2)]
+    assert training.table.startswith(f"{exported.dataset}.training_") and training.version == 2
+    assert len(training.rows) == len(labels)
+    mismatches = []
+    for row in training.rows:
+        user_id, at, label = labels[row["label_row"] - 1]
+        assert (row["user_id"], datetime.fromisoformat(row["decision_time"]), row["label"]) == (user_id, at, label)
+        expected = reference_asof(source, user_id, at)
+        mismatches += [(row["label_row"], n, row[n], expected[n]) for n in fs.names if row[n] != expected[n]]
+    assert not mismatches, f"{len(mismatches)} values differ, first ones: {mismatches[:10]}"
+    table = training.to_dataframe()
+    assert list(table.index[:3]) == [1, 2, 3] and str(table["orders_7d"].dtype) == "Int64"
+    assert again.table == f"{exported.dataset}.training_client_v1" and len(again.rows) == 5
+    assert "amount_1h" not in again.rows[0]  # v1 has no such feature
+
+
+def test_the_client_names_bad_labels_and_refuses_the_offline_store_own_tables(run_etl_url: str) -> None:
+    future = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    with FeatureStoreClient.over_rest("http://127.0.0.1:9", etl_url=run_etl_url) as client:
+        with pytest.raises(InvalidRequest) as bad:  # checked in the request first...
+            client.get_historical_features([("u000000001", "2026-10-01T12:00:00Z", 1), ("u000000002", future, 1)])
+        with pytest.raises(InvalidRequest) as unknown:  # ...then against the offline store's users
+            client.get_historical_features([("u000000001", "2026-10-01T12:00:00Z", 1), ("nobody", "2026-10-01", 0)])
+        with pytest.raises(InvalidRequest) as reserved:
+            client.get_historical_features([("u000000001", "2026-10-01T12:00:00Z", 1)], destination="users")
+        with pytest.raises(InvalidRequest) as too_many:
+            client.get_historical_features([("u000000001", "2026-10-01T12:00:00Z", 1)] * 10_001)
+
+    assert bad.value.code == "invalid_labels" and bad.value.http_status == 400
+    assert "decision_time in the future" in bad.value.message and "row 2 (u000000002" in bad.value.message
+    assert unknown.value.code == "invalid_labels" and "row 2 (nobody" in unknown.value.message
+    assert reserved.value.code == "invalid_body" and "destination" in reserved.value.message
+    assert too_many.value.code == "invalid_labels" and too_many.value.http_status is None  # refused before sending

@@ -16,14 +16,14 @@ import csv
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from feature_store.domain.catalog import get_feature_set
-from feature_store.errors import InvalidLabels, InvalidParameter
+from feature_store.errors import Conflict, InvalidLabels, InvalidParameter
 from feature_store.stores.bigquery_training import TrainingStore
 
 LABEL_COLUMNS = ("user_id", "decision_time", "label")
@@ -107,6 +107,15 @@ def read_labels(path: Path, now: datetime) -> tuple[list[LabelRow], str]:
     if missing:
         raise InvalidLabels(f"{path.name} has no column {', '.join(map(repr, missing))}; label files need the "
                             f"columns {', '.join(LABEL_COLUMNS)} (every row, for NDJSON)")
+    return check_labels(records, path.name, now)
+
+
+def check_labels(records: Iterable[Mapping[str, Any]], source: str, now: datetime) -> tuple[list[LabelRow], str]:
+    """Label rows from records with the label columns, and the BigQuery type of their labels.
+
+    InvalidLabels names every row that misses a value or whose decision_time does not parse or lies
+    after ``now`` (rows are numbered from 1 in the order given).
+    """
     problems = _Problems()
     rows: list[LabelRow] = []
     for n, record in enumerate(records, start=1):
@@ -125,9 +134,9 @@ def read_labels(path: Path, now: datetime) -> tuple[list[LabelRow], str]:
                          f"row {n} ({user_id}, {moment.isoformat()})")
             continue
         rows.append(LabelRow(n, str(user_id), moment, str(label)))
-    problems.raise_any(path.name)
+    problems.raise_any(source)
     if not rows:
-        raise InvalidLabels(f"{path.name} holds no label rows")
+        raise InvalidLabels(f"{source} holds no label rows")
     return rows, _label_type([r.label for r in rows])
 
 
@@ -142,9 +151,23 @@ def _label_type(labels: list[str]) -> str:
     return "FLOAT64"
 
 
+# Tables and views of the offline store itself (sql/bigquery/): a training set never replaces one.
+_OWN = re.compile(r"(users|transactions|risk_scores|installment_plans|installments|feature_snapshots|etl_\w+"
+                  r"|changelog_\w+|_stage_\w+|_snapshot_\w+|_labels_\w+|_training_\w+)", re.IGNORECASE)
+
+
 def _table_name(name: str, error: type[InvalidLabels | InvalidParameter]) -> str:
     if not _TABLE.fullmatch(name):
-        raise error(f"{name!r} is not a BigQuery table name (table, or dataset.table)")
+        raise error(f"{name[:64]!r} is not a BigQuery table name (table, or dataset.table)")
+    return name
+
+
+def _destination(name: str) -> str:
+    """A table name a training set may be written to: never one of the offline store's own tables."""
+    _table_name(name, InvalidParameter)
+    if "." not in name and _OWN.fullmatch(name):
+        raise InvalidParameter(f"{name!r} is a table of the offline store itself; choose another destination",
+                               code="reserved_table")
     return name
 
 
@@ -163,13 +186,36 @@ class TrainingSets:
         """Build ``destination`` from a label file."""
         started = self._clock()
         rows, label_type = read_labels(path, self._now())
+        return self._from_rows(rows, label_type, path.name, destination, version, started)
+
+    def from_records(self, records: Sequence[Mapping[str, Any]], destination: str, version: int | None = None,
+                     with_rows: bool = False) -> dict[str, Any]:
+        """Build ``destination`` from label records given in a request (``with_rows``: answer the rows too)."""
+        started = self._clock()
+        rows, label_type = check_labels(records, "the request", self._now())
+        report = self._from_rows(rows, label_type, "the request", destination, version, started)
+        if with_rows:
+            report["results"] = self.store.rows(destination, order_by="label_row")
+        return report
+
+    def _require_export(self) -> None:
+        if self.store.columns("users") is None:
+            raise Conflict("the offline store holds no export yet; run the ETL export first",
+                           code="bigquery_not_exported")
+
+    def _from_rows(self, rows: list[LabelRow], label_type: str, source: str, destination: str,
+                   version: int | None, started: float) -> dict[str, Any]:
+        _destination(destination)
+        self._require_export()
         with self.store.staged_labels([(r.row, r.user_id, r.decision_time, r.label) for r in rows],
                                       label_type) as staging:
-            return self._build(staging, path.name, destination, version, started)
+            return self._build(staging, source, destination, version, started)
 
     def from_table(self, source: str, destination: str, version: int | None = None) -> dict[str, Any]:
         """Build ``destination`` from a BigQuery table with the label columns (``table`` or ``dataset.table``)."""
         started = self._clock()
+        _destination(destination)
+        self._require_export()
         columns = self.store.columns(_table_name(source, InvalidLabels))
         if columns is None:
             raise InvalidLabels(f"there is no table {source} with labels")
@@ -193,7 +239,6 @@ class TrainingSets:
                started: float) -> dict[str, Any]:
         self._check(staging, source)
         fs = get_feature_set(self.feature_set, version)
-        _table_name(destination, InvalidParameter)
         target, rows = self.store.build(staging, fs, destination, self._chunk)
         if rows is None:
             raise InvalidLabels(f"{source} holds no label rows")

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from feature_store.domain.catalog import FeatureSet
 from feature_store.stores.bigquery_features import features_sql, identifier, literal, script
@@ -47,6 +48,10 @@ class TrainingStore:
 
     def columns(self, table: str) -> dict[str, str] | None:
         return self.offline.columns(table)
+
+    def rows(self, table: str, order_by: str) -> list[dict[str, Any]]:
+        """Every row of a (training) table, ordered by a column of it."""
+        return self.offline.run(f"SELECT * FROM {self.full_name(table)} ORDER BY {identifier(order_by)}")
 
     @contextmanager
     def staged_labels(self, rows: Sequence[LabelValues], label_type: str) -> Iterator[str]:

@@ -1,7 +1,9 @@
 """Handler of the run_etl function: one ETL step per POST, as workflows/etl.yaml calls them.
 
 ``POST /`` with one of ``{"step": "export", "run_id"?, "full"?}``, ``{"step": "snapshot", "run_id",
-"date"?}`` or ``{"step": "record", "run_id", "status", "error"?, "steps"?}``. Export answers
+"date"?}``, ``{"step": "record", "run_id", "status", "error"?, "steps"?}`` or ``{"step": "training",
+"labels": [...], "destination"?, "version"?}`` (a point-in-time training set of labels sent inline,
+answered with its rows: feature_store_client's get_historical_features). Export answers
 ``done: false`` when its time budget ran out (call it again with the same run_id); a dependency
 outage is a 503 the workflow retries, anything else fails the run. The body is validated strictly
 from its JSON text: ``"full": "yes"`` is refused, not read as true, and a date is an ISO 8601 string.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import secrets
 from typing import Annotated, Any, Literal
 
 import flask
@@ -53,9 +56,32 @@ class RecordStep(_Step):
     steps: dict[str, Any] | None = None  # what each step answered
 
 
+TRAINING_LABELS_MAX = 10_000
+# A table of the offline store's dataset whose name says what it is (never one of the store's own tables).
+TrainingTable = Annotated[str, Field(pattern=r"^training_[A-Za-z0-9_]{1,1000}$")]
+
+
+class Label(_Step):
+    """One labelled decision: who, when (ISO 8601; no zone means UTC) and its outcome."""
+
+    user_id: Annotated[str, Field(min_length=1, max_length=64)]
+    decision_time: Annotated[str, Field(min_length=1, max_length=64)]
+    label: str | int | float
+
+
+class TrainingStep(_Step):
+    """Build a point-in-time training set from labels sent inline, and answer its rows."""
+
+    step: Literal["training"]
+    labels: list[Label] = Field(min_length=1, max_length=TRAINING_LABELS_MAX, description=(
+        "At most 10,000 labels in one request; build larger sets from a table with fs-training."))
+    destination: TrainingTable | None = None  # default: a new table training_<time>_<random> of the dataset
+    version: Annotated[int, Field(ge=1, le=999_999)] | None = None  # default: the newest catalog version
+
+
 # The body of POST /: one model per step (the document's schema of it).
-EtlRequest = Annotated[ExportStep | SnapshotStep | RecordStep, Field(discriminator="step")]
-_BODY: TypeAdapter[ExportStep | SnapshotStep | RecordStep] = TypeAdapter(EtlRequest)
+EtlRequest = Annotated[ExportStep | SnapshotStep | RecordStep | TrainingStep, Field(discriminator="step")]
+_BODY: TypeAdapter[ExportStep | SnapshotStep | RecordStep | TrainingStep] = TypeAdapter(EtlRequest)
 
 
 def run_step(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
@@ -70,6 +96,11 @@ def run_step(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[st
         return 200, etl.export(body.run_id, full=body.full)
     if isinstance(body, SnapshotStep):
         return 200, etl.snapshot(body.run_id, body.date)
+    if isinstance(body, TrainingStep):
+        destination = body.destination or f"training_{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}_{secrets.token_hex(3)}"
+        report = services().training.from_records([label.model_dump() for label in body.labels], destination,
+                                                  body.version, with_rows=True)
+        return 200, {"step": "training", **report}
     return 200, etl.record(body.run_id, body.status, body.steps, body.error)
 
 
