@@ -44,7 +44,7 @@ lint:
 	$(PY) -m ruff check shared functions tests emulators bench .ci
 	$(PY) -m mypy
 
-bench: bench-serving bench-grpc bench-ingest bench-refresh bench-offline
+bench: bench-serving bench-grpc bench-ingest bench-refresh bench-offline bench-feast bench-coldstart
 
 bench-serving: install wrk  ## read functions against a no-op floor: p50/p95/p99 and req/s at concurrency 1, 10, 50
 	$(PY) bench/serving.py

@@ -289,14 +289,16 @@ def print_lag(label: str, r: dict[str, Any]) -> None:
 # --- setup ----------------------------------------------------------------------------------------
 
 
-def start_bigquery(env: dict[str, str], dataset: str, logs: Path, children: list[Child]) -> int | None:
-    """The emulator on 9050 when one listens there, else a private one (its pid); creates the changelog tables."""
+def start_bigquery(env: dict[str, str], dataset: str, logs: Path, children: list[Child],
+                   shared: bool = False) -> int | None:
+    """A private BigQuery emulator (its pid: its CPU is measured, and nobody else's load is in it), or with
+    ``shared`` the stack's on 9050 when one listens there; creates the changelog tables."""
     import stack
 
     from feature_store.stores.bigquery_changelog import BigQueryChangelog
     from feature_store.stores.dialect import POSTGRESQL
 
-    port = 9050 if listening(9050) else free_port()
+    port = 9050 if shared and listening(9050) else free_port()
     pid = None
     if not listening(port):
         children.append(Child([str(ROOT / ".local/venvs/bq/bin/bqemulator"), "start", "--rest-host", "127.0.0.1",
@@ -327,6 +329,8 @@ def main() -> int:
     parser.add_argument("--lag-samples", type=int, default=100, help="commits timed idle, and again under load")
     parser.add_argument("--no-bigquery", action="store_true",
                         help="no BigQuery emulator: the production-default row is then not measured")
+    parser.add_argument("--shared-bigquery", action="store_true",
+                        help="use the stack's emulator on 9050 when it listens (its CPU is then not measured)")
     parser.add_argument("--set", action="append", default=[], metavar="FS_SECTION_FIELD=VALUE",
                         help="a setting for the functions, e.g. FS_CDC_MAX_INFLIGHT=1 (repeatable)")
     parser.add_argument("--json", help="write the figures here")
@@ -360,7 +364,7 @@ def main() -> int:
         subprocess.run([str(BIN / "python"), "-m", "feature_store.cli.generate", "seed", "--users", str(args.users),
                         "--seed", "42"], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         results["rows"] = describe(env, database)
-        emulator = None if args.no_bigquery else start_bigquery(env, dataset, logs, children)
+        emulator = None if args.no_bigquery else start_bigquery(env, dataset, logs, children, args.shared_bigquery)
         print(f"ingest_changes: one instance, WORKERS={args.workers} THREADS={args.threads}; "
               f"{size_line(database, results['rows'])}; concurrency {', '.join(map(str, levels))}", flush=True)
         scenarios = [(FLOOR, "noop_event", {})]
@@ -404,7 +408,7 @@ def main() -> int:
         print_lag(f"under the throughput load (wrk, concurrency {max(levels)}, into the same instance)",
                   results["lag_under_load"])
     finally:
-        if not args.no_bigquery:  # the emulator may be the stack's: leave it as it was
+        if not args.no_bigquery:  # the emulator may be the stack's (--shared-bigquery): leave it as it was
             try:
                 bigquery_client(env).delete_dataset(dataset, delete_contents=True, not_found_ok=True)
             except Exception as exc:  # the figures matter more than the clean-up
