@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install services up down status seed refresh etl test test-fast test-faults lint typecheck bench bench-serving bench-ingest bench-refresh bench-offline bench-grpc bench-feast bench-coldstart wrk h2load proto package clean
+.PHONY: install services up down status seed refresh etl migrate test test-fast test-faults test-migration lint typecheck bench bench-serving bench-ingest bench-refresh bench-offline bench-grpc bench-migration bench-feast bench-coldstart wrk h2load proto package clean
 
 install:  ## build .venv and the emulators' virtual environments
 	bash emulators/install.sh
@@ -30,6 +30,10 @@ etl: install  ## run workflows/etl.yaml once against the `make up` stack (DATE=Y
 	$(PY) -c 'import json, sys; f = json.load(open(".local/stack.json"))["functions"]; a = {"run_etl_url": f["run_etl"], "refresh_cache_url": f["refresh_cache"], "auth": "none"}; a.update({k: v for k, v in (("date", sys.argv[1]), ("run_id", sys.argv[2])) if v}); json.dump(a, open(".local/etl-args.json", "w"))' "$${DATE:-}" "$${RUN_ID:-}"
 	.local/venvs/wf/bin/workflows-emulator --source workflows/etl.yaml --loglevel WARNING run --data .local/etl-args.json
 
+migrate: install  ## run workflows/migration.yaml against the `make up` stack (ACTION=migrate|cutover|rollback, RUN_ID, PERCENTS=1,10,50,100, HOLD_S, CUTOVER=yes|no, TO_PERCENT)
+	$(PY) -c 'import json, os; f = json.load(open(".local/stack.json"))["functions"]; e = os.environ.get; a = {"run_migration_url": f["run_migration"], "auth": "none", "action": e("ACTION") or "migrate", "cutover": e("CUTOVER") or "yes"}; a.update({k: v for k, v in (("run_id", e("RUN_ID")),) if v}); a.update({k: float(v) for k, v in (("hold_s", e("HOLD_S")), ("to_percent", e("TO_PERCENT"))) if v}); a.update({"percents": [float(p) for p in e("PERCENTS").split(",") if p]} if e("PERCENTS") is not None else {}); json.dump(a, open(".local/migration-args.json", "w"))'
+	.local/venvs/wf/bin/workflows-emulator --source workflows/migration.yaml --loglevel WARNING run --data .local/migration-args.json
+
 test: install services wrk  ## the whole suite against real PostgreSQL, Redis and the emulators, then the fault suite
 	$(PY) -m pytest -q -m "not faults" --cov --cov-report=term --cov-fail-under=90
 	$(PY) -m pytest -q -m faults tests/faults
@@ -40,11 +44,14 @@ test-fast:
 test-faults: install wrk  ## only the fault suite: outages under load on private PostgreSQL and Redis servers (~3 min)
 	$(PY) -m pytest -q -m faults tests/faults
 
+test-migration: install  ## the migration's suite (part of `make test` too): two real databases, the functions, the workflow
+	$(PY) -m pytest -q tests/migration tests/infra/test_migration_terraform.py
+
 lint:
 	$(PY) -m ruff check shared functions tests emulators bench .ci
 	$(PY) -m mypy
 
-bench: bench-serving bench-grpc bench-ingest bench-refresh bench-offline bench-feast bench-coldstart
+bench: bench-serving bench-grpc bench-ingest bench-refresh bench-offline bench-migration bench-feast bench-coldstart
 
 bench-serving: install wrk  ## read functions against a no-op floor: p50/p95/p99 and req/s at concurrency 1, 10, 50
 	$(PY) bench/serving.py
@@ -76,6 +83,9 @@ bench-refresh: install  ## bulk refresh PostgreSQL -> Redis: users/s, peak RSS a
 
 bench-offline: install  ## ETL of fs_bench (1M users) into the BigQuery emulator, snapshot, 100K-row training set
 	$(PY) bench/offline.py --max-emulator-gb $${MAX_EMULATOR_GB:-18}
+
+bench-migration: install  ## the migration of fs_bench (1M users): backfill + verification rows/s, replication lag under 200 writes/s, reads through the shift
+	$(PY) bench/migration.py $${ARGS:-}
 
 package: install  ## build/functions/<name>/ and its .zip for every function (self-contained deploy folders)
 	$(PY) .ci/package_functions.py --zip

@@ -7,7 +7,7 @@ Cloud Functions uploads only the function's own folder, so each one gets everyth
         requirements.txt        pinned: pyproject's [project].dependencies and everything they
                                 need, at the versions installed in the venv running this script
         feature_store/          shared/feature_store without __pycache__
-        feature_store/_sql/     sql/postgres, sql/queries, sql/bigquery (stores/sql_files.py
+        feature_store/_sql/     sql/postgres, sql/queries, sql/bigquery, sql/migration (stores/sql_files.py
                                 looks here first)
 
 With ``--zip`` it also writes build/functions/<name>.zip (entries sorted, timestamps fixed, so
@@ -38,7 +38,7 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = ROOT / "functions"
 PACKAGE = ROOT / "shared" / "feature_store"
-SQL_DIRS = ("postgres", "queries", "bigquery")
+SQL_DIRS = ("postgres", "queries", "bigquery", "migration")
 RUNTIME_PYTHON = (3, 11)
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
 HEADER = (

@@ -32,6 +32,7 @@ FIRST_FUNCTION_PORT = 8081
 PRIVATE_PG_PORT = 55432
 PRIVATE_REDIS_PORT = 56379
 BQ_REST_PORT, BQ_GRPC_PORT = 9050, 9060
+REPLICATION_SLOT = "fs_replicate"  # the migration's subscription (docs/migration.md)
 GRPC_PORT = 50051  # the featurestore.v1 gRPC service (fs-grpc), as the README promises
 
 
@@ -104,6 +105,8 @@ def ensure_postgres(env: dict[str, str], started: list[dict[str, object]]) -> No
                              "-c", "wal_level=logical", "-c", "max_replication_slots=10"])
     started.append({"name": "postgres", "pid": pid, "endpoint": f"127.0.0.1:{PRIVATE_PG_PORT}"})
     env["FS_POSTGRES_HOST"], env["FS_POSTGRES_PORT"] = "127.0.0.1", str(PRIVATE_PG_PORT)
+    if env.get("FS_MIGRATION_TARGET_HOST") == host:  # the migration's target lives on the same server
+        env["FS_MIGRATION_TARGET_HOST"], env["FS_MIGRATION_TARGET_PORT"] = "127.0.0.1", str(PRIVATE_PG_PORT)
     wait_port("127.0.0.1", PRIVATE_PG_PORT, "postgres")
     log(f"postgres: started a private server at 127.0.0.1:{PRIVATE_PG_PORT} (pid {pid})")
 
@@ -118,15 +121,19 @@ def _debian_pg_bin() -> Path | None:
 
 
 def ensure_database(env: dict[str, str]) -> None:
+    """The stack's database, and the migration's target database on the same server (docs/migration.md)."""
     import pg8000.native
 
     admin = pg8000.native.Connection(user=env.get("FS_POSTGRES_USER", "postgres"), host=env["FS_POSTGRES_HOST"],
                                      port=int(env["FS_POSTGRES_PORT"]), database="postgres")
     try:
-        name = env["FS_POSTGRES_DATABASE"]
-        if not admin.run("SELECT 1 FROM pg_database WHERE datname = :n", n=name):
-            admin.run(f'CREATE DATABASE "{name}"')
-            log(f"postgres: created database {name}")
+        names = [env["FS_POSTGRES_DATABASE"]]
+        if env.get("FS_MIGRATION_TARGET_DATABASE"):
+            names.append(env["FS_MIGRATION_TARGET_DATABASE"])
+        for name in names:
+            if not admin.run("SELECT 1 FROM pg_database WHERE datname = :n", n=name):
+                admin.run(f'CREATE DATABASE "{name}"')
+                log(f"postgres: created database {name}")
     finally:
         admin.close()
 
@@ -205,8 +212,8 @@ def signature_type(main_py: Path, target: str) -> str:
     return "http"
 
 
-# The read endpoints keep the ports the README documents (8081, 8082); the others follow by name.
-DOCUMENTED_FIRST = ("read_features", "read_features_batch")
+# The functions keep the ports the README documents (8081-8085), in this order; newer ones follow by name.
+DOCUMENTED_FIRST = ("read_features", "read_features_batch", "ingest_changes", "refresh_cache", "run_etl")
 
 
 def function_ports() -> dict[str, int]:
@@ -267,13 +274,17 @@ def ensure_changelog_tables(env: dict[str, str]) -> None:
     log(f"bigquery: changelog tables ready in {settings.bigquery.dataset}")
 
 
-def start_relay(env: dict[str, str], started: list[dict[str, object]]) -> None:
-    """The CDC relay (emulators/cdc_relay.py), pushing to ingest_changes; it resumes from its slot."""
-    url = f"http://127.0.0.1:{function_ports()['ingest_changes']}/"
-    pid = spawn("cdc-relay", [str(VENV_BIN / "python"), str(ROOT / "emulators" / "cdc_relay.py"), "--target-url", url],
-                env={**os.environ, **env}, cwd=ROOT)
-    started.append({"name": "cdc-relay", "pid": pid, "endpoint": f"slot {env.get('FS_CDC_SLOT', 'fs_cdc')} -> {url}"})
-    log(f"cdc relay: pushing changes to {url} (pid {pid})")
+def start_relay(env: dict[str, str], started: list[dict[str, object]], function: str = "ingest_changes",
+                slot: str | None = None) -> None:
+    """A CDC relay (emulators/cdc_relay.py) pushing to ``function``; it resumes from its slot. One relay per push
+    subscription of the topic: ingest_changes (FS_CDC_SLOT), and the migration's replicate_changes."""
+    url = f"http://127.0.0.1:{function_ports()[function]}/"
+    slot = slot or env.get("FS_CDC_SLOT", "fs_cdc")
+    name = "cdc-relay" if function == "ingest_changes" else f"cdc-relay-{function}"
+    pid = spawn(name, [str(VENV_BIN / "python"), str(ROOT / "emulators" / "cdc_relay.py"), "--target-url", url,
+                       "--slot", slot], env={**os.environ, **env}, cwd=ROOT)
+    started.append({"name": name, "pid": pid, "endpoint": f"slot {slot} -> {url}"})
+    log(f"cdc relay: pushing changes to {url} from slot {slot} (pid {pid})")
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -322,6 +333,8 @@ def up() -> int:
         start_grpc(env, started)
         if "ingest_changes" in function_ports():
             start_relay(env, started)
+        if "replicate_changes" in function_ports() and env.get("FS_MIGRATION_TARGET_HOST"):
+            start_relay(env, started, "replicate_changes", REPLICATION_SLOT)
     except BaseException:
         _write_state(env, started)
         down()

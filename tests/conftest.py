@@ -51,11 +51,13 @@ def base_env(database: str, prefix: str | None = None) -> dict[str, str]:
 class Databases:
     """Creates throw-away databases and drops them at the end of the session."""
 
+    prefix = "fst_"
+
     def __init__(self) -> None:
         self.created: list[str] = []
 
     def create(self, migrated: bool = True) -> str:
-        name = f"fst_{secrets.token_hex(4)}"
+        name = f"{self.prefix}{secrets.token_hex(4)}"
         admin = admin_connection()
         try:
             admin.run(f'CREATE DATABASE "{name}"')

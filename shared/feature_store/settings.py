@@ -164,6 +164,47 @@ class RefreshSettings(_Section):
     stats_flush_s: float = Field(5.0, ge=0)
 
 
+class MigrationSettings(_Section):
+    """The move of the source of truth to CockroachDB (docs/migration.md): the target and each phase's tuning.
+
+    Unset ``target_host``: no migration is configured, and reads never consult a routing pointer.
+    """
+
+    target_host: str | None = None
+    target_port: int = Field(26257, ge=1, le=65535)
+    target_database: str = "feature_store"
+    target_user: str = "feature_store"
+    target_password: SecretStr | None = None
+    # cockroachdb in production; tests and the local stack use a second PostgreSQL database.
+    target_dialect: Literal["postgresql", "cockroachdb"] = "cockroachdb"
+    target_ssl: bool = False
+    target_pool_size: int = Field(4, ge=1, le=256)
+    # Rows per keyset chunk of the backfill and of the verification (one COPY and one checksum each).
+    chunk_rows: int = Field(50_000, ge=100, le=1_000_000)
+    # Tables the backfill copies side by side (each reads its next chunk while the current one lands).
+    backfill_workers: int = Field(2, ge=1, le=8)
+    # One run_migration call stops starting chunks after this long; the workflow calls again.
+    step_budget_s: float = Field(240.0, gt=0)
+    statement_timeout_ms: int = Field(300_000, ge=1000)
+    # A chunk (or a shadow read) that differs is read again this many times, this far apart, before it
+    # counts as different: rows written while it was read reach the other side within the lag.
+    recheck_attempts: int = Field(3, ge=0, le=20)
+    recheck_delay_s: float = Field(2.0, ge=0)
+    # The cutover waits for the replication to have applied every change for this long (lag zero).
+    cutover_quiet_s: float = Field(3.0, ge=0)
+    # Changes applied together by one replicate_changes instance (one transaction on the target).
+    max_batch: int = Field(500, ge=1, le=5000)
+    # How long an instance trusts its copy of the routing pointer (percentage, source of truth).
+    routing_cache_s: float = Field(1.0, ge=0)
+    # Share of routed reads also read from the other database and compared (0..1).
+    shadow_sample: float = Field(0.05, ge=0, le=1)
+    # The guard rolls the percentage back when, once a step has seen guard_min_reads target reads, the
+    # target's error rate or p95 latency passes these, or on any confirmed vector mismatch.
+    guard_error_rate: float = Field(0.01, ge=0, le=1)
+    guard_p95_ms: float = Field(50.0, gt=0)
+    guard_min_reads: int = Field(50, ge=1)
+
+
 class Settings(BaseModel):
     """All configuration of one function instance or CLI run."""
 
@@ -177,6 +218,7 @@ class Settings(BaseModel):
     cdc: CdcSettings = CdcSettings()
     refresh: RefreshSettings = RefreshSettings()
     etl: EtlSettings = EtlSettings()
+    migration: MigrationSettings = MigrationSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @classmethod
@@ -209,6 +251,16 @@ class Settings(BaseModel):
         if problems:
             raise SettingsError(problems)
         return settings
+
+    def migration_target(self) -> PostgresSettings | None:
+        """Connection settings of the migration's target database, or None when no migration is configured."""
+        m = self.migration
+        if m.target_host is None:
+            return None
+        return self.postgres.model_copy(update={
+            "host": m.target_host, "port": m.target_port, "database": m.target_database, "user": m.target_user,
+            "password": m.target_password, "dialect": m.target_dialect, "ssl": m.target_ssl,
+            "instance_connection_name": None, "pool_size": m.target_pool_size})
 
     def require_redis(self) -> RedisSettings:
         """The Redis section, or SettingsError naming the variable that would set it."""

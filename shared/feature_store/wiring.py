@@ -27,6 +27,7 @@ from feature_store.settings import PostgresSettings, Settings
 from feature_store.stores.bigquery_bulk import BigQueryBulkSource
 from feature_store.stores.bigquery_changelog import BigQueryChangelog
 from feature_store.stores.dialect import DIALECTS, Dialect
+from feature_store.stores.ports import Source
 from feature_store.stores.postgres import PostgresPool
 from feature_store.stores.postgres_bulk import BulkSource
 from feature_store.stores.redis_admin import RedisAdmin
@@ -129,8 +130,10 @@ class Services:
         return RedisOnlineStore(self.redis, self.layout, cfg.ttl_seconds, cfg.tombstone_ttl_seconds)
 
     @once
-    def source(self) -> SourceStore:
-        return SourceStore(self.postgres, self.dialect)
+    def source(self) -> Source:
+        from feature_store.migration_wiring import routed_source  # split by the migration's pointer, if any
+
+        return routed_source(self, SourceStore(self.postgres, self.dialect))
 
     @once
     def versions(self) -> ServedVersions:
@@ -200,8 +203,10 @@ class Services:
                                users_max=r.users_max, incremental_overlap_s=r.incremental_overlap_s,
                                progress_every_s=r.progress_every_s, ttl_s=cfg.ttl_seconds,
                                tombstone_ttl_s=cfg.tombstone_ttl_seconds)
-        return Refresher(BulkSource(self.bulk_postgres, self.dialect, r.work_mem_mb), self.bulk_writer,
-                         self.refresh_state, self.admin_versions, config,
+        from feature_store.migration_wiring import routed_bulk  # split by the migration's pointer, if any
+
+        bulk = routed_bulk(self, BulkSource(self.bulk_postgres, self.dialect, r.work_mem_mb))
+        return Refresher(bulk, self.bulk_writer, self.refresh_state, self.admin_versions, config,
                          bigquery=lambda: BigQueryBulkSource(self.offline))
 
     # --- offline store (run_etl, fs-training): imported on first use, the read path never needs them --

@@ -1,7 +1,13 @@
-"""fs-migrate: apply the numbered migrations in sql/postgres and keep transaction partitions ahead.
+"""fs-migrate: apply the numbered migrations in sql/postgres (or their CockroachDB form) and keep partitions ahead.
 
-    fs-migrate [up] [--months-back N] [--months-ahead M]   apply pending files, then partitions
-    fs-migrate status                                     list applied and pending files
+    fs-migrate [up] [--months-back N] [--months-ahead M] [--form F]   apply pending files, then partitions
+    fs-migrate status [--form F]                                    list applied and pending files
+    fs-migrate report                                               the CockroachDB compatibility report
+
+The form follows FS_POSTGRES_DIALECT: ``source`` (sql/postgres as it is, monthly partitions of
+transactions) for postgresql, ``cockroachdb`` (derived by services/migration/schema.py, no partitions)
+for cockroachdb. ``--form cockroachdb-on-postgresql`` applies the CockroachDB form as far as PostgreSQL
+accepts it (a rehearsal target: the migration's tests and the local stack use it).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from feature_store.cli.runner import run_cli
+from feature_store.services.migration.schema import FORMS, derive, report
 from feature_store.services.migrations import ensure_partitions, load_migrations, migrate, month_start
 from feature_store.settings import Settings
 from feature_store.stores.postgres import PostgresPool
@@ -21,16 +28,23 @@ from feature_store.stores.sql_files import sql_root
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fs-migrate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", nargs="?", default="up", choices=["up", "status"])
+    parser.add_argument("command", nargs="?", default="up", choices=["up", "status", "report"])
     parser.add_argument("--months-back", type=int, default=24, help="partitions for past months (default 24)")
     parser.add_argument("--months-ahead", type=int, default=3, help="partitions for future months (default 3)")
     parser.add_argument("--sql-dir", type=Path, default=None, help="folder of the numbered files "
                         "(default: sql/postgres)")
+    parser.add_argument("--form", choices=sorted(FORMS), default=None,
+                        help="schema form (default: source for postgresql, cockroachdb for cockroachdb)")
     args = parser.parse_args(argv)
 
     def body() -> int:
+        files = load_migrations(args.sql_dir or sql_root() / "postgres")
+        if args.command == "report":
+            print(report(derive(files, "cockroachdb")), end="")
+            return 0
         settings = Settings.from_env()
-        migrations = load_migrations(args.sql_dir or sql_root() / "postgres")
+        form = FORMS[args.form or ("cockroachdb" if settings.postgres.dialect == "cockroachdb" else "source")]
+        migrations = files if form is None else derive(files, form).migrations
         pool = PostgresPool(settings.postgres, bulk=True)
         try:
             with pool.connection() as conn:
@@ -42,15 +56,17 @@ def main(argv: list[str] | None = None) -> int:
                     for m in migrations:
                         print(f"{'applied' if m.version in done else 'pending'}  {m.filename}")
                     return 0
-                report = migrate(conn, migrations)
-                today = datetime.now(UTC).date()
-                created = ensure_partitions(conn, month_start(today, -args.months_back),
-                                            month_start(today, args.months_ahead))
+                result = migrate(conn, migrations)
+                created: list[str] = []
+                if form is None:  # only the source form has declarative partitions
+                    today = datetime.now(UTC).date()
+                    created = ensure_partitions(conn, month_start(today, -args.months_back),
+                                                month_start(today, args.months_ahead))
         finally:
             pool.close()
-        for name in report.applied:
+        for name in result.applied:
             print(f"applied  {name}")
-        print(f"{len(report.applied)} applied, {len(report.already)} already applied, "
+        print(f"{len(result.applied)} applied, {len(result.already)} already applied, "
               f"{len(created)} partitions created")
         return 0
 

@@ -100,6 +100,8 @@ module "secrets" {
     fs-postgres-password  = "Password of the functions' Cloud SQL login (FS_POSTGRES_PASSWORD); written by Terraform."
     fs-redis-url          = "FS_REDIS_URL: rediss:// URL of Memorystore carrying its AUTH string and CA; written by Terraform."
     fs-cockroach-password = "Password of the functions' CockroachDB login (FS_POSTGRES_PASSWORD when source_of_truth = cockroachdb); added by an operator."
+    # The migration's target (docs/migration.md): the CockroachDB cluster the source of truth moves to.
+    fs-migration-target-password = "Password of the migration's login on the CockroachDB target (FS_MIGRATION_TARGET_PASSWORD); added by an operator."
   }
   managed_versions = concat(["fs-redis-url"], local.cloudsql_deployed ? ["fs-postgres-password"] : [])
   values = {
@@ -153,28 +155,41 @@ locals {
     serving = {
       FS_SERVING_FEATURE_SET = var.feature_set
     }
+    # The migration's target: set only while a migration runs (var.migration_target_host); every function
+    # that reads the source then routes each user's reads by the pointer in Redis (docs/migration.md).
+    migration = local.migrating ? {
+      FS_MIGRATION_TARGET_HOST     = var.migration_target_host
+      FS_MIGRATION_TARGET_PORT     = tostring(var.migration_target_port)
+      FS_MIGRATION_TARGET_DATABASE = var.migration_target_database
+      FS_MIGRATION_TARGET_USER     = var.migration_target_user
+      FS_MIGRATION_TARGET_DIALECT  = "cockroachdb"
+      FS_MIGRATION_TARGET_SSL      = "true"
+    } : {}
   }
 
   access_secret_env = {
-    postgres = local.source_secret_env[var.source_of_truth]
-    redis    = { FS_REDIS_URL = module.secrets.ids["fs-redis-url"] }
-    bigquery = {}
-    serving  = {}
+    postgres  = local.source_secret_env[var.source_of_truth]
+    redis     = { FS_REDIS_URL = module.secrets.ids["fs-redis-url"] }
+    bigquery  = {}
+    serving   = {}
+    migration = local.migrating ? { FS_MIGRATION_TARGET_PASSWORD = module.secrets.ids["fs-migration-target-password"] } : {}
   }
 
   access_project_roles = {
     postgres = local.cloudsql ? ["roles/cloudsql.client"] : []
     redis    = []
     # Running a query or load job is a project permission; the data grant is on the dataset.
-    bigquery = ["roles/bigquery.jobUser"]
-    serving  = []
+    bigquery  = ["roles/bigquery.jobUser"]
+    serving   = []
+    migration = []
   }
 
   access_dataset_roles = {
-    postgres = {}
-    redis    = {}
-    bigquery = { (module.bigquery.dataset_id) = "roles/bigquery.dataEditor" }
-    serving  = {}
+    postgres  = {}
+    redis     = {}
+    bigquery  = { (module.bigquery.dataset_id) = "roles/bigquery.dataEditor" }
+    serving   = {}
+    migration = {}
   }
 
   callers = {
@@ -185,7 +200,10 @@ locals {
     workflows   = { workflows = module.workflows.service_account_member }
   }
 
-  ingest_function = one([for name, fn in var.functions : name if fn.trigger == "pubsub"])
+  # The two push subscriptions of cdc-changes: ingestion, and the migration's replication.
+  ingest_function    = "ingest_changes"
+  replicate_function = "replicate_changes"
+  migrating          = var.migration_target_host != ""
 }
 
 # ---- functions ------------------------------------------------------------------------------
@@ -313,8 +331,11 @@ module "pubsub" {
   topic                = "cdc-changes"
   push_endpoint        = module.function[local.ingest_function].uri
   ack_deadline_seconds = var.functions[local.ingest_function].timeout_s
-  publishers           = { for member in var.cdc_publishers : member => member }
-  labels               = local.labels
+  # The second subscription on the same topic: every change also reaches the migration's replication.
+  replicate_endpoint             = contains(keys(var.functions), local.replicate_function) ? module.function[local.replicate_function].uri : ""
+  replicate_ack_deadline_seconds = contains(keys(var.functions), local.replicate_function) ? var.functions[local.replicate_function].timeout_s : 60
+  publishers                     = { for member in var.cdc_publishers : member => member }
+  labels                         = local.labels
 }
 
 module "workflows" {

@@ -66,6 +66,35 @@ variable "cockroach_user" {
   default     = "feature_store"
 }
 
+variable "migration_target_host" {
+  description = "SQL host of the CockroachDB cluster the source of truth is moving to (docs/migration.md); empty: no migration configured. Its password is the secret fs-migration-target-password."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.migration_target_host == "" || can(regex("^[A-Za-z0-9.-]+$", var.migration_target_host))
+    error_message = "migration_target_host must be a host name or address."
+  }
+}
+
+variable "migration_target_port" {
+  description = "SQL port of the migration's target."
+  type        = number
+  default     = 26257
+}
+
+variable "migration_target_database" {
+  description = "Database of the migration's target."
+  type        = string
+  default     = "feature_store"
+}
+
+variable "migration_target_user" {
+  description = "Login of the migration on its target (it writes: backfill, replication, repairs)."
+  type        = string
+  default     = "feature_store"
+}
+
 variable "feature_set" {
   description = "Feature set served when a request names none (FS_SERVING_FEATURE_SET)."
   type        = string
@@ -112,10 +141,10 @@ variable "etl_workflow" {
 # tests/infra/test_terraform.py enforces that this map matches functions/: every folder with
 # a main.py has an entry whose name is a function defined in that main.py, with the decorator
 # matching its trigger, and every entry has a folder (or is listed there as planned).
-#   trigger  "http" (called over HTTPS) or "pubsub" (fed by the cdc-changes push subscription;
-#            the code is a CloudEvent function, see modules/pubsub)
+#   trigger  "http" (called over HTTPS) or "pubsub" (fed by a cdc-changes push subscription: ingest_changes,
+#            and replicate_changes for the migration; the code is a CloudEvent function, see modules/pubsub)
 #   access   what it talks to; sets its environment, secrets and IAM (locals in main.tf):
-#            postgres | redis | bigquery | serving
+#            postgres | redis | bigquery | serving | migration (the migration's target, while one runs)
 #   invokers who may call it: clients (var.read_clients) | deployer | pubsub_push | scheduler | workflows
 #   p95_target_ms  alert when its P95 latency is above this (read path only)
 #   env      extra plain settings; names must be in feature_store.settings.known_env_vars()
@@ -144,7 +173,7 @@ variable "functions" {
     read_features = {
       description = "GET one user's feature vector: Redis first, PostgreSQL on a miss."
       trigger     = "http"
-      access      = ["postgres", "redis", "serving"]
+      access      = ["postgres", "redis", "serving", "migration"]
       invokers    = ["clients", "deployer"]
       # Warm instances: a cold start costs seconds and the read path promises 40 ms at P95.
       min_instances = 2
@@ -164,7 +193,7 @@ variable "functions" {
     read_features_batch = {
       description   = "POST many user ids, get one vector each (one Redis round trip per batch)."
       trigger       = "http"
-      access        = ["postgres", "redis", "serving"]
+      access        = ["postgres", "redis", "serving", "migration"]
       invokers      = ["clients"]
       min_instances = 1
       max_instances = 20
@@ -182,7 +211,7 @@ variable "functions" {
     ingest_changes = {
       description   = "Apply change events from cdc-changes to Redis (compare-and-set on the watermark) and stream them to the BigQuery changelogs."
       trigger       = "pubsub"
-      access        = ["postgres", "redis", "bigquery"]
+      access        = ["postgres", "redis", "bigquery", "migration"]
       invokers      = ["pubsub_push"]
       min_instances = 0
       max_instances = 20
@@ -198,7 +227,7 @@ variable "functions" {
     refresh_cache = {
       description   = "Recompute vectors changed since the last run (every 5 minutes) or all of them."
       trigger       = "http"
-      access        = ["postgres", "redis"]
+      access        = ["postgres", "redis", "migration"]
       invokers      = ["scheduler", "workflows"]
       min_instances = 0
       max_instances = 3
@@ -210,6 +239,41 @@ variable "functions" {
       ingress     = "ALLOW_INTERNAL_ONLY"
       env = {
         FS_POSTGRES_POOL_SIZE = "4"
+      }
+    }
+    replicate_changes = {
+      description   = "Apply the changes of cdc-changes (a second subscription) to the migration's other database, newest position wins; back from CockroachDB after the cutover."
+      trigger       = "pubsub"
+      access        = ["postgres", "redis", "migration"]
+      invokers      = ["pubsub_push"]
+      min_instances = 0
+      max_instances = 10
+      concurrency   = 8
+      cpu           = "1"
+      memory        = "512Mi"
+      timeout_s     = 60
+      ingress       = "ALLOW_INTERNAL_ONLY"
+      env = {
+        FS_POSTGRES_POOL_SIZE = "2"
+      }
+    }
+    run_migration = {
+      description   = "One phase of the move to CockroachDB per call (called by the migration workflow): prepare, backfill, verify, shift, cutover, rollback."
+      trigger       = "http"
+      access        = ["postgres", "redis", "migration"]
+      invokers      = ["workflows"]
+      min_instances = 0
+      max_instances = 1
+      # One phase at a time; a chunk of COPY text is held in memory while it lands.
+      concurrency = 1
+      cpu         = "2"
+      memory      = "2Gi"
+      timeout_s   = 600
+      ingress     = "ALLOW_INTERNAL_ONLY"
+      env = {
+        FS_POSTGRES_POOL_SIZE      = "2"
+        FS_MIGRATION_STEP_BUDGET_S = "240"
+        FS_MIGRATION_CHUNK_ROWS    = "50000"
       }
     }
     run_etl = {
@@ -235,15 +299,16 @@ variable "functions" {
     condition = alltrue([
       for name, fn in var.functions : contains(["http", "pubsub"], fn.trigger)
       && contains(fn.access, "postgres")
-      && alltrue([for a in fn.access : contains(["postgres", "redis", "bigquery", "serving"], a)])
+      && alltrue([for a in fn.access : contains(["postgres", "redis", "bigquery", "serving", "migration"], a)])
       && alltrue([for i in fn.invokers : contains(["clients", "deployer", "pubsub_push", "scheduler", "workflows"], i)])
     ])
-    error_message = "Each function needs trigger http|pubsub, access including postgres (Settings requires it) and from postgres|redis|bigquery|serving and invokers from clients|deployer|pubsub_push|scheduler|workflows."
+    error_message = "Each function needs trigger http|pubsub, access including postgres (Settings requires it) and from postgres|redis|bigquery|serving|migration and invokers from clients|deployer|pubsub_push|scheduler|workflows."
   }
 
   validation {
-    condition     = length([for name, fn in var.functions : name if fn.trigger == "pubsub"]) == 1
-    error_message = "Exactly one function takes the cdc-changes push subscription (trigger = \"pubsub\")."
+    condition = (try(var.functions["ingest_changes"].trigger, "") == "pubsub"
+    && alltrue([for name, fn in var.functions : fn.trigger != "pubsub" || contains(["ingest_changes", "replicate_changes"], name)]))
+    error_message = "cdc-changes has two push subscriptions: ingest_changes (required) and replicate_changes (the migration's); no other function may have trigger = \"pubsub\"."
   }
 }
 

@@ -1,5 +1,5 @@
 # Change events: topic cdc-changes, delivered to the ingest function by a push subscription
-# with a retry policy and a dead-letter topic.
+# with a retry policy and a dead-letter topic, and to the migration's replicate_changes by a second one.
 #
 # Why a push subscription of our own and not the function's event_trigger: an event_trigger
 # makes Eventarc create the subscription, and Terraform cannot set a dead-letter policy on it
@@ -51,7 +51,8 @@ resource "google_pubsub_subscription" "dead_letter" {
   }
 }
 
-# Identity Pub/Sub signs its push requests as; it may invoke only the ingest function.
+# Identity Pub/Sub signs its push requests as; it may invoke only the functions the subscriptions push to
+# (ingest_changes, and replicate_changes during a migration).
 resource "google_service_account" "push" {
   project      = var.project_id
   account_id   = "pubsub-push-ingest"
@@ -98,6 +99,53 @@ resource "google_pubsub_subscription" "ingest" {
   expiration_policy {
     ttl = ""
   }
+}
+
+# The migration's replication (docs/migration.md): a second push subscription on the same topic, so
+# every change also reaches replicate_changes, with its own backlog, retries and dead letters. Ordering
+# is not needed either: the replication writes newest-position-wins per row.
+resource "google_pubsub_subscription" "replicate" {
+  count = var.replicate_endpoint == "" ? 0 : 1
+
+  project                    = var.project_id
+  name                       = "${var.topic}-replicate"
+  topic                      = google_pubsub_topic.changes.id
+  labels                     = var.labels
+  ack_deadline_seconds       = var.replicate_ack_deadline_seconds
+  message_retention_duration = "604800s"
+  enable_message_ordering    = false
+
+  push_config {
+    push_endpoint = var.replicate_endpoint
+
+    oidc_token {
+      service_account_email = google_service_account.push.email
+      audience              = var.replicate_endpoint
+    }
+  }
+
+  retry_policy {
+    minimum_backoff = "10s"
+    maximum_backoff = "600s"
+  }
+
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.dead_letter.id
+    max_delivery_attempts = var.max_delivery_attempts
+  }
+
+  expiration_policy {
+    ttl = ""
+  }
+}
+
+resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber_replicate" {
+  count = var.replicate_endpoint == "" ? 0 : 1
+
+  project      = var.project_id
+  subscription = google_pubsub_subscription.replicate[0].name
+  role         = "roles/pubsub.subscriber"
+  member       = local.pubsub_agent
 }
 
 # Dead-lettering acts as the Pub/Sub service agent: it publishes to the dead-letter topic and

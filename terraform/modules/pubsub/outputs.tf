@@ -12,3 +12,8 @@ output "push_member" {
   description = "IAM member of the push identity (to be granted run.invoker on the ingest function)."
   value       = "serviceAccount:${google_service_account.push.email}"
 }
+
+output "replicate_subscription" {
+  description = "Name of the migration's subscription (null when no replicate_changes is deployed)."
+  value       = length(google_pubsub_subscription.replicate) > 0 ? google_pubsub_subscription.replicate[0].name : null
+}

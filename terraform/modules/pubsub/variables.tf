@@ -14,6 +14,18 @@ variable "push_endpoint" {
   type        = string
 }
 
+variable "replicate_endpoint" {
+  description = "HTTPS URL of the migration's replicate_changes function; empty: no second subscription."
+  type        = string
+  default     = ""
+}
+
+variable "replicate_ack_deadline_seconds" {
+  description = "How long Pub/Sub waits for replicate_changes; at least its timeout."
+  type        = number
+  default     = 60
+}
+
 variable "ack_deadline_seconds" {
   description = "How long Pub/Sub waits for the function; at least its timeout."
   type        = number

@@ -1,0 +1,234 @@
+"""Verification: chunked checksums of ordered rows on both sides, rechecks, and repair of what still differs.
+
+Pass 1 walks each table in source-key chunks (bounds from the sending side) and compares the count and
+md5 of the ordered rows on both sides, the two computed at once; results are recorded per chunk
+(fs_migration_checks), so a verification interrupted by its time budget resumes at the next chunk.
+
+A chunk that differs may only be catching up: rows written while it was read reach the receiving side
+within the replication lag. It is compared again, row by row, up to ``recheck_attempts`` times: the
+sending side's rows from a snapshot tagged with its position ``w`` (stores/migration_chunks.snapshot_rows),
+then, ``recheck_delay_s`` later, the receiving side's rows with their replica positions.
+A row whose replica position is above ``w`` changed after that snapshot and is left to the replication,
+except in ``strict`` mode (the cutover's final verification, with the source quiet), where every
+difference counts. A chunk with no differing row left is ``settled``.
+
+What still differs is repaired: the differing rows are re-copied from an exact snapshot of the sending
+side (no writer of its database open, so no older change can still commit) at its position ``w``, through
+the same compare-and-set as the replication (stores/migration_replica.py): a row the replication has
+since written with a newer change keeps it. The chunk is compared once more: ``repaired`` when equal,
+else it stays ``different`` and is listed in the answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from feature_store.logs import get_logger
+from feature_store.stores.dialect import Dialect
+from feature_store.stores.migration_chunks import bound, checksum, fetch, keyed, snapshot_rows
+from feature_store.stores.migration_replica import Image, ReplicaStore
+from feature_store.stores.migration_state import StateStore
+from feature_store.stores.migration_tables import (
+    MIGRATED,
+    KeyValue,
+    TableSpec,
+    key_value,
+    load_spec,
+    newer_sql,
+    row_hashes_sql,
+    rows_sql,
+)
+from feature_store.stores.postgres import PostgresPool
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Side:
+    """One database of the pair: where changes come from (sender) or go to (receiver)."""
+
+    pool: PostgresPool
+    dialect: Dialect
+
+
+@dataclass(frozen=True)
+class RowDiff:
+    position: int
+    keys: set[KeyValue]  # differing rows not changed since the snapshot at ``position``
+    in_flight: int  # rows changed on the receiving side after it
+
+
+class Verifier:
+    """Compares the migrated tables of two databases and repairs the receiving side."""
+
+    def __init__(self, sender: Side, receiver: Side, replica: ReplicaStore, state: StateStore, chunk_rows: int,
+                 recheck_attempts: int, recheck_delay_s: float, strict: bool = False,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.sender, self.receiver = sender, receiver
+        self.replica = replica
+        self.state = state
+        self.chunk_rows = chunk_rows
+        self.recheck_attempts = recheck_attempts
+        self.recheck_delay_s = recheck_delay_s
+        self.strict = strict  # rows changed after the snapshot count as different (the cutover's check)
+        self._clock, self._sleep = clock, sleep
+        self._specs: dict[str, TableSpec] = {}
+
+    def spec(self, table: str) -> TableSpec:
+        if table not in self._specs:
+            with self.sender.pool.connection() as conn:
+                self._specs[table] = load_spec(conn, table)
+        return self._specs[table]
+
+    def run(self, job: str, budget_s: float, tables: tuple[str, ...] = MIGRATED) -> dict[str, Any]:
+        """Compare (pass 1), recheck and repair until done or out of time; the answer lists what differs."""
+        started = self._clock()
+        deadline = started + budget_s
+        compared = self._pass1(job, tables, deadline)
+        pass1_done = all(self._table_done(job, t) for t in tables)
+        if pass1_done:
+            for check in self.state.checks(job, "different"):
+                if self._clock() > deadline and compared:
+                    break
+                self._settle(job, check)
+                compared += 1
+        checks = self.state.checks(job)
+        different = [c for c in checks if c["status"] == "different"]
+        unsettled = [c for c in different if c["attempts"] <= self.recheck_attempts]
+        done = pass1_done and not unsettled
+        answer = {"job": job, "done": done, "ok": done and not different,
+                  "seconds": round(self._clock() - started, 3), "tables": self._summary(checks, tables),
+                  "different": [_brief(c) for c in different],
+                  "repaired": [_brief(c) for c in checks if c["status"] == "repaired"],
+                  "settled": sum(1 for c in checks if c["status"] == "settled")}
+        log.info("verification call finished",
+                 extra={"fields": {k: answer[k] for k in ("job", "done", "ok", "seconds")}})
+        return answer
+
+    # --- pass 1 -------------------------------------------------------------------------------
+
+    def _table_done(self, job: str, table: str) -> bool:
+        checks = [c for c in self.state.checks(job) if c["table"] == table]
+        return bool(checks) and checks[-1]["last"] is None
+
+    def _pass1(self, job: str, tables: tuple[str, ...], deadline: float) -> int:
+        compared = 0
+        with ThreadPoolExecutor(2, thread_name_prefix="checksum") as both:
+            for table in tables:
+                spec = self.spec(table)
+                done = [c for c in self.state.checks(job) if c["table"] == table]
+                if done and done[-1]["last"] is None:
+                    continue
+                chunk = len(done)
+                after = done[-1]["last"] if done else None
+                while True:
+                    if compared and self._clock() > deadline:
+                        return compared
+                    last = bound(self.sender.pool, spec, after, self.chunk_rows)
+                    mine = both.submit(checksum, self.sender.pool, self.sender.dialect, spec, after, last)
+                    theirs = both.submit(checksum, self.receiver.pool, self.receiver.dialect, spec, after, last)
+                    s, r = mine.result(), theirs.result()
+                    status = "equal" if (s.rows, s.md5) == (r.rows, r.md5) else "different"
+                    self.state.record_check(job, table, chunk, after, last, (s.rows, s.md5), (r.rows, r.md5), status, 0)
+                    compared += 1
+                    chunk += 1
+                    if last is None:
+                        break
+                    after = last
+        return compared
+
+    # --- rechecks and repair ------------------------------------------------------------------
+
+    def row_diff(self, spec: TableSpec, after: KeyValue | None, last: KeyValue | None) -> RowDiff:
+        """Rows that differ between the sides, leaving out rows the receiver changed after the snapshot.
+
+        The receiving side is read ``recheck_delay_s`` after the sending side's snapshot: a change committed
+        before that snapshot has had the replication's lag to arrive, and one committed after it is either
+        absent from both reads or already applied with a position above the snapshot's (left out). So
+        writes that keep arriving in a range do not make it differ; a change still missing after the delay
+        does.
+        """
+        width = len(spec.key)
+        taken = snapshot_rows(self.sender.pool, self.sender.dialect, row_hashes_sql(spec, self.sender.dialect.name,
+                                                                                    after, last))
+        assert taken is not None  # not exact: never refused
+        position, rows = taken
+        mine = {k: v[0] for k, v in keyed(rows, width).items()}
+        self._sleep(self.recheck_delay_s)
+        theirs_rows = keyed(fetch(self.receiver.pool, row_hashes_sql(spec, self.receiver.dialect.name, after, last,
+                                                                     with_position=True)), width)
+        newer = {k for k, (_, pos) in theirs_rows.items() if pos is not None and int(pos) > position}
+        newer |= set(keyed(fetch(self.receiver.pool, newer_sql(spec, after, last), w=str(position)), width))
+        theirs = {k: v[0] for k, v in theirs_rows.items()}
+        keys = {k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k)}
+        return RowDiff(position, keys if self.strict else keys - newer, len(newer))
+
+    def _settle(self, job: str, check: dict[str, Any]) -> None:
+        spec = self.spec(check["table"])
+        after, last = check["after"], check["last"]
+        attempts = check["attempts"]
+        diff = self.row_diff(spec, after, last)
+        while diff.keys and attempts < self.recheck_attempts:
+            attempts += 1
+            diff = self.row_diff(spec, after, last)
+        status = "settled"
+        if diff.keys:
+            repaired = self.repair(spec, after, last, diff.keys)
+            diff = self.row_diff(spec, after, last)
+            status = "different" if diff.keys else "repaired"
+            log.warning("chunk repaired" if not diff.keys else "chunk still differs after repair", extra={"fields": {
+                "job": job, "table": spec.name, "chunk": check["chunk"], "rows_rewritten": repaired,
+                "rows_still_different": len(diff.keys)}})
+        mine = checksum(self.sender.pool, self.sender.dialect, spec, after, last)
+        theirs = checksum(self.receiver.pool, self.receiver.dialect, spec, after, last)
+        self.state.record_check(job, spec.name, check["chunk"], after, last, (mine.rows, mine.md5),
+                                (theirs.rows, theirs.md5), status, attempts + 1)
+
+    def repair(self, spec: TableSpec, after: KeyValue | None, last: KeyValue | None, keys: set[KeyValue],
+               tries: int = 20) -> int:
+        """Re-copy ``keys`` of the range from an exact snapshot of the sender; how many rows were rewritten."""
+        for _ in range(tries):
+            taken = snapshot_rows(self.sender.pool, self.sender.dialect, rows_sql(spec, after, last), exact=True)
+            if taken is not None:
+                break
+            self._sleep(0.05)  # a writer of the sender was open: its changes could still commit below w
+        else:
+            log.warning("repair postponed: the sending database always had a writer open",
+                        extra={"fields": {"table": spec.name}})
+            return 0
+        position, rows = taken
+        at = [spec.names.index(c) for c in spec.key]
+        found = {key_value([r[i] for i in at]): r for r in rows}
+        images = []
+        for key in sorted(keys):
+            row = found.get(key)
+            if row is None:
+                images.append(Image(spec.name, key, position, None))
+            else:
+                images.append(Image(spec.name, tuple(row[i] for i in at), position,
+                                    dict(zip(spec.names, row, strict=True))))
+        return self.replica.apply(images).applied
+
+    @staticmethod
+    def _summary(checks: list[dict[str, Any]], tables: tuple[str, ...]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for table in tables:
+            mine = [c for c in checks if c["table"] == table]
+            out[table] = {"chunks": len(mine), "source_rows": sum(c["source_rows"] for c in mine),
+                          "target_rows": sum(c["target_rows"] for c in mine),
+                          "source_checksum": _digest(c["source_sum"] for c in mine),
+                          "target_checksum": _digest(c["target_sum"] for c in mine)}
+        return out
+
+
+def _digest(parts: Any) -> str:
+    return hashlib.md5("\n".join(parts).encode()).hexdigest()
+
+
+def _brief(check: dict[str, Any]) -> dict[str, Any]:
+    return {k: check[k] for k in ("table", "chunk", "after", "last", "source_rows", "target_rows", "attempts")}
