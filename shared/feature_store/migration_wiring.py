@@ -9,9 +9,9 @@ write to either database say ``application_name = fs_replicator``, which the tou
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
-from typing import Any, cast
+from typing import TypeVar, cast
 
 from feature_store.domain.changes import Change
 from feature_store.domain.migration_hash import to_target
@@ -29,37 +29,33 @@ from feature_store.stores.migration_routing import RoutingStore
 from feature_store.stores.migration_source import RoutingBulkSource, RoutingSource
 from feature_store.stores.migration_state import StateStore
 from feature_store.stores.ports import Source
-from feature_store.stores.postgres import PostgresPool, connect
+from feature_store.stores.postgres import PostgresPool
 from feature_store.stores.postgres_bulk import BulkSource
 from feature_store.stores.redis_online import RedisOnlineStore
 from feature_store.stores.source import SourceStore
 from feature_store.wiring import Services, services
 
 REPLICATOR = "fs_replicator"
-
-
-def _writer_pool(settings: PostgresSettings, bulk: bool = False) -> PostgresPool:
-    return PostgresPool(settings, factory=lambda: connect(settings, application_name=REPLICATOR, bulk=bulk))
+T = TypeVar("T")
 
 
 class MigrationServices:
-    """What the migration adds to an instance, each piece built on first access."""
+    """What the migration adds to an instance, each piece built on first access.
+
+    Every piece is kept in the ``Services`` container it extends (``Services.shared``), so one container
+    has one set of migration pools, built under its lock and closed by its ``close()``.
+    """
 
     def __init__(self, base: Services) -> None:
         self.base = base
         self.settings = base.settings
 
-    def _once(self, name: str, build: Any) -> Any:
-        """Build ``name`` once per container, under the container's lock (kept in the container, so one
-        ``Services`` has one set of migration pools, closed by its ``close()``)."""
-        key = f"migration:{name}"
-        with self.base._lock:
-            if key not in self.base.__dict__:
-                built = build()
-                if isinstance(built, PostgresPool):
-                    self.base._closers.append(built.close)
-                self.base.__dict__[key] = built
-            return self.base.__dict__[key]
+    def _once(self, name: str, build: Callable[[], T]) -> T:
+        return self.base.shared(f"migration:{name}", build)
+
+    def _writer_pool(self, name: str, settings: PostgresSettings) -> PostgresPool:
+        """A pool whose sessions say ``fs_replicator`` (the touch triggers keep what they write)."""
+        return self._once(name, lambda: self.base.postgres_pool(settings, application_name=REPLICATOR))
 
     @cached_property
     def target_settings(self) -> PostgresSettings:
@@ -79,40 +75,40 @@ class MigrationServices:
     @cached_property
     def target_writes(self) -> PostgresPool:
         """Replication batches into the target: short statements, as many connections as configured."""
-        return self._once("target_writes", lambda: _writer_pool(self.target_settings))  # type: ignore[no-any-return]
+        return self._writer_pool("target_writes", self.target_settings)
 
     @cached_property
     def target_phases(self) -> PostgresPool:
         """Backfill, verification and the phases' bookkeeping in the target: long statements."""
-        return self._once("target_phases", lambda: _writer_pool(self._long(self.target_settings)))  # type: ignore[no-any-return]
+        return self._writer_pool("target_phases", self._long(self.target_settings))
 
     @cached_property
     def source_phases(self) -> PostgresPool:
         """Chunk reads of the source, and reverse replication and repairs into it."""
-        return self._once("source_phases", lambda: _writer_pool(self._long(self.settings.postgres)))  # type: ignore[no-any-return]
+        return self._writer_pool("source_phases", self._long(self.settings.postgres))
 
     @cached_property
     def target_reads(self) -> SourceStore:
         """User states read from the target (the read path's target side)."""
-        pool = self._once("target_read_pool", lambda: PostgresPool(self.target_settings, generic_plans=True))
-        return self._once("target_reads", lambda: SourceStore(pool, self.target_dialect))  # type: ignore[no-any-return]
+        pool = self._once("target_read_pool", lambda: self.base.postgres_pool(self.target_settings, generic_plans=True))
+        return self._once("target_reads", lambda: SourceStore(pool, self.target_dialect))
 
     @cached_property
     def state(self) -> StateStore:
-        return self._once("state", lambda: StateStore(self.target_phases))  # type: ignore[no-any-return]
+        return self._once("state", lambda: StateStore(self.target_phases))
 
     @cached_property
     def routing(self) -> RoutingStore:
         """The pointer as readers see it: the read path's Redis client (short timeouts; unreadable = keep last)."""
         cfg = self.settings.require_redis()
-        return self._once("routing", lambda: RoutingStore(  # type: ignore[no-any-return]
+        return self._once("routing", lambda: RoutingStore(
             self.base.redis, cfg.key_prefix, self.settings.migration.routing_cache_s))
 
     @cached_property
     def guard(self) -> Guard:
         """The traffic shift's guard; routed_source gives it its shadow reader."""
         m = self.settings.migration
-        return self._once("guard", lambda: Guard(  # type: ignore[no-any-return]
+        return self._once("guard", lambda: Guard(
             self.routing, m.guard_error_rate, m.guard_p95_ms, m.guard_min_reads))
 
     @cached_property
@@ -120,19 +116,19 @@ class MigrationServices:
         m, cdc = self.settings.migration, self.settings.cdc
 
         def build() -> Replicator:
+            source_writes = self._writer_pool("source_writes", self.settings.postgres)
             return Replicator(self.state.read, ReplicaStore(self.target_writes, self.target_dialect),
-                              ReplicaStore(self._once("source_writes", lambda: _writer_pool(self.settings.postgres)),
-                                           self.base.dialect),
-                              recompute=self.recompute, decimals=cdc.decimal_handling_mode, cache_s=m.routing_cache_s)
+                              ReplicaStore(source_writes, self.base.dialect), recompute=self.recompute,
+                              decimals=cdc.decimal_handling_mode, cache_s=m.routing_cache_s)
 
-        return self._once("replicator", build)  # type: ignore[no-any-return]
+        return self._once("replicator", build)
 
     @cached_property
     def recompute_ingestor(self) -> Ingestor:
         """Recomputes users after their change reached the target (no changelog: ingest_changes lands it)."""
         cfg, cdc = self.settings.require_redis(), self.settings.cdc
         online = RedisOnlineStore(self.base.bulk_redis, self.base.layout, cfg.ttl_seconds, cfg.tombstone_ttl_seconds)
-        return self._once("recompute_ingestor", lambda: Ingestor(  # type: ignore[no-any-return]
+        return self._once("recompute_ingestor", lambda: Ingestor(
             online, self.base.source, None, cdc.decimal_handling_mode, cdc.max_batch))
 
     def recompute(self, changes: Sequence[Change], message_id: str) -> None:
@@ -157,16 +153,12 @@ class MigrationServices:
                           PhaseConfig(m.step_budget_s, m.chunk_rows, m.backfill_workers, m.recheck_attempts,
                                       m.recheck_delay_s, m.cutover_quiet_s, settle))
 
-        return self._once("phases", build)  # type: ignore[no-any-return]
+        return self._once("phases", build)
 
 
 def migration_for(base: Services) -> MigrationServices:
     """The migration services of ``base`` (one per Services container)."""
-    with base._lock:
-        found = base.__dict__.get("migration:services")
-        if found is None:
-            found = base.__dict__["migration:services"] = MigrationServices(base)
-        return found
+    return base.shared("migration:services", lambda: MigrationServices(base))
 
 
 def migration_services() -> MigrationServices:
@@ -196,7 +188,7 @@ def routed_bulk(base: Services, bulk: BulkSource) -> BulkSource:
     if not configured(base):
         return bulk
     migration = migration_for(base)
-    target = BulkSource(PostgresPool(migration.target_settings.model_copy(update={
+    target = BulkSource(base.postgres_pool(migration.target_settings.model_copy(update={
         "statement_timeout_ms": base.settings.refresh.statement_timeout_ms,
         "pool_size": base.settings.refresh.workers + 2})), migration.target_dialect, base.settings.refresh.work_mem_mb)
     return cast(BulkSource, RoutingBulkSource(bulk, target, migration.routing))

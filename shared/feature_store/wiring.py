@@ -78,6 +78,7 @@ class Services:
         self.settings = settings
         self._lock = threading.RLock()
         self._closers: list[Callable[[], None]] = []
+        self._extensions: dict[str, Any] = {}
 
     # --- the one factory of each kind of connection -------------------------------------------------
 
@@ -90,11 +91,19 @@ class Services:
         self._closers.append(client.close)
         return client
 
-    def postgres_pool(self, settings: PostgresSettings, generic_plans: bool = False) -> PostgresPool:
+    def postgres_pool(self, settings: PostgresSettings, generic_plans: bool = False, bulk: bool = False,
+                      application_name: str = "feature_store") -> PostgresPool:
         """A PostgreSQL pool; closed by ``close()``."""
-        pool = PostgresPool(settings, generic_plans=generic_plans)
+        pool = PostgresPool(settings, generic_plans=generic_plans, bulk=bulk, application_name=application_name)
         self._closers.append(pool.close)
         return pool
+
+    def shared(self, name: str, build: Callable[[], T]) -> T:
+        """What an extension of the container (migration_wiring.py) builds once, under the container's lock."""
+        with self._lock:
+            if name not in self._extensions:
+                self._extensions[name] = build()
+            return self._extensions[name]  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """Close every pool and client built so far."""

@@ -65,10 +65,12 @@ CLUSTER BY user_id;
 CREATE TABLE IF NOT EXISTS `{dataset}.changelog_installments` (
     change_op STRING NOT NULL, source_watermark STRING NOT NULL, lsn STRING NOT NULL, tx_id INT64,
     changed_at TIMESTAMP NOT NULL, ingested_at TIMESTAMP NOT NULL, message_id STRING, row_key STRING NOT NULL,
-    plan_id STRING, seq INT64, user_id STRING, due_date DATE, amount NUMERIC, paid_at TIMESTAMP
+    plan_id STRING, seq INT64, user_id STRING, due_date DATE, amount NUMERIC, paid_at TIMESTAMP, updated_at TIMESTAMP
 )
 PARTITION BY DATE(changed_at)
 CLUSTER BY user_id;
+-- updated_at came later (sql/postgres/0004): a dataset created before it gains the column.
+ALTER TABLE `{dataset}.changelog_installments` ADD COLUMN IF NOT EXISTS updated_at TIMESTAMP;
 
 CREATE OR REPLACE VIEW `{dataset}.changelog_users_dedup` AS
 SELECT * FROM `{dataset}.changelog_users` WHERE TRUE

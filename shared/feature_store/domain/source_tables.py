@@ -88,7 +88,7 @@ TABLES: Mapping[str, SourceTable] = {t.name: t for t in (
     SourceTable("installments", (
         _c("plan_id", "text", required=True), _c("seq", "int", lo="1", required=True), _USER_ID,
         _c("due_date", "date", required=True), _money("amount"),
-        _c("paid_at", "timestamp"),
+        _c("paid_at", "timestamp"), _c("updated_at", "timestamp"),
     ), ("plan_id", "seq")),
 )}
 

@@ -157,9 +157,9 @@ class PostgresPool:
     """Up to ``size`` connections, opened on first use, shared by the threads of one instance."""
 
     def __init__(self, settings: PostgresSettings, factory: Callable[[], CoreConnection] | None = None,
-                 generic_plans: bool = False, bulk: bool = False) -> None:
+                 generic_plans: bool = False, bulk: bool = False, application_name: str = "feature_store") -> None:
         self.settings = settings
-        self._factory = factory or (lambda: connect(settings, generic_plans=generic_plans, bulk=bulk))
+        self._factory = factory or (lambda: connect(settings, application_name, generic_plans=generic_plans, bulk=bulk))
         self._idle: queue.LifoQueue[Connection] = queue.LifoQueue()
         self._slots = threading.BoundedSemaphore(settings.pool_size)
         self.replaced = 0  # idle connections found dead on checkout (a server restart) and replaced

@@ -86,7 +86,7 @@ def pubsub_message(body: Any, event_id: str | None = None) -> PubSubMessage:
     return PubSubMessage(payload, str(message_id)[:128], attributes, published if isinstance(published, str) else None)
 
 
-def _event_id(event: Any) -> str | None:
+def event_id(event: Any) -> str | None:
     try:
         return str(event["id"])
     except (KeyError, TypeError, AttributeError):
@@ -128,7 +128,7 @@ def _ingest(body: Any, event_id: str | None) -> None:
 
 def ingest_changes(event: Any) -> None:
     """The ingest_changes function: one change-stream message (Debezium or CockroachDB) per push."""
-    _ingest(getattr(event, "data", None), _event_id(event))
+    _ingest(getattr(event, "data", None), event_id(event))
 
 
 def ingest_rejected_push(error: HTTPException) -> tuple[str, int]:

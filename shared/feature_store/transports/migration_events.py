@@ -14,7 +14,7 @@ import flask
 from werkzeug.exceptions import HTTPException
 
 from feature_store.migration_wiring import migration_services
-from feature_store.transports.cloudevents import _event_id, pubsub_edge
+from feature_store.transports.cloudevents import event_id, pubsub_edge
 
 
 def _replicate(body: Any, event_id: str | None) -> None:
@@ -25,7 +25,7 @@ def _replicate(body: Any, event_id: str | None) -> None:
 
 def replicate_changes(event: Any) -> None:
     """The replicate_changes function: apply one change to the database the migration's direction names."""
-    _replicate(getattr(event, "data", None), _event_id(event))
+    _replicate(getattr(event, "data", None), event_id(event))
 
 
 def replicate_rejected_push(error: HTTPException) -> tuple[str, int]:
