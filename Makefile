@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install services up down status seed refresh etl migrate test test-fast test-faults test-migration lint typecheck bench bench-serving bench-ingest bench-refresh bench-offline bench-grpc bench-migration wrk h2load proto package clean
+.PHONY: install services up down status seed refresh etl migrate test test-fast test-faults test-migration lint typecheck bench bench-serving bench-ingest bench-refresh bench-offline bench-grpc bench-migration bench-feast bench-coldstart wrk h2load proto package clean
 
 install:  ## build .venv and the emulators' virtual environments
 	bash emulators/install.sh
@@ -51,13 +51,19 @@ lint:
 	$(PY) -m ruff check shared functions tests emulators bench .ci
 	$(PY) -m mypy
 
-bench: bench-serving bench-grpc bench-ingest bench-refresh bench-offline bench-migration
+bench: bench-serving bench-grpc bench-ingest bench-refresh bench-offline bench-migration bench-feast bench-coldstart
 
 bench-serving: install wrk  ## read functions against a no-op floor: p50/p95/p99 and req/s at concurrency 1, 10, 50
 	$(PY) bench/serving.py
 
 bench-ingest: install wrk  ## CDC: events/s through one ingest_changes instance, commit-to-servable lag
 	$(PY) bench/ingest.py
+
+bench-feast: install wrk  ## Feast (own venv, built on first run) against ours and the no-op floor in one run: reads and materialize of 100K users
+	$(PY) bench/feast/compare.py
+
+bench-coldstart: install  ## import plus first answer of each function in a fresh functions-framework process (BigQuery emulator for the changelog)
+	$(PY) bench/coldstart.py --bigquery
 
 bench-grpc: install wrk h2load  ## gRPC against REST in one run (h2load), cached single reads and batches of 100; client overhead
 	$(PY) bench/grpc_serving.py

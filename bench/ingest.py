@@ -13,7 +13,9 @@ Builds a throw-away database (migrated, seeded with --users users; its size is p
    Rows, each at every level: the floor (a no-op CloudEvent function served the same way: HTTP,
    gunicorn and CloudEvent parsing), then the production default, the changelog ON (Redis and the
    BigQuery emulator's changelog), then, labelled as such, the changelog off. Events/s counts
-   acknowledged (2xx) pushes only; the others, which Pub/Sub would redeliver, are counted apart;
+   acknowledged (2xx) pushes only; the others, which Pub/Sub would redeliver, are counted apart.
+   Beside each row, the CPU per acknowledged event of the function's processes and of the BigQuery
+   emulator (when this script started it), from /proc: they share the machine's cores;
 2. lag: runs the relay on a fresh slot, the production-default ingest_changes and read_features;
    commits a completed order for a user and polls read_features until it serves the new
    total_orders; p50/p95/max of commit -> servable, first on an idle instance, then while wrk
@@ -151,27 +153,55 @@ def figures(out: str) -> dict[str, Any]:
             "p50_ms": round(raw["p50_us"] / 1000, 1), "p95_ms": round(raw["p95_us"] / 1000, 1)}
 
 
-def throughput(label: str, port: int, pushes: Path, concurrency: int, duration: int) -> dict[str, Any]:
-    """wrk posting the pushes in turn (binary-mode CloudEvents, keep-alive) for ``duration`` seconds."""
+def group_cpu(pgid: int | None) -> float:
+    """User + system CPU seconds of the live processes of a process group (a server and its workers)."""
+    if pgid is None:
+        return 0.0
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[2]) == pgid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def throughput(label: str, port: int, pushes: Path, concurrency: int, duration: int, function: int,
+               emulator: int | None) -> dict[str, Any]:
+    """wrk posting the pushes in turn (binary-mode CloudEvents, keep-alive) for ``duration`` seconds.
+
+    Also the CPU the function's processes and the BigQuery emulator (when this script started it) spent
+    per acknowledged event: on one machine they share the cores, so this says who the rate is bounded by.
+    """
     def run(seconds: int) -> dict[str, Any]:
         return figures(subprocess.run(wrk_argv(port, concurrency, seconds), env=wrk_env(pushes),
                                       capture_output=True, text=True, check=True).stdout)
 
     run(2)  # warm-up: connections, prepared statements, the first batches
-    return {"scenario": label, "concurrency": concurrency, **run(duration)}
+    before = group_cpu(function), group_cpu(emulator)
+    out = run(duration)
+    events = max(1, out["ok"])
+    cpu = {"function_cpu_ms_per_event": round((group_cpu(function) - before[0]) * 1000 / events, 2),
+           "emulator_cpu_ms_per_event": round((group_cpu(emulator) - before[1]) * 1000 / events, 2)
+           if emulator is not None else None}
+    return {"scenario": label, "concurrency": concurrency, **out, **cpu}
 
 
 def print_throughput(rows: list[dict[str, Any]]) -> None:
     print("\nthroughput: events/s = acknowledged (2xx) pushes per second; non-2xx (Pub/Sub would redeliver) "
           "and socket errors apart; request latency over every answer")
     print(f"  {'scenario':<62}{'conc':>5}{'events/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'non-2xx':>9}{'sock err':>9}"
-          f"{'vs floor':>10}")
+          f"{'vs floor':>10}{'fn CPU ms/ev':>14}{'BQ emu CPU ms/ev':>18}")
     floors = {r["concurrency"]: r for r in rows if r["scenario"] == FLOOR}
     for r in rows:
         floor = floors.get(r["concurrency"])
         ratio = f"{r['events_per_s'] / floor['events_per_s']:.2f}x" if floor and floor["events_per_s"] else "-"
+        emulator = r["emulator_cpu_ms_per_event"]
         print(f"  {r['scenario']:<62}{r['concurrency']:>5}{r['events_per_s']:>10,}{r['p50_ms']:>9}{r['p95_ms']:>9}"
-              f"{r['non_2xx']:>9}{r['errors_socket']:>9}{ratio:>10}")
+              f"{r['non_2xx']:>9}{r['errors_socket']:>9}{ratio:>10}{r['function_cpu_ms_per_event']:>14}"
+              f"{'-' if emulator is None else emulator:>18}")
         if r["statuses"]:
             print(f"  {'':<62}non-2xx by status: {r['statuses']}")
 
@@ -259,21 +289,26 @@ def print_lag(label: str, r: dict[str, Any]) -> None:
 # --- setup ----------------------------------------------------------------------------------------
 
 
-def start_bigquery(env: dict[str, str], dataset: str, logs: Path, children: list[Child]) -> None:
-    """The emulator on 9050 when one listens there, else a private one; creates the changelog tables."""
+def start_bigquery(env: dict[str, str], dataset: str, logs: Path, children: list[Child],
+                   shared: bool = False) -> int | None:
+    """A private BigQuery emulator (its pid: its CPU is measured, and nobody else's load is in it), or with
+    ``shared`` the stack's on 9050 when one listens there; creates the changelog tables."""
     import stack
 
     from feature_store.stores.bigquery_changelog import BigQueryChangelog
     from feature_store.stores.dialect import POSTGRESQL
 
-    port = 9050 if listening(9050) else free_port()
+    port = 9050 if shared and listening(9050) else free_port()
+    pid = None
     if not listening(port):
         children.append(Child([str(ROOT / ".local/venvs/bq/bin/bqemulator"), "start", "--rest-host", "127.0.0.1",
                                "--rest-port", str(port), "--grpc-host", "127.0.0.1", "--grpc-port", str(free_port()),
                                "--project", BQ_PROJECT], {**os.environ, **stack.bigquery_env()}, logs / "bigquery.log"))
         wait_port(port, "the BigQuery emulator")
+        pid = children[-1].proc.pid
     env["FS_BIGQUERY_API_ENDPOINT"] = f"http://127.0.0.1:{port}"
     BigQueryChangelog(bigquery_client(env), dataset, POSTGRESQL, 30).create_tables()
+    return pid
 
 
 def bigquery_client(env: dict[str, str]) -> Any:
@@ -294,6 +329,8 @@ def main() -> int:
     parser.add_argument("--lag-samples", type=int, default=100, help="commits timed idle, and again under load")
     parser.add_argument("--no-bigquery", action="store_true",
                         help="no BigQuery emulator: the production-default row is then not measured")
+    parser.add_argument("--shared-bigquery", action="store_true",
+                        help="use the stack's emulator on 9050 when it listens (its CPU is then not measured)")
     parser.add_argument("--set", action="append", default=[], metavar="FS_SECTION_FIELD=VALUE",
                         help="a setting for the functions, e.g. FS_CDC_MAX_INFLIGHT=1 (repeatable)")
     parser.add_argument("--json", help="write the figures here")
@@ -327,8 +364,7 @@ def main() -> int:
         subprocess.run([str(BIN / "python"), "-m", "feature_store.cli.generate", "seed", "--users", str(args.users),
                         "--seed", "42"], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         results["rows"] = describe(env, database)
-        if not args.no_bigquery:
-            start_bigquery(env, dataset, logs, children)
+        emulator = None if args.no_bigquery else start_bigquery(env, dataset, logs, children, args.shared_bigquery)
         print(f"ingest_changes: one instance, WORKERS={args.workers} THREADS={args.threads}; "
               f"{size_line(database, results['rows'])}; concurrency {', '.join(map(str, levels))}", flush=True)
         scenarios = [(FLOOR, "noop_event", {})]
@@ -342,7 +378,8 @@ def main() -> int:
             fn = serve(target, port, {**env, **extra}, logs)
             children.append(fn)
             for c in levels:
-                results["throughput"].append(throughput(label, port, pushes, c, args.duration))
+                results["throughput"].append(throughput(label, port, pushes, c, args.duration, fn.proc.pid,
+                                                        emulator))
                 print(f"  measured {label} at concurrency {c}", file=sys.stderr, flush=True)
             fn.stop()
         print_throughput(results["throughput"])
@@ -371,7 +408,7 @@ def main() -> int:
         print_lag(f"under the throughput load (wrk, concurrency {max(levels)}, into the same instance)",
                   results["lag_under_load"])
     finally:
-        if not args.no_bigquery:  # the emulator may be the stack's: leave it as it was
+        if not args.no_bigquery:  # the emulator may be the stack's (--shared-bigquery): leave it as it was
             try:
                 bigquery_client(env).delete_dataset(dataset, delete_contents=True, not_found_ok=True)
             except Exception as exc:  # the figures matter more than the clean-up

@@ -88,7 +88,8 @@ def wrk(url: str, scenario: str, concurrency: int, duration: int, extra: dict[st
                           url], env=env, capture_output=True, text=True, check=True).stdout
     raw: dict[str, Any] = json.loads(next(x for x in out.splitlines() if x.startswith("{")))
     seconds = raw["duration_us"] / 1e6
-    wrong = {"hit": raw["misses"], "batch_hit": raw["misses"], "miss": raw["hits"], "batch_cold": raw["hits"]}
+    wrong = {"hit": raw["misses"], "batch_hit": raw["misses"], "miss": raw["hits"], "batch_cold": raw["hits"],
+             "feast": raw["misses"], "feast_batch": raw["misses"]}
     return {**raw, "seconds": round(seconds, 2), "rps": raw["ok"] / seconds, "p50_ms": raw["p50_us"] / 1000,
             "p95_ms": raw["p95_us"] / 1000, "p99_ms": raw["p99_us"] / 1000, "wrong": wrong.get(scenario, 0),
             "vectors": raw["hits"] + raw["misses"]}

@@ -14,11 +14,19 @@
 --                       without repeats (never adjacent ids, which would read adjacent pages); past
 --                       its end a thread starts a new random order, and those repeats show as hits
 --   push                PUSH_FILE: one Pub/Sub push per line, "<ce-id>\t<JSON body>", sent in turn
+--   feast, feast_batch  Feast's feature server (bench/feast/compare.py): POST /get-online-features of the
+--                       features FEAST_FEATURES names (comma-separated "view:feature") for one id, or BATCH
+--                       ids, drawn as in hit; a value whose status is PRESENT counts as a hit, NOT_FOUND a miss
 local scenario = os.getenv("SCENARIO")
 local from = tonumber(os.getenv("IDS_FROM") or "0")
 local span = tonumber(os.getenv("IDS_SPAN") or "1")
 local batch = tonumber(os.getenv("BATCH") or "100")
 local wrk_threads = tonumber(os.getenv("WRK_THREADS") or "1")
+local feast = string.sub(scenario or "", 1, 5) == "feast"
+local feast_features = ""
+for ref in string.gmatch(os.getenv("FEAST_FEATURES") or "", "[^,]+") do
+  feast_features = feast_features .. (feast_features == "" and "" or ",") .. '"' .. ref .. '"'
+end
 local threads = {}
 
 -- per thread (each wrk thread has its own Lua state); read by done() through thread:get
@@ -86,6 +94,12 @@ end
 
 local json = {["Content-Type"] = "application/json"}
 
+local function feast_body(n)
+  local ids = {}
+  for i = 1, n do ids[i] = '"' .. uid(any_cached()) .. '"' end
+  return '{"features":[' .. feast_features .. '],"entities":{"user_id":[' .. table.concat(ids, ",") .. ']}}'
+end
+
 function request()
   if scenario == "push" then
     counter = counter % #pushes + 1
@@ -100,6 +114,10 @@ function request()
     return wrk.format("POST", "/api/v1/features/batch", json, batch_body(any_cached))
   elseif scenario == "batch_cold" then
     return wrk.format("POST", "/api/v1/features/batch", json, batch_body(next_cold))
+  elseif scenario == "feast" then
+    return wrk.format("POST", "/get-online-features", json, feast_body(1))
+  elseif scenario == "feast_batch" then
+    return wrk.format("POST", "/get-online-features", json, feast_body(batch))
   end
   error("unknown SCENARIO " .. tostring(scenario))
 end
@@ -112,8 +130,14 @@ function response(status, headers, body)
   end
   ok = ok + 1
   if body == nil then return end
-  local _, h = string.gsub(body, '"cache_hit":true', "")
-  local _, m = string.gsub(body, '"cache_hit":false', "")
+  local h, m
+  if feast then
+    _, h = string.gsub(body, '"PRESENT"', "")
+    _, m = string.gsub(body, '"NOT_FOUND"', "")
+  else
+    _, h = string.gsub(body, '"cache_hit":true', "")
+    _, m = string.gsub(body, '"cache_hit":false', "")
+  end
   hits, misses = hits + h, misses + m
   -- an answer served degraded (Redis skipped): complete and exact, but not from the cache path
   if string.find(body, '"degraded":true', 1, true) then degraded = degraded + 1 end

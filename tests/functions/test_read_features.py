@@ -311,6 +311,6 @@ def test_v2_vectors_equal_the_reference_including_its_two_new_features(
 def test_redis_key_written_by_the_read_path_follows_the_layout(
         single: Any, redis_client: redis.Redis, redis_prefix: str) -> None:
     single.get(f"/api/v1/features/user/{user_id(17)}")
-    raw = redis_client.get(f"{redis_prefix}:s2:u:{user_id(17)}")
-    assert raw is not None and raw[24:27] == b"[2,"
-    assert 0 < redis_client.pttl(f"{redis_prefix}:s2:u:{user_id(17)}") <= 7 * 86400 * 1000
+    raw = redis_client.get(f"{redis_prefix}:s3:u:{user_id(17)}")
+    assert raw is not None and raw[24] == 3
+    assert 0 < redis_client.pttl(f"{redis_prefix}:s3:u:{user_id(17)}") <= 7 * 86400 * 1000

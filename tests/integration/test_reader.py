@@ -73,7 +73,7 @@ def test_compare_and_set_keeps_the_newest_watermark(redis_prefix: str, redis_cli
     assert store.put_if_newer([Tombstone("bob", 150)]) == 0
     assert store.put_if_newer([Tombstone("bob", 250)]) == 1
     assert store.get_many(["bob", "nobody"]) == [Tombstone("bob", 250), None]
-    assert 0 < redis_client.pttl(f"{redis_prefix}:s2:u:bob") <= 600_000
+    assert 0 < redis_client.pttl(f"{redis_prefix}:s3:u:bob") <= 600_000
 
 
 def test_writes_reload_their_script_after_redis_forgot_it(redis_prefix: str, redis_client: redis.Redis) -> None:

@@ -230,5 +230,5 @@ def test_stats_report_hit_rate_records_and_memory(env: dict[str, str],
     assert (v1["hits"], v1["misses"], v1["hit_rate"], v1["undecodable"]) == (25, 5, round(25 / 30, 4), 0)
     assert (v2["hits"], v2["misses"]) == (2, 0)
     assert v1["materialized"] is None  # a range run is not a materialization
-    assert stats["served"] == 1 and stats["pointer"] is None and stats["layout"] == 2
+    assert stats["served"] == 1 and stats["pointer"] is None and stats["layout"] == 3
     assert stats["redis"]["used_memory"] > 0 and "maxmemory_policy" in stats["redis"]

@@ -7,15 +7,14 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import orjson
 import pytest
 import redis
 
 from conftest import REDIS_URL, closed_port, function_client
 from feature_store.domain.migration_hash import to_target
 from feature_store.migration_wiring import routed_bulk
-from feature_store.stores.dialect import WATERMARK_HEX_DIGITS
 from feature_store.stores.postgres_bulk import BulkSource
+from feature_store.stores.redis_online import decode
 from feature_store.wiring import Services
 
 from .conftest import migration_env, rows
@@ -115,6 +114,6 @@ def test_bulk_refresh_reads_each_user_from_its_database(pair: dict[str, Any], at
     by_ids = bulk.vectors_for([moved, stayed, "u-nobody"])
 
     assert set(vectors) == set(USERS)
-    ages = {u: orjson.loads(vectors[u][WATERMARK_HEX_DIGITS:])[2] for u in (moved, stayed)}  # [layout, at, age, ...]
+    ages = {u: getattr(decode(u, vectors[u]), "age", None) for u in (moved, stayed)}
     assert ages[moved] == 122 and ages[stayed] != 122
     assert {v.user_id for v in by_ids.vectors} == {moved, stayed} and by_ids.missing == ["u-nobody"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -111,3 +112,77 @@ def test_two_batches_in_flight_the_stale_snapshot_is_refused(parts: Any) -> None
     cached = online.get_many(["a"])[0]
     assert isinstance(cached, UserState) and cached.age == 31
     assert online.refused == 1  # the first batch's older snapshot lost the compare-and-set
+
+
+def _until(condition: Any, what: str) -> None:
+    """Wait for ``condition()`` (another thread's progress); fail after 10 s."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.001)
+
+
+def test_a_message_is_acknowledged_only_once_its_changelog_row_landed_and_the_next_batch_does_not_wait(
+        parts: Any) -> None:
+    online, source, changelog = parts
+    for user in "abcd":
+        source.set(user, age=30)
+    ingestor = Ingestor(online, source, changelog)
+    landing_started, release = threading.Event(), threading.Event()
+
+    def hold_the_first_append(_: str) -> None:
+        if not landing_started.is_set():
+            landing_started.set()
+            assert release.wait(10), "the first append was never released"
+
+    changelog.fault = hold_the_first_append
+    threads = [threading.Thread(target=ingestor.handle, args=(event("users", "u", 100 + i, None, user_row(u, 30)),
+                                                              f"m{u}")) for i, u in enumerate("abcd")]
+    threads[0].start()
+    assert landing_started.wait(10)
+    for t in threads[1:]:
+        t.start()
+    # The later messages reach Redis while the first one's row is still landing...
+    _until(lambda: all(isinstance(s, UserState) for s in online.get_many(list("abcd"))), "Redis waited for BigQuery")
+    # ...but none of them is acknowledged before its own row has landed.
+    assert all(t.is_alive() for t in threads) and changelog.rows == []
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads)
+    assert sorted(m for _, m in changelog.rows) == ["ma", "mb", "mc", "md"]
+    assert ingestor._landing is not None and ingestor._landing.appends == 2  # the three later rows in one append
+
+
+def test_a_failed_append_fails_every_message_it_carried(parts: Any) -> None:
+    online, source, changelog = parts
+    source.set("a", age=30)
+    source.set("b", age=31)
+    ingestor = Ingestor(online, source, changelog)
+    landing_started, release = threading.Event(), threading.Event()
+    errors: list[str] = []
+
+    def fail_after_the_first(_: str) -> None:
+        if not landing_started.is_set():
+            landing_started.set()
+            assert release.wait(10)
+            return
+        raise DependencyUnavailable("bigquery", "ConnectionError")
+
+    def handle(user: str) -> None:
+        try:
+            ingestor.handle(event("users", "u", 100, None, user_row(user, 30)), f"m{user}")
+        except DependencyUnavailable:
+            errors.append(user)
+
+    changelog.fault = fail_after_the_first
+    first = threading.Thread(target=handle, args=("a",))
+    first.start()
+    assert landing_started.wait(10)
+    second = threading.Thread(target=handle, args=("b",))
+    second.start()
+    _until(lambda: isinstance(online.get_many(["b"])[0], UserState), "b never reached Redis")
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert errors == ["b"] and [m for _, m in changelog.rows] == ["ma"]

@@ -19,11 +19,11 @@ def test_operational_keys_are_exactly_as_documented() -> None:
             state.lease_key("20261123T120000Z-a1b2c3", 3), state.last_key("full"), state.since_key]
 
     assert keys == [
-        "fs:credit_decision:v2:stats", "fs:s2:materialized",
-        "fs:s2:refresh:lock:full", "fs:s2:refresh:lock:incremental",
-        "fs:s2:refresh:run:20261123T120000Z-a1b2c3",
-        "fs:s2:refresh:lease:20261123T120000Z-a1b2c3:3", "fs:s2:refresh:last:full",
-        "fs:s2:refresh:since",
+        "fs:credit_decision:v2:stats", "fs:s3:materialized",
+        "fs:s3:refresh:lock:full", "fs:s3:refresh:lock:incremental",
+        "fs:s3:refresh:run:20261123T120000Z-a1b2c3",
+        "fs:s3:refresh:lease:20261123T120000Z-a1b2c3:3", "fs:s3:refresh:last:full",
+        "fs:s3:refresh:since",
     ]
     # Dropping a layout scans the state pattern: it must never match bookkeeping.
     assert not [k for k in keys if fnmatch.fnmatchcase(k, layout.user_pattern())]

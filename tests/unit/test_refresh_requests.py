@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 
+from feature_store.domain.state import UserState
 from feature_store.errors import BatchTooLarge, InvalidBody, InvalidParameter, InvalidUserId
 from feature_store.services.refresh_pipeline import Budget, Tracker, pipelined
-from feature_store.stores.postgres_bulk import canonical
+from feature_store.stores.postgres_bulk import state_of, value_of
+from feature_store.stores.redis_online import encode
 from feature_store.transports.refresh_api import (
     FullBody,
     IncrementalBody,
@@ -92,21 +94,26 @@ def test_a_malformed_since_is_invalid_watermark(text: str) -> None:
 # --- canonical values ---------------------------------------------------------------------------
 
 
-def test_postgres_json_becomes_exactly_the_cached_encoding() -> None:
+def test_postgres_json_becomes_exactly_the_cached_state() -> None:
     # As json_build_array writes it: spaces, numerics with trailing zeros, integral sums without ".0",
     # NULL for an empty event list.
-    pg = ('[2, 1795447153.551749, 18, "DE", "verified", "medium", 20672, 0, 0, null, null, null, '
+    pg = ('[3, 1795447153.551749, 18, "DE", "verified", "medium", 20672, 0, 0, null, null, null, '
           '0.419, 0.000, 0, 0.786, null, 0, 0, 0, null, null]')
-    assert canonical(pg) == ('[2,1795447153.551749,18,"DE","verified","medium",20672,0,0.0,null,null,[],'
-                             '0.419,0.0,0,0.786,null,0,0,0,[],[]]')
-    pg = ('[2, 1795447153, 40, "US", null, null, null, 5, 1640.75, 1794790737.000000, "books", '
+    assert value_of("u1", 7, pg) == encode(UserState(
+        "u1", 7, 1795447153.551749, 18, "DE", "verified", "medium", 20672, 0, 0.0, None, None, (), 0.419, 0.0, 0,
+        0.786, None, 0, 0, 0, (), ()))
+    pg = ('[3, 1795447153, 40, "US", null, null, null, 5, 1640.75, 1794790737.000000, "books", '
           '[[1795400000.000000, 12.50, "m00001"]], null, null, null, null, null, '
           '1, 4, 1, [1790000000.5], [[20700, 25.00]]]')
-    out = json.loads(canonical(pg))
-    assert out[1] == 1795447153.0 and isinstance(out[1], float)
-    assert out[7:11] == [5, 1640.75, 1794790737.0, "books"]
-    assert out[11] == [[1795400000.0, 12.5, "m00001"]] and isinstance(out[11][0][0], float)
-    assert out[17:] == [1, 4, 1, [1790000000.5], [[20700, 25.0]]] and isinstance(out[21][0][1], float)
+    state = state_of("u1", 7, json.loads(pg))
+    assert state.computed_at == 1795447153.0 and isinstance(state.computed_at, float)
+    assert (state.total_orders, state.total_spent, state.last_order_at, state.favorite_category) == (
+        5, 1640.75, 1794790737.0, "books")
+    assert state.recent_orders == ((1795400000.0, 12.5, "m00001"),) and isinstance(state.recent_orders[0][0], float)
+    assert (state.open_plans, state.paid_on_time, state.paid_late, state.late_paid_at, state.unpaid) == (
+        1, 4, 1, (1790000000.5,), ((20700, 25.0),))
+    assert isinstance(state.unpaid[0][1], float)
+    assert value_of("u1", 7, pg) == encode(state)
 
 
 # --- budget, progress, pipelining ---------------------------------------------------------------

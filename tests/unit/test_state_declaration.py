@@ -3,29 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 import typing
 
 from feature_store.domain import state as state_module
 from feature_store.domain.state import LAYOUT, STATE_BQ_COLUMNS, STATE_COLUMNS, STATE_FIELDS, UserState
-from feature_store.stores.sql_files import sql_root
-
-
-def _top_level_items(select_list: str) -> list[str]:
-    items, depth, start = [], 0, 0
-    for i, ch in enumerate(select_list):
-        depth += ch == "("
-        depth -= ch == ")"
-        if ch == "," and depth == 0:
-            items.append(select_list[start:i])
-            start = i + 1
-    items.append(select_list[start:])
-    return [" ".join(item.split()) for item in items]
-
-
-def _output_name(item: str) -> str:
-    named = re.search(r"\bAS\s+(\w+)$", item)
-    return named.group(1) if named else item.rsplit(".", 1)[-1]
+from feature_store.stores.sql_files import select_items, sql_root
 
 
 def test_every_body_field_is_declared_with_a_kind() -> None:
@@ -41,7 +23,7 @@ def test_the_bigquery_statement_produces_the_declared_columns_in_order() -> None
     text = (sql_root() / "bigquery" / "queries" / "user_state_asof.sql").read_text()
     final = text[text.rindex("\nSELECT r.req_id"):]
     select_list = final[len("\nSELECT "):final.index("\nFROM req AS r")]
-    names = [_output_name(item) for item in _top_level_items(select_list)]
+    names = list(select_items(select_list))
     assert [n for n in names if n in STATE_BQ_COLUMNS] == list(STATE_BQ_COLUMNS)
     assert set(names) - set(STATE_BQ_COLUMNS) == {"req_id", "as_of", "at_day"}  # the request, for the features
 

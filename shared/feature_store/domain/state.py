@@ -27,9 +27,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
-# The version of the cached encoding: the first element of every encoded state and part of every
-# cached key. Layout 1 nested the fields by group; layout 2 is flat, in declaration order.
-LAYOUT = 2
+# The version of the cached encoding: part of every cached key and the first element (or byte) of
+# every encoded state. Layout 1 nested the fields by group; layout 2 was a flat JSON list in
+# declaration order; layout 3 packs the same fields in binary (domain/state_binary.py), with the
+# JSON list of layout 2 (first element 3) for a state the binary form cannot hold exactly.
+LAYOUT = 3
 
 # How a field's values look: scalars, epoch seconds, a UTC day number, or one of three event lists.
 Kind = Literal["int", "float", "text", "epoch", "day", "orders", "epochs", "unpaid"]
@@ -53,12 +55,41 @@ Order = tuple[float, float, str]
 Unpaid = tuple[int, float]
 
 
-def _field(kind: Kind, default: Any = dataclasses.MISSING, bq: str | None = None) -> Any:
-    """A state field: its kind, and its column name in the BigQuery statement when that differs."""
-    metadata = {"kind": kind, "bq": bq}
+def _field(kind: Kind, default: Any = dataclasses.MISSING, bq: str | None = None, scale: int | None = None,
+           vocab: tuple[str, ...] | None = None) -> Any:
+    """A state field: its kind, its column name in the BigQuery statement when that differs, and how the
+    binary encoding holds it: ``scale`` for a float that is an exact multiple of 1/scale (amounts in
+    cents: 100; NUMERIC(5,3) scores: 1000), ``vocab`` for a text whose usual values are known."""
+    metadata = {"kind": kind, "bq": bq, "scale": scale, "vocab": vocab}
     if default is dataclasses.MISSING:
         return field(metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+# The known values of the text fields, in a fixed order: the binary encoding stores a value's position
+# (1-based; 0 is null). A value outside its list is still cached exactly, as the JSON form. Part of
+# the layout: appending to a list or reordering it is a new LAYOUT.
+# ISO 3166-1 alpha-2, in alphabetical order
+COUNTRIES = (
+    "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW", "AX", "AZ", "BA", "BB",
+    "BD", "BE", "BF", "BG", "BH", "BI", "BJ", "BL", "BM", "BN", "BO", "BQ", "BR", "BS", "BT", "BV", "BW", "BY",
+    "BZ", "CA", "CC", "CD", "CF", "CG", "CH", "CI", "CK", "CL", "CM", "CN", "CO", "CR", "CU", "CV", "CW", "CX",
+    "CY", "CZ", "DE", "DJ", "DK", "DM", "DO", "DZ", "EC", "EE", "EG", "EH", "ER", "ES", "ET", "FI", "FJ", "FK",
+    "FM", "FO", "FR", "GA", "GB", "GD", "GE", "GF", "GG", "GH", "GI", "GL", "GM", "GN", "GP", "GQ", "GR", "GS",
+    "GT", "GU", "GW", "GY", "HK", "HM", "HN", "HR", "HT", "HU", "ID", "IE", "IL", "IM", "IN", "IO", "IQ", "IR",
+    "IS", "IT", "JE", "JM", "JO", "JP", "KE", "KG", "KH", "KI", "KM", "KN", "KP", "KR", "KW", "KY", "KZ", "LA",
+    "LB", "LC", "LI", "LK", "LR", "LS", "LT", "LU", "LV", "LY", "MA", "MC", "MD", "ME", "MF", "MG", "MH", "MK",
+    "ML", "MM", "MN", "MO", "MP", "MQ", "MR", "MS", "MT", "MU", "MV", "MW", "MX", "MY", "MZ", "NA", "NC", "NE",
+    "NF", "NG", "NI", "NL", "NO", "NP", "NR", "NU", "NZ", "OM", "PA", "PE", "PF", "PG", "PH", "PK", "PL", "PM",
+    "PN", "PR", "PS", "PT", "PW", "PY", "QA", "RE", "RO", "RS", "RU", "RW", "SA", "SB", "SC", "SD", "SE", "SG",
+    "SH", "SI", "SJ", "SK", "SL", "SM", "SN", "SO", "SR", "SS", "ST", "SV", "SX", "SY", "SZ", "TC", "TD", "TF",
+    "TG", "TH", "TJ", "TK", "TL", "TM", "TN", "TO", "TR", "TT", "TV", "TW", "TZ", "UA", "UG", "UM", "US", "UY",
+    "UZ", "VA", "VC", "VE", "VG", "VI", "VN", "VU", "WF", "WS", "YE", "YT", "ZA", "ZM", "ZW",
+)
+VERIFICATION_STATUSES = ("pending", "verified", "rejected")
+INCOME_BRACKETS = ("low", "medium", "high")
+CATEGORIES = ("electronics", "fashion", "home", "beauty", "travel", "groceries", "sports", "toys", "books",
+              "health", "automotive", "jewelry")
 
 
 @dataclass(slots=True)
@@ -76,23 +107,23 @@ class UserState:
     computed_at: float = _field("epoch", bq="at_s")  # epoch seconds of the source snapshot
     # demographics
     age: int | None = _field("int", None)
-    location_country: str | None = _field("text", None)
-    verification_status: str | None = _field("text", None)
-    income_bracket: str | None = _field("text", None)
+    location_country: str | None = _field("text", None, vocab=COUNTRIES)
+    verification_status: str | None = _field("text", None, vocab=VERIFICATION_STATUSES)
+    income_bracket: str | None = _field("text", None, vocab=INCOME_BRACKETS)
     signup_day: int | None = _field("day", None)
     # behavior (completed orders)
     total_orders: int = _field("int", 0)
-    total_spent: float = _field("float", 0.0)
+    total_spent: float = _field("float", 0.0, scale=100)
     last_order_at: float | None = _field("epoch", None)
-    favorite_category: str | None = _field("text", None)
+    favorite_category: str | None = _field("text", None, vocab=CATEGORIES)
     # velocity
     recent_orders: tuple[Order, ...] = _field("orders", ())
     # risk
-    risk_score: float | None = _field("float", None)
-    fraud_probability: float | None = _field("float", None)
+    risk_score: float | None = _field("float", None, scale=1000)
+    fraud_probability: float | None = _field("float", None, scale=1000)
     payment_delays: int | None = _field("int", None)
-    device_trust_score: float | None = _field("float", None)
-    credit_utilization: float | None = _field("float", None)
+    device_trust_score: float | None = _field("float", None, scale=1000)
+    credit_utilization: float | None = _field("float", None, scale=1000)
     # repayment
     open_plans: int = _field("int", 0)
     paid_on_time: int = _field("int", 0)
@@ -120,10 +151,13 @@ class StateField:
     kind: Kind
     nullable: bool
     bq_column: str  # its name in sql/bigquery/queries/user_state_asof.sql's output
+    scale: int | None = None  # a float held as an integer number of 1/scale (binary encoding)
+    vocab: tuple[str, ...] | None = None  # a text's known values (binary encoding)
 
 
 STATE_FIELDS: tuple[StateField, ...] = tuple(
-    StateField(f.name, f.metadata["kind"], f.default is None, f.metadata["bq"] or f.name)
+    StateField(f.name, f.metadata["kind"], f.default is None, f.metadata["bq"] or f.name, f.metadata["scale"],
+               f.metadata["vocab"])
     for f in dataclasses.fields(UserState) if "kind" in f.metadata)
 
 # The columns of the source statement, in order: the key, then every body field (computed_at first).

@@ -18,8 +18,11 @@ side by side. When several run, batches may overlap on a user: the watermark is 
 snapshot (Source.snapshot_states), so the higher watermark always carries the newer snapshot.
 
 Order inside a batch: Redis first, then BigQuery, so online freshness never waits on (or depends
-on) the offline store; a failure of either raises for every message of the batch, which Pub/Sub
-redelivers, and re-applying is harmless.
+on) the offline store. The changelog rows are landed off the batch's critical path
+(services/changelog_landing.py): the next batch reads the source and writes Redis while the rows
+of the previous ones land, several batches' rows in one append; each message returns (is
+acknowledged) only once its own rows have landed. A failure of either write raises for every
+message it concerned, which Pub/Sub redelivers, and re-applying is harmless.
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from feature_store.domain.changes import Change, DecimalMode, parse_change
 from feature_store.logs import get_logger
+from feature_store.services.changelog_landing import Landing
 from feature_store.stores.ports import Changelog, Entry, OnlineStore, Source, Tombstone
 
 log = get_logger(__name__)
@@ -79,6 +84,7 @@ class _Pending:
     batch: list[_Pending] | None = None
     done: bool = False
     error: BaseException | None = None
+    landing: Future[int] | None = None  # its changelog rows landing; acknowledged only once they have
 
 
 class Ingestor:
@@ -88,7 +94,7 @@ class Ingestor:
                  decimals: DecimalMode = "precise", max_batch: int = 256, max_inflight: int = 1) -> None:
         self._online = online
         self._source = source
-        self._changelog = changelog
+        self._landing = Landing(changelog) if changelog is not None else None
         self._decimals: DecimalMode = decimals
         self._max_batch = max_batch
         self._max_inflight = max_inflight
@@ -156,6 +162,8 @@ class Ingestor:
             batch = following  # item not done yet: it is queued, so this thread applies the next batch
         if item.error is not None:
             raise item.error
+        if item.landing is not None:
+            item.landing.result()  # raises the append's error: the message is redelivered
 
     def _take(self) -> list[_Pending]:
         """The oldest queued items, at most max_batch (the caller holds the lock)."""
@@ -168,8 +176,10 @@ class Ingestor:
         watermark, states = self._source.snapshot_states(users)
         entries: list[Entry] = [states.get(u) or Tombstone(u, watermark) for u in users]
         self._online.put_if_newer(entries)
-        if self._changelog is not None:
-            self._changelog.append([(c, p.message_id) for p in batch for c in p.changes])
+        if self._landing is not None:
+            landing = self._landing.submit([(c, p.message_id) for p in batch for c in p.changes])
+            for p in batch:
+                p.landing = landing
         self.stats.add("applied", sum(len(p.changes) for p in batch))
         self.stats.add("batches")
         self.stats.add("users", len(users))

@@ -53,7 +53,7 @@ class MemoryOnlineStore:
         written = 0
         with self._lock:
             for entry in entries:
-                value = encode(entry).encode()
+                value = encode(entry)
                 current = self.values.get(entry.user_id)
                 if current is not None and current[:WATERMARK_HEX_DIGITS] > value[:WATERMARK_HEX_DIGITS]:
                     self.refused += 1

@@ -1,11 +1,15 @@
 """Bulk reads of the source for cache refresh: finished Redis values per user, id ranges, changed ids.
 
-The user-state statement (sql/queries/user_state.sql) stays the one definition of a state: this
-module wraps it and projects each row into the cached encoding in SQL, so a chunk of ten thousand
-users crosses the wire as two columns instead of twenty-two. Python then only canonicalises that
-JSON (``canonical``). Both the projection and ``canonical`` are generated from the state's
-declaration (domain/state.py), so the values written are byte-for-byte what ``redis_online.encode``
-writes for the same state (tests/integration/test_refresh_source.py).
+The user-state statement (sql/queries/user_state.sql) stays the one definition of a state. On
+PostgreSQL, bulk refresh runs the statement derived from it (stores/postgres_bulk_sql.py), which
+packs each user's cached binary body in SQL: a chunk crosses the wire as ids and finished bodies,
+and Python only prefixes the watermark. A user whose body comes back NULL (a state the binary body
+cannot hold) is computed through the point read (``SourceStore``) and encoded as every writer does.
+On another dialect the statement is wrapped and projected into one JSON list per user, which Python
+reads into a state (``state_of``, fixing what SQL cannot: JSON numbers that must be floats, empty event
+lists that SQL leaves NULL) and encodes. Either way the values written are byte-for-byte what
+``redis_online.encode`` writes for the state the point read computes
+(tests/integration/test_refresh_source.py).
 
 Invariant: values are tagged with their watermark exactly as ``SourceStore`` tags states (the
 dialect's position read just before the state statement takes its snapshot), so compare-and-set
@@ -23,13 +27,15 @@ from typing import Any
 
 import orjson
 
-from feature_store.domain.state import LAYOUT, STATE_COLUMNS, compile_mapper
+from feature_store.domain.state import LAYOUT, STATE_COLUMNS, UserState, compile_mapper
 from feature_store.stores.dialect import WATERMARK_HEX_DIGITS, Dialect
+from feature_store.stores.ports import Tombstone
 from feature_store.stores.postgres import Connection, PostgresPool
-from feature_store.stores.source import render_user_state
+from feature_store.stores.postgres_bulk_sql import bulk_statement
+from feature_store.stores.redis_online import encode, watermark_head
+from feature_store.stores.source import SourceStore, render_user_state
 
-# The cached encoding built from the user-state row; canonical() fixes what SQL cannot: JSON numbers
-# that must be floats, empty event lists that SQL leaves NULL, and the whitespace.
+# The state as one JSON list, built from the user-state row (read back by ``state_of``).
 _PROJECTION = ("SELECT s.user_id, CAST(json_build_array(" + str(LAYOUT) + ", "
                + ", ".join(f"s.{c}" for c in STATE_COLUMNS[1:]) + ") AS text)\nFROM ({inner}) AS s\n")
 
@@ -74,7 +80,7 @@ class Vector:
     """A user's finished online-store value (watermark prefix included), ready to write."""
 
     user_id: str
-    value: str
+    value: bytes
 
     @property
     def watermark(self) -> int:
@@ -90,20 +96,20 @@ class IdBatch:
     watermark: int
 
 
-# The JSON PostgreSQL writes -> the JSON ``encode`` writes: PostgreSQL prints ``0`` for a zero sum and
-# ``12.50`` for an amount, and the read path returns whatever type it finds, so floats must stay floats.
-_canonical: Callable[[list[Any]], bytes] = compile_mapper(
-    "canonical", "d", "d[{i} + 1]",
+# The JSON PostgreSQL writes -> the state it describes: PostgreSQL prints ``0`` for a zero sum and
+# ``12.50`` for an amount, and a state's floats must be floats (they are cached and served as such).
+state_of: Callable[[str, int, list[Any]], UserState] = compile_mapper(
+    "state_of", "user_id, watermark, d", "d[{i} + 1]",
     {"int": "{v}", "float": "float({v})", "text": "{v}", "epoch": "float({v})", "day": "{v}",
-     "orders": "[[float(a), float(m), n] for a, m, n in {v} or ()]",
-     "epochs": "[float(t) for t in {v} or ()]",
-     "unpaid": "[[x, float(a)] for x, a in {v} or ()]"},
-    f"_dumps([{LAYOUT}, {{fields}}])", {"_dumps": orjson.dumps})
+     "orders": "tuple((float(a), float(m), n) for a, m, n in {v} or ())",
+     "epochs": "tuple(float(t) for t in {v} or ())",
+     "unpaid": "tuple((x, float(a)) for x, a in {v} or ())"},
+    "UserState(user_id, watermark, {fields})")
 
 
-def canonical(text: str) -> str:
-    """The cached encoding of a state exactly as ``UserState.to_compact`` + ``encode`` would write it."""
-    return _canonical(orjson.loads(text)).decode()
+def value_of(user_id: str, watermark: int, text: str) -> bytes:
+    """The cached value of the state the projection's JSON describes, exactly as ``encode`` writes it."""
+    return encode(state_of(user_id, watermark, orjson.loads(text)))
 
 
 class BulkSource:
@@ -114,12 +120,15 @@ class BulkSource:
         self.dialect = dialect
         self.work_mem_mb = work_mem_mb
         self._tuned: weakref.WeakSet[Connection] = weakref.WeakSet()
+        self._binary = dialect.name == "postgresql"
+        self._point = SourceStore(pool, dialect)  # the users whose state the SQL-packed body cannot hold
         self._range = self._render(_RANGE)
         self._from = self._render(_FROM)
         self._ids = self._render(_IDS)
 
-    @staticmethod
-    def _render(scope: str) -> str:
+    def _render(self, scope: str) -> str:
+        if self._binary:
+            return bulk_statement().format(scope=scope.format(c="user_id"), scope_u=scope.format(c="u.user_id"))
         return _PROJECTION.format(inner=render_user_state(scope))
 
     def _snapshot(self, sql: str, **params: Any) -> tuple[int, list[Vector]]:
@@ -132,8 +141,18 @@ class BulkSource:
             rows = conn.run(sql, **params)
             if self.dialect.watermark_in_transaction:
                 conn.execute("COMMIT")
-        head = f"{mark:0{WATERMARK_HEX_DIGITS}x}"
-        return mark, [Vector(user_id, head + canonical(body)) for user_id, body in rows]
+        if not self._binary:
+            return mark, [Vector(user_id, value_of(user_id, mark, body)) for user_id, body in rows]
+        head = watermark_head(mark)
+        vectors = [Vector(user_id, head + body if body is not None else b"") for user_id, body in rows]
+        unfit = [v.user_id for v in vectors if not v.value]
+        if unfit:
+            # Their own snapshot and watermark (taken later, so at least as new): exact by construction.
+            mark_unfit, states = self._point.snapshot_states(unfit)
+            values = {u: encode(s) for u, s in states.items()}
+            gone = encode(Tombstone("", mark_unfit))  # deleted since the chunk's snapshot
+            vectors = [v if v.value else Vector(v.user_id, values.get(v.user_id, gone)) for v in vectors]
+        return mark, vectors
 
     def _tune(self, conn: Connection) -> None:
         """Give a pooled connection the bulk statements' work_mem, once."""

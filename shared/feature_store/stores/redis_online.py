@@ -10,9 +10,10 @@ Every feature-set version finishes its features from the same cached state, so t
 by its layout (domain/state.py: LAYOUT), not by the version: a new version of the catalog costs no
 memory and CDC writes each user once.
 
-Value: 24 lowercase hex digits of the source watermark, then either ``{json}`` (the
-compact UserState list, domain/state.py) or ``-`` (a tombstone: the user was deleted at
-that watermark). The fixed-width prefix lets the Lua script compare watermarks as strings:
+Value: 24 lowercase hex digits of the source watermark, then the state's binary body (its first
+byte is the layout number, domain/state_binary.py), or ``[...]`` (the state as a JSON list, for a
+state the binary body cannot hold exactly), or ``-`` (a tombstone: the user was deleted at that
+watermark). The fixed-width prefix lets the Lua script compare watermarks as strings:
 a write lands only when its watermark is at least the stored one, so duplicate, redelivered
 or reordered writes can never replace newer data with older.
 """
@@ -28,11 +29,14 @@ import redis
 from redis.commands.core import Script
 
 from feature_store.domain.state import LAYOUT, UserState
+from feature_store.domain.state_binary import pack, unpack
 from feature_store.errors import DependencyTimeout, DependencyUnavailable
 from feature_store.stores.dialect import WATERMARK_HEX_DIGITS
 from feature_store.stores.ports import Cached, Entry, Tombstone, Undecodable
 
 TOMBSTONE = "-"
+_TOMBSTONE = TOMBSTONE.encode()
+_BINARY = LAYOUT  # the first byte of a binary body
 
 # KEYS[1] key; ARGV[1] new value (watermark prefix first); ARGV[2] ttl in ms.
 # Returns 1 when written, 0 when the stored watermark is newer.
@@ -118,20 +122,27 @@ class KeyLayout:
         return f"{self.prefix}:{feature_set}:v{version}:stats"
 
 
-def encode(entry: Entry) -> str:
-    head = f"{entry.watermark:0{WATERMARK_HEX_DIGITS}x}"
+def watermark_head(watermark: int) -> bytes:
+    """The fixed-width prefix every value starts with: the watermark as 24 lowercase hex digits."""
+    return f"{watermark:0{WATERMARK_HEX_DIGITS}x}".encode()
+
+
+def encode(entry: Entry) -> bytes:
+    """The stored value of an entry: the binary body when it holds the state exactly, else the JSON list."""
+    head = watermark_head(entry.watermark)
     if isinstance(entry, Tombstone):
-        return head + TOMBSTONE
-    return head + orjson.dumps(entry.to_compact()).decode()
+        return head + _TOMBSTONE
+    return head + (pack(entry) or orjson.dumps(entry.to_compact()))
 
 
 def decode(user_id: str, raw: bytes) -> Cached:
     """The entry a stored value encodes, or Undecodable when it cannot be read (never raises)."""
     try:
-        text = raw.decode()
-        watermark = int(text[:WATERMARK_HEX_DIGITS], 16)
-        body = text[WATERMARK_HEX_DIGITS:]
-        if body == TOMBSTONE:
+        watermark = int(raw[:WATERMARK_HEX_DIGITS], 16)
+        if raw[WATERMARK_HEX_DIGITS] == _BINARY:
+            return unpack(user_id, watermark, raw, WATERMARK_HEX_DIGITS)
+        body = raw[WATERMARK_HEX_DIGITS:]
+        if body == _TOMBSTONE:
             return Tombstone(user_id, watermark)
         return UserState.from_compact(user_id, watermark, orjson.loads(body))
     except Exception:  # any malformed value: a layout change mid-deploy, a corrupted or foreign key

@@ -21,8 +21,9 @@ from typing import Any
 import redis
 
 from feature_store.stores.dialect import WATERMARK_HEX_DIGITS
+from feature_store.stores.ports import Tombstone
 from feature_store.stores.postgres_bulk import Vector
-from feature_store.stores.redis_online import TOMBSTONE, KeyLayout, run_script, unavailable
+from feature_store.stores.redis_online import KeyLayout, encode, run_script, unavailable
 
 # KEYS: user keys; ARGV[1]: ttl in ms; ARGV[i + 1]: the value of KEYS[i] (watermark prefix first).
 # The same rule as redis_online._PUT_IF_NEWER, key by key. Returns how many were written.
@@ -89,7 +90,7 @@ class BulkWriter:
 
     def tombstone(self, user_ids: Sequence[str], watermark: int, ttl_ms: int) -> int:
         """Record that these users do not exist as of ``watermark`` (compare-and-set like any write)."""
-        value = f"{watermark:0{WATERMARK_HEX_DIGITS}x}{TOMBSTONE}"
+        value = encode(Tombstone("", watermark))
         return self.put([Vector(u, value) for u in user_ids], ttl_ms)
 
     def delete(self, user_ids: Sequence[str]) -> int:
