@@ -20,7 +20,7 @@ TABLES = {"users": "user_id", "transactions": "transaction_id", "installment_pla
 
 
 def seed_db(database: str, users: int, seed: int = 42) -> dict[str, int]:
-    pool = PostgresPool(Settings.from_env(base_env(database)).postgres)
+    pool = PostgresPool(Settings.from_env(base_env(database)).postgres, bulk=True)  # as fs-generate seeds
     try:
         with pool.connection() as conn:
             return generate.seed(conn, users, seed, AS_OF, workers=1, reset=False)
