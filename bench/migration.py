@@ -17,7 +17,8 @@ users). The target is a second PostgreSQL database on the same server (``--targe
 3. the traffic shift 1 -> 10 -> 50 -> 100 %, each step held ``--hold-s`` under the guard while
    ``--readers`` threads read random users through read_features: reads by status (target: zero non-2xx);
 4. lost and extra rows: the benchmark's rows are deleted again (the deletes replicate too), then a
-   verification compares every table, chunk by chunk, with rechecks: row counts and checksums per table.
+   verification compares every table, chunk by chunk, with rechecks: row counts and checksums per table,
+   and its rows/s (a second verification of the same data, after the shift: the pages are warmer).
 
 The route, the benchmark's Redis keys and its replication slot are removed at the end; the source keeps no
 row the benchmark wrote. Figures, never pass/fail; the machine's load average is printed beside them.
@@ -207,10 +208,14 @@ def lost_and_extra(migration: Any, source: str) -> dict[str, Any]:
         conn.close()
     time.sleep(5)
     run_id = f"bench-final-{secrets.token_hex(3)}"
+    started = time.monotonic()
     while not (checked := migration.phases.verify(run_id, 3600))["done"]:
         print("  final verification: call again", flush=True)
+    seconds = time.monotonic() - started
     tables = checked["tables"]
-    return {"ok": checked["ok"], "repaired_chunks": len(checked["repaired"]),
+    compared = sum(t["source_rows"] for t in tables.values())
+    return {"ok": checked["ok"], "seconds": round(seconds, 1), "rows_per_s": round(compared / seconds),
+            "repaired_chunks": len(checked["repaired"]),
             "different_chunks": len(checked["different"]),
             "lost_rows": sum(max(0, t["source_rows"] - t["target_rows"]) for t in tables.values()),
             "extra_rows": sum(max(0, t["target_rows"] - t["source_rows"]) for t in tables.values()),
