@@ -165,9 +165,10 @@ def checksum_sql(spec: TableSpec, dialect: str, after: KeyValue | None, last: Ke
     order is asked for differs. CockroachDB keeps the aggregate's own ORDER BY (the form written from its
     documentation; no CockroachDB server runs here). PostgreSQL (15) sorts the input of an ordered aggregate
     whatever order the scan gives, and that sort was about a third of the statement's CPU; there the rows
-    come from a subquery ordered by the key, which the key index serves without a sort. Equal digests mean the same rows in the same order however the order
-    came about, so the order only decides whether equal data looks equal: a chunk whose rows arrived in
-    another order would look different and be settled by the row-by-row recheck, never pass unseen.
+    come from a subquery ordered by the key, which the key index serves without a sort. Equal digests mean
+    the same rows in the same order however the order came about, so the order only decides whether equal
+    data looks equal: a chunk whose rows arrived in another order would look different and be settled by
+    the row-by-row recheck, never pass unseen.
     """
     row = " || ',' || ".join(f"quote_nullable({canonical(c, t, dialect)})" for c, t in spec.columns)
     if dialect == "cockroachdb":
