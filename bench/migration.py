@@ -9,7 +9,9 @@ users). The target is a second PostgreSQL database on the same server (``--targe
 ``--keep-target``), holding the CockroachDB form of the schema as PostgreSQL accepts it. Four parts:
 
 1. prepare, backfill and verification, in this process through the migration's own phases: rows, seconds
-   and rows/s of each, and of the two together (the target: 50,000 rows/s or more at 1M users, 25M rows);
+   and rows/s of each, and of the two together (the target: 50,000 rows/s or more at 1M users, 25M rows),
+   with the CPU seconds each took in this process and in the two databases' server processes, and their
+   sum per row (what the work costs, which other load on the machine changes far less than rows/s);
 2. replication: replicate_changes under functions-framework fed by emulators/cdc_relay.py from a slot of
    its own; the source takes ``--writes-per-s`` committed inserts (one transaction each, stamped with
    clock_timestamp()) for ``--lag-seconds``; the lag of each is the target's replica ``applied_at`` minus
@@ -17,7 +19,8 @@ users). The target is a second PostgreSQL database on the same server (``--targe
 3. the traffic shift 1 -> 10 -> 50 -> 100 %, each step held ``--hold-s`` under the guard while
    ``--readers`` threads read random users through read_features: reads by status (target: zero non-2xx);
 4. lost and extra rows: the benchmark's rows are deleted again (the deletes replicate too), then a
-   verification compares every table, chunk by chunk, with rechecks: row counts and checksums per table.
+   verification compares every table, chunk by chunk, with rechecks: row counts and checksums per table,
+   and its rows/s (a second verification of the same data, after the shift: the pages are warmer).
 
 The route, the benchmark's Redis keys and its replication slot are removed at the end; the source keeps no
 row the benchmark wrote. Figures, never pass/fail; the machine's load average is printed beside them.
@@ -70,24 +73,72 @@ def fresh_database(env: dict[str, str], name: str, keep: bool) -> None:
         admin.close()
 
 
-def copy_and_verify(migration: Any) -> dict[str, Any]:
+class CpuMeter:
+    """CPU seconds used by this process and by the server backends of the two databases (sampled from /proc:
+    the server runs on this machine). On a shared machine wall-clock rows/s depend on everyone's load; CPU
+    per row is what this work costs, whoever else runs."""
+
+    def __init__(self, databases: tuple[str, ...]) -> None:
+        from conftest import admin_connection
+
+        self.databases = databases
+        self._admin = admin_connection()
+        self._seen: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        ticks = os.sysconf("SC_CLK_TCK")
+        while not self._stop.is_set():
+            for pid, database in self._admin.run("SELECT pid, datname FROM pg_stat_activity WHERE datname = ANY(:d) "
+                                                 "AND pid <> pg_backend_pid()", d=list(self.databases)):
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                self._seen[pid] = (database, (int(fields[11]) + int(fields[12])) / ticks)
+            self._stop.wait(0.2)
+
+    def now(self) -> dict[str, float]:
+        usage = os.times()
+        out = {"this process": usage.user + usage.system}
+        for database in self.databases:
+            out[database] = sum(c for d, c in list(self._seen.values()) if d == database)
+        return out
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._admin.close()
+
+
+def cpu_figures(before: dict[str, float], after: dict[str, float], rows: int) -> dict[str, Any]:
+    spent = {k: after[k] - before[k] for k in before}
+    total = sum(spent.values())
+    return {"cpu_s": {k: round(v, 1) for k, v in spent.items()}, "cpu_us_per_row": round(1e6 * total / rows, 1)}
+
+
+def copy_and_verify(migration: Any, meter: CpuMeter) -> dict[str, Any]:
     phases = migration.phases
     started = time.monotonic()
     phases.prepare()
-    prepared = time.monotonic()
+    prepared, cpu_prepared = time.monotonic(), meter.now()
     while not (answer := phases.backfill())["done"]:
         print(f"  backfill: {answer['rows']:,} rows this call, {answer['rows_per_s']:,.0f} rows/s", flush=True)
-    copied = time.monotonic()
+    copied, cpu_copied = time.monotonic(), meter.now()
     rows = int(answer["snapshot"]["rows"])
     run_id = f"bench-{secrets.token_hex(3)}"
     while not (checked := phases.verify(run_id))["done"]:
         print("  verification: call again", flush=True)
-    verified = time.monotonic()
+    verified, cpu_verified = time.monotonic(), meter.now()
     backfill_s, verify_s = copied - prepared, verified - copied
     return {"rows": rows, "prepare_s": round(prepared - started, 1), "backfill_s": round(backfill_s, 1),
             "verify_s": round(verify_s, 1), "backfill_rows_per_s": round(rows / backfill_s),
             "verify_rows_per_s": round(rows / verify_s), "together_rows_per_s": round(rows / (backfill_s + verify_s)),
-            "verify_ok": checked["ok"], "repaired": len(checked["repaired"]), "different": len(checked["different"])}
+            "verify_ok": checked["ok"], "repaired": len(checked["repaired"]), "different": len(checked["different"]),
+            "backfill_cpu": cpu_figures(cpu_prepared, cpu_copied, rows),
+            "verify_cpu": cpu_figures(cpu_copied, cpu_verified, rows)}
 
 
 def write_at(env: dict[str, str], per_s: int, seconds: float) -> int:
@@ -207,10 +258,14 @@ def lost_and_extra(migration: Any, source: str) -> dict[str, Any]:
         conn.close()
     time.sleep(5)
     run_id = f"bench-final-{secrets.token_hex(3)}"
+    started = time.monotonic()
     while not (checked := migration.phases.verify(run_id, 3600))["done"]:
         print("  final verification: call again", flush=True)
+    seconds = time.monotonic() - started
     tables = checked["tables"]
-    return {"ok": checked["ok"], "repaired_chunks": len(checked["repaired"]),
+    compared = sum(t["source_rows"] for t in tables.values())
+    return {"ok": checked["ok"], "seconds": round(seconds, 1), "rows_per_s": round(compared / seconds),
+            "repaired_chunks": len(checked["repaired"]),
             "different_chunks": len(checked["different"]),
             "lost_rows": sum(max(0, t["source_rows"] - t["target_rows"]) for t in tables.values()),
             "extra_rows": sum(max(0, t["target_rows"] - t["source_rows"]) for t in tables.values()),
@@ -260,7 +315,11 @@ def main() -> int:
     running = Stack(settings_env, logs)
     figures: dict[str, Any] = {"data_set": rows, "load_before": load()}
     try:
-        figures["backfill_and_verification"] = copy_and_verify(migration)
+        meter = CpuMeter((args.database, args.target))
+        try:
+            figures["backfill_and_verification"] = copy_and_verify(migration, meter)
+        finally:
+            meter.close()
         print(f"backfill + verification: {json.dumps(figures['backfill_and_verification'])}", flush=True)
         figures["replication"] = replication_lag(running, {**env, **settings_env}, args.database, args.target,
                                                  args.writes_per_s, args.lag_seconds)

@@ -151,7 +151,7 @@ class MigrationServices:
                           self.state, ReplicaStore(self.target_phases, self.target_dialect),
                           ReplicaStore(self.source_phases, self.base.dialect), shifter, routing,
                           PhaseConfig(m.step_budget_s, m.chunk_rows, m.backfill_workers, m.recheck_attempts,
-                                      m.recheck_delay_s, m.cutover_quiet_s, settle))
+                                      m.recheck_delay_s, m.cutover_quiet_s, settle, m.verify_workers))
 
         return self._once("phases", build)
 

@@ -183,6 +183,9 @@ class MigrationSettings(_Section):
     chunk_rows: int = Field(50_000, ge=100, le=1_000_000)
     # Tables the backfill copies side by side (each reads its next chunk while the current one lands).
     backfill_workers: int = Field(2, ge=1, le=8)
+    # Chunks a verification compares at once, each summed on both sides together: at most 3, since the
+    # phases' pools hold 4 connections a side and the next chunk's bound needs one.
+    verify_workers: int = Field(2, ge=1, le=3)
     # One run_migration call stops starting chunks after this long; the workflow calls again.
     step_budget_s: float = Field(240.0, gt=0)
     statement_timeout_ms: int = Field(300_000, ge=1000)

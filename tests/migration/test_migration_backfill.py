@@ -156,3 +156,13 @@ def test_what_still_differs_after_the_rechecks_is_repaired_from_the_source(pair:
     assert_same(pair)
     assert rows(target, "SELECT count(*) FROM fs_migration_checks WHERE job = 'verify:run-3' AND status = 'repaired'"
                 )[0][0] == 3
+
+
+def test_each_table_the_backfill_finishes_is_analyzed_for_the_verification_plans(pair: dict[str, Any],
+                                                                                  migration: Any) -> None:
+    migration.phases.prepare()
+
+    backfill_all(migration.phases)
+
+    analyzed = rows(pair["target"], "SELECT relname FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL")
+    assert set(MIGRATED) <= {r[0] for r in analyzed}

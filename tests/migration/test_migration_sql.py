@@ -53,3 +53,12 @@ def test_a_checksum_hashes_the_ordered_rows_with_nulls_marked() -> None:
 
     assert sql.startswith("SELECT count(*), COALESCE(md5(string_agg(quote_nullable(transaction_id) || ',' || ")
     assert "ORDER BY transaction_id, created_at)), '')" in sql and "experimental_strftime(created_at" in sql
+
+
+def test_postgresql_orders_the_checksummed_rows_in_a_subquery_not_in_the_aggregate() -> None:
+    sql = checksum_sql(TX, "postgresql", None, ("z", "2026-01-01T00:00:00+00:00"))
+
+    assert sql.startswith("SELECT count(*), COALESCE(md5(string_agg(r, chr(10))), '') FROM (SELECT "
+                          "quote_nullable(transaction_id) || ',' || ")
+    assert sql.endswith("ORDER BY transaction_id, created_at) AS ordered")
+    assert "to_char(created_at AT TIME ZONE 'UTC'" in sql and "string_agg(r, chr(10) ORDER BY" not in sql

@@ -135,4 +135,10 @@ class Backfill:
                     "rows_per_s": round(copy.rows / elapsed) if elapsed > 0 else None}})
                 if not more:
                     break
+        if copy.done:
+            # The target's planner has no statistics of a table loaded this fast (autovacuum comes later, if it
+            # keeps up): without them it read each verification chunk by scanning the whole table, which made
+            # the verification quadratic in the table's size (11M installments: 18,500 rows/s).
+            with self.target.connection() as conn:
+                conn.execute(f"ANALYZE {spec.name}")
         copy.seconds = round(self._clock() - began, 3)

@@ -51,6 +51,7 @@ class PhaseConfig:
     recheck_delay_s: float
     cutover_quiet_s: float
     settle_s: float  # how long instances may route by an older pointer (their cache time, with a margin)
+    verify_workers: int = 2  # chunks a verification compares at once
 
 
 class Phases:
@@ -87,7 +88,7 @@ class Phases:
         sender, receiver = (self.target, self.source) if backwards else (self.source, self.target)
         return Verifier(sender, receiver, self.reverse if backwards else self.forward, self.state,
                         self.config.chunk_rows, self.config.recheck_attempts, self.config.recheck_delay_s,
-                        strict=strict, sleep=self._sleep)
+                        strict=strict, workers=self.config.verify_workers, sleep=self._sleep)
 
     # --- prepare, backfill, verify ------------------------------------------------------------
 

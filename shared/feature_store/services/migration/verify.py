@@ -1,8 +1,10 @@
 """Verification: chunked checksums of ordered rows on both sides, rechecks, and repair of what still differs.
 
 Pass 1 walks each table in source-key chunks (bounds from the sending side) and compares the count and
-md5 of the ordered rows on both sides, the two computed at once; results are recorded per chunk
-(fs_migration_checks), so a verification interrupted by its time budget resumes at the next chunk.
+md5 of the ordered rows on both sides, the two computed at once, with ``workers`` chunks in flight (one
+chunk at a time left each database idle while the other finished and while the next bound was read);
+results are recorded per chunk in chunk order (fs_migration_checks), so a verification interrupted by its
+time budget resumes at the next chunk.
 
 A chunk that differs may only be catching up: rows written while it was read reach the receiving side
 within the replication lag. It is compared again, row by row, up to ``recheck_attempts`` times: the
@@ -23,14 +25,15 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from feature_store.logs import get_logger
 from feature_store.stores.dialect import Dialect
-from feature_store.stores.migration_chunks import bound, checksum, fetch, keyed, snapshot_rows
+from feature_store.stores.migration_chunks import Checksum, bound, checksum, fetch, keyed, snapshot_rows
 from feature_store.stores.migration_replica import Image, ReplicaStore
 from feature_store.stores.migration_state import StateStore
 from feature_store.stores.migration_tables import (
@@ -57,6 +60,17 @@ class Side:
 
 
 @dataclass(frozen=True)
+class _InFlight:
+    """A chunk of pass 1 whose two checksums are being computed."""
+
+    chunk: int
+    after: KeyValue | None
+    last: KeyValue | None
+    mine: Future[Checksum]
+    theirs: Future[Checksum]
+
+
+@dataclass(frozen=True)
 class RowDiff:
     position: int
     keys: set[KeyValue]  # differing rows not changed since the snapshot at ``position``
@@ -67,7 +81,7 @@ class Verifier:
     """Compares the migrated tables of two databases and repairs the receiving side."""
 
     def __init__(self, sender: Side, receiver: Side, replica: ReplicaStore, state: StateStore, chunk_rows: int,
-                 recheck_attempts: int, recheck_delay_s: float, strict: bool = False,
+                 recheck_attempts: int, recheck_delay_s: float, strict: bool = False, workers: int = 2,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         self.sender, self.receiver = sender, receiver
         self.replica = replica
@@ -76,6 +90,7 @@ class Verifier:
         self.recheck_attempts = recheck_attempts
         self.recheck_delay_s = recheck_delay_s
         self.strict = strict  # rows changed after the snapshot count as different (the cutover's check)
+        self.workers = workers  # chunks of pass 1 in flight: 2 keep both databases' cores busy between statements
         self._clock, self._sleep = clock, sleep
         self._specs: dict[str, TableSpec] = {}
 
@@ -117,8 +132,10 @@ class Verifier:
         return bool(checks) and checks[-1]["last"] is None
 
     def _pass1(self, job: str, tables: tuple[str, ...], deadline: float) -> int:
+        """Compare every chunk not yet compared, ``workers`` chunks in flight (each with its two checksums at
+        once), recorded in chunk order so that a call stopped anywhere resumes after the last recorded one."""
         compared = 0
-        with ThreadPoolExecutor(2, thread_name_prefix="checksum") as both:
+        with ThreadPoolExecutor(2 * self.workers, thread_name_prefix="checksum") as sides:
             for table in tables:
                 spec = self.spec(table)
                 done = [c for c in self.state.checks(job) if c["table"] == table]
@@ -126,20 +143,27 @@ class Verifier:
                     continue
                 chunk = len(done)
                 after = done[-1]["last"] if done else None
-                while True:
-                    if compared and self._clock() > deadline:
-                        return compared
-                    last = bound(self.sender.pool, spec, after, self.chunk_rows)
-                    mine = both.submit(checksum, self.sender.pool, self.sender.dialect, spec, after, last)
-                    theirs = both.submit(checksum, self.receiver.pool, self.receiver.dialect, spec, after, last)
-                    s, r = mine.result(), theirs.result()
+                window: deque[_InFlight] = deque()
+                more = True
+                while more or window:
+                    # Start chunks while there is time (always one per call); the next bound is read while
+                    # the chunks in flight are being summed.
+                    while more and len(window) < self.workers and (
+                            self._clock() <= deadline or not (compared or window)):
+                        last = bound(self.sender.pool, spec, after, self.chunk_rows)
+                        window.append(_InFlight(
+                            chunk, after, last,
+                            sides.submit(checksum, self.sender.pool, self.sender.dialect, spec, after, last),
+                            sides.submit(checksum, self.receiver.pool, self.receiver.dialect, spec, after, last)))
+                        chunk, after, more = chunk + 1, last, last is not None
+                    if not window:
+                        return compared  # out of time before this table's next chunk
+                    head = window.popleft()
+                    s, r = head.mine.result(), head.theirs.result()
                     status = "equal" if (s.rows, s.md5) == (r.rows, r.md5) else "different"
-                    self.state.record_check(job, table, chunk, after, last, (s.rows, s.md5), (r.rows, r.md5), status, 0)
+                    self.state.record_check(job, table, head.chunk, head.after, head.last, (s.rows, s.md5),
+                                            (r.rows, r.md5), status, 0)
                     compared += 1
-                    chunk += 1
-                    if last is None:
-                        break
-                    after = last
         return compared
 
     # --- rechecks and repair ------------------------------------------------------------------
