@@ -44,7 +44,9 @@ class PubSubAuditSink:
         unsent, error = [], ""
         for row, future in futures:
             try:
-                future.result(timeout=self._timeout_s)
+                # Longer than the client's own deadline: its future settles first, so a row counted unsent
+                # here is one the client gave up on, never one still being retried (which would then land twice).
+                future.result(timeout=self._timeout_s + 30)
             except Exception as exc:  # the client's own retries are over: keep the row for the recorder's
                 unsent.append(row)
                 error = type(exc).__name__
