@@ -188,6 +188,7 @@ class Services:
             linger_s=cfg.linger_s, retry_backoff_s=cfg.retry_backoff_s, fail_closed=cfg.fail_closed,
             flush_on_exit_s=cfg.flush_on_exit_s))
         close_at_exit(recorder)
+        self._closers.append(recorder.close)  # before the clients it publishes through (closed in reverse)
         return recorder
 
     @once
