@@ -236,8 +236,9 @@ class AuditRecorder:
                 return
             self._closed = True
             self._wake.notify_all()
+        deadline = time.monotonic() + self.config.flush_on_exit_s
         self._thread.join(self.config.flush_on_exit_s)
-        if not self.flush(self.config.flush_on_exit_s):
+        if not self.flush(max(0.0, deadline - time.monotonic())):
             left = self.pending_rows
             self.dropped += left
             log.error("audit rows lost at exit: the sink did not take them in time",

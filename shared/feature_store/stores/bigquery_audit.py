@@ -33,13 +33,17 @@ class AuditTrail:
 
     def rows(self, request_id: str) -> list[dict[str, Any]]:
         """The audit rows of a request, one per position (a row delivered twice is kept once)."""
-        made = datetime.fromtimestamp(request_id_time(request_id), UTC)
+        try:
+            made = datetime.fromtimestamp(request_id_time(request_id), UTC)
+            low, high = made - _SERVED_WITHIN, made + _SERVED_WITHIN
+        except (OverflowError, ValueError, OSError):  # a well-formed id of a year no read was made in
+            return []
         if self.offline.columns(self.table) is None:
             return []
         found = self.offline.run(
             f"SELECT * FROM {self.offline.table(self.table)} WHERE request_id = @request_id "
             "AND served_at >= @low AND served_at < @high",
-            {"request_id": request_id, "low": made - _SERVED_WITHIN, "high": made + _SERVED_WITHIN})
+            {"request_id": request_id, "low": low, "high": high})
         by_position: dict[int, dict[str, Any]] = {}
         for row in found:
             by_position.setdefault(int(row["position"]), row)
