@@ -111,7 +111,7 @@ class AuditSettings(_Section):
     retry_backoff_s: float = Field(0.5, gt=0)
     publish_timeout_s: float = Field(10.0, gt=0)
     # On exit (SIGTERM, then atexit) what is queued is sent for at most this long.
-    flush_on_exit_s: float = Field(10.0, ge=0)
+    flush_on_exit_s: float = Field(5.0, ge=0)
 
 
 class CdcSettings(_Section):

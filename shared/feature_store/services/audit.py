@@ -50,7 +50,7 @@ class RecorderConfig:
     linger_s: float = 0.05
     retry_backoff_s: float = 0.5
     fail_closed: bool = True
-    flush_on_exit_s: float = 10.0
+    flush_on_exit_s: float = 5.0
 
 
 @dataclass
