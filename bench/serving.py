@@ -118,6 +118,17 @@ def warm(batch_url: str, count: int) -> None:
             raise SystemExit(f"warming users {ids[0]}..{ids[-1]}: {body['counts']} (is the data set seeded?)")
 
 
+def prime(single_url: str, batch_url: str, rounds: int = 20) -> None:
+    """A few reads through each serving process before measuring: clients, pools (and the audit publisher) built."""
+    for n in range(rounds):
+        with urllib.request.urlopen(f"{single_url}/api/v1/features/user/u{n:09d}", timeout=60):
+            pass
+        req = urllib.request.Request(f"{batch_url}/api/v1/features/batch", headers={"Content-Type": "application/json"},
+                                     data=json.dumps({"user_ids": [f"u{n:09d}"]}).encode())
+        with urllib.request.urlopen(req, timeout=60):
+            pass
+
+
 def clear_cache(redis_url: str) -> None:
     import redis
 
@@ -197,6 +208,9 @@ def main() -> int:
                                                      ROOT / "functions" / "read_features_batch" / "main.py", audit_env)
             procs += [a_single, a_batch]
         warm(batch_url, warm_users)
+        prime(single_url, batch_url)
+        if audited:
+            prime(audit_urls["hit"], audit_urls["batch_hit"])
         cached = {"IDS_FROM": "0", "IDS_SPAN": str(warm_users)}
         for c in levels:
             plan = {

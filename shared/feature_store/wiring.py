@@ -193,20 +193,19 @@ class Services:
 
     @once
     def audit_publisher(self) -> Any:
-        """A Pub/Sub publisher that batches a whole publish call of the recorder into few requests."""
-        from google.cloud import pubsub_v1  # type: ignore[attr-defined]
+        """google-cloud-pubsub's generated Publisher client: the recorder batches, one Publish RPC per batch."""
+        from google.pubsub_v1 import PublisherClient
 
-        batching = pubsub_v1.types.BatchSettings(max_messages=1000, max_bytes=9_000_000, max_latency=0.01)
-        options: dict[str, Any] = {}
         host = self.settings.pubsub.emulator_host
         if host:  # an emulator (or a test's stand-in) speaks plaintext gRPC
             import grpc
             from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
 
-            options["transport"] = PublisherGrpcTransport(channel=grpc.insecure_channel(host))
-        publisher = pubsub_v1.PublisherClient(batch_settings=batching, **options)
-        self._closers.append(publisher.stop)
-        return publisher
+            client = PublisherClient(transport=PublisherGrpcTransport(channel=grpc.insecure_channel(host)))
+        else:
+            client = PublisherClient()
+        self._closers.append(client.transport.close)
+        return client
 
     @staticmethod
     def _require_project(var: str, value: str | None) -> str:
