@@ -359,14 +359,19 @@ module "pubsub" {
   audit_table   = module.bigquery.audit_table
 }
 
+locals {
+  function_members = { for name, fn in module.function : name => "serviceAccount:${fn.service_account_email}" }
+  audit_functions  = { for name, fn in var.functions : name => fn.access if contains(fn.access, "audit") }
+}
+
 # Functions with "audit" access publish their reads' audit rows (the gRPC service shares read_features' account).
 resource "google_pubsub_topic_iam_member" "audit_publishers" {
-  for_each = { for name, fn in var.functions : name => fn if contains(fn.access, "audit") }
+  for_each = local.audit_functions
 
   project = var.project_id
   topic   = module.pubsub.audit_topic
   role    = "roles/pubsub.publisher"
-  member  = "serviceAccount:${module.function[each.key].service_account_email}"
+  member  = local.function_members[each.key]
 }
 
 module "workflows" {
