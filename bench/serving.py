@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/serving.py [--database fs_bench] [--users 1000000] [--duration 10]
                                       [--concurrency 1,10,50] [--workers 2] [--threads 4] [--warm 20000]
-                                      [--scenarios hit,miss,batch_hit,batch_cold] [--json out.json]
+                                      [--scenarios hit,miss,batch_hit,batch_cold] [--audit] [--json out.json]
 
 Seeds the database when it holds no finished synthetic data set, serves the no-op floor
 (bench/noop), read_features and read_features_batch with functions-framework exactly as
@@ -19,6 +19,11 @@ What the figures are made of:
   and the "wrong" column counts the vectors that were not what the scenario claims (a hit in a
   miss scenario, a miss in a hit scenario), so a data set too small for the run shows there;
 - "degr." counts answers served degraded (Redis skipped: complete, but from PostgreSQL).
+
+The read functions are served without an audit trail (FS_AUDIT_SINK=disabled). With --audit, a
+second pair is served with it on, through the production sink (google-cloud-pubsub's publisher) to a
+local Publish stand-in (tests/audit/pubsub_standin.py), and the hit scenarios run against both in the
+same run ("+audit"), followed by the p95 the audit trail adds at each level.
 """
 
 from __future__ import annotations
@@ -47,7 +52,9 @@ PREFIX = "bench"
 SCENARIOS = ("hit", "miss", "batch_hit", "batch_cold")
 COLD = ("miss", "batch_cold")  # scenarios that need never-cached ids
 LABELS = {"floor": "floor (no-op)", "hit": "single, hit", "miss": "single, miss",
-          "batch_hit": "batch 100, hit", "batch_cold": "batch 100, cold"}
+          "batch_hit": "batch 100, hit", "batch_cold": "batch 100, cold",
+          "hit+audit": "single, hit+audit", "batch_hit+audit": "batch, hit+audit"}
+AUDITED = {"hit+audit": "hit", "batch_hit+audit": "batch_hit"}  # measured with --audit, as the scenario named
 
 
 def free_port() -> int:
@@ -60,7 +67,8 @@ def env_for(args: argparse.Namespace) -> dict[str, str]:
     import stack
 
     env = {**os.environ, **stack.stack_env(), "FS_POSTGRES_DATABASE": args.database, "FS_REDIS_KEY_PREFIX": PREFIX,
-           "FS_LOG_LEVEL": "WARNING", "WORKERS": str(args.workers), "THREADS": str(args.threads)}
+           "FS_LOG_LEVEL": "WARNING", "WORKERS": str(args.workers), "THREADS": str(args.threads),
+           "FS_AUDIT_SINK": "disabled"}
     env["FS_REDIS_URL"] = args.redis_url or env["FS_REDIS_URL"]
     return env
 
@@ -110,6 +118,17 @@ def warm(batch_url: str, count: int) -> None:
             raise SystemExit(f"warming users {ids[0]}..{ids[-1]}: {body['counts']} (is the data set seeded?)")
 
 
+def prime(single_url: str, batch_url: str, rounds: int = 20) -> None:
+    """A few reads through each serving process before measuring: clients, pools (and the audit publisher) built."""
+    for n in range(rounds):
+        with urllib.request.urlopen(f"{single_url}/api/v1/features/user/u{n:09d}", timeout=60):
+            pass
+        req = urllib.request.Request(f"{batch_url}/api/v1/features/batch", headers={"Content-Type": "application/json"},
+                                     data=json.dumps({"user_ids": [f"u{n:09d}"]}).encode())
+        with urllib.request.urlopen(req, timeout=60):
+            pass
+
+
 def clear_cache(redis_url: str) -> None:
     import redis
 
@@ -148,6 +167,8 @@ def main() -> int:
     parser.add_argument("--warm", type=int, default=20_000, help="users cached before the hit scenarios")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="the no-op floor is always measured too")
     parser.add_argument("--redis-url", default=None)
+    parser.add_argument("--audit", action="store_true",
+                        help="also measure the hit scenarios with the audit trail on (Pub/Sub to a local stand-in)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -166,12 +187,30 @@ def main() -> int:
     clear_cache(env["FS_REDIS_URL"])
     procs = []
     results: dict[str, dict[str, dict[str, Any]]] = {}
+    standin = None
+    audited = {name: AUDITED[name] for name in AUDITED if args.audit and AUDITED[name] in scenarios}
     try:
         noop, noop_url = serve("noop", ROOT / "bench" / "noop" / "main.py", env)
         single, single_url = serve("read_features", ROOT / "functions" / "read_features" / "main.py", env)
         batch, batch_url = serve("read_features_batch", ROOT / "functions" / "read_features_batch" / "main.py", env)
         procs = [noop, single, batch]
+        audit_urls: dict[str, str] = {}
+        if audited:
+            sys.path.insert(0, str(ROOT / "tests"))
+            from audit.pubsub_standin import PubSubStandIn
+
+            standin = PubSubStandIn().start()
+            audit_env = {**env, "FS_AUDIT_SINK": "pubsub", "FS_PUBSUB_PROJECT": "bench",
+                         "FS_PUBSUB_EMULATOR_HOST": standin.address}
+            a_single, audit_urls["hit"] = serve("read_features", ROOT / "functions" / "read_features" / "main.py",
+                                                audit_env)
+            a_batch, audit_urls["batch_hit"] = serve("read_features_batch",
+                                                     ROOT / "functions" / "read_features_batch" / "main.py", audit_env)
+            procs += [a_single, a_batch]
         warm(batch_url, warm_users)
+        prime(single_url, batch_url)
+        if audited:
+            prime(audit_urls["hit"], audit_urls["batch_hit"])
         cached = {"IDS_FROM": "0", "IDS_SPAN": str(warm_users)}
         for c in levels:
             plan = {
@@ -182,15 +221,20 @@ def main() -> int:
                 "batch_cold": (batch_url, {"IDS_FROM": str(regions.get(("batch_cold", c), 0)),
                                            "IDS_SPAN": str(cold_span), "BATCH": "100"}),
             }
-            for name in ["floor", *scenarios]:
+            for name, base in audited.items():
+                plan[name] = (audit_urls[base], plan[base][1])
+            for name in ["floor", *scenarios, *audited]:
                 url, extra = plan[name]
-                results.setdefault(name, {})[str(c)] = wrk(url, name, c, args.duration, extra)
+                results.setdefault(name, {})[str(c)] = wrk(url, AUDITED.get(name, name), c, args.duration, extra)
                 print(f"  measured {LABELS[name]} at concurrency {c}", file=sys.stderr, flush=True)
     finally:
         for p in procs:
             os.killpg(p.pid, signal.SIGTERM)
         for p in procs:
-            p.wait(10)
+            p.wait(30)  # an audited function flushes its queue on SIGTERM
+        if standin is not None:
+            print(f"  audit stand-in received {len(standin.messages):,} rows", file=sys.stderr, flush=True)
+            standin.stop()
         clear_cache(env["FS_REDIS_URL"])  # the shared Redis gets its memory back (the vectors have a 7-day TTL)
     report(results, args, users, rows, warm_users, cold_span, (load_before, os.getloadavg()))
     return 0
@@ -220,6 +264,12 @@ def report(results: dict[str, dict[str, dict[str, Any]]], args: argparse.Namespa
                   f"{ratio_rps:>13}")
             if r["statuses"]:
                 print(f"{'':<22}non-2xx by status: {r['statuses']}")
+    for name, base in AUDITED.items():
+        for c, r in results.get(name, {}).items():
+            off = results[base][c]
+            print(f"audit adds to {LABELS[base]} at concurrency {c}: p95 {r['p95_ms'] - off['p95_ms']:+.2f} ms "
+                  f"({off['p95_ms']:.2f} -> {r['p95_ms']:.2f}), p50 {r['p50_ms'] - off['p50_ms']:+.2f} ms, "
+                  f"2xx/s {off['rps']:.0f} -> {r['rps']:.0f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"database": args.database, "users": users, "rows": rows,

@@ -212,8 +212,9 @@ def signature_type(main_py: Path, target: str) -> str:
     return "http"
 
 
-# The functions keep the ports the README documents (8081-8085), in this order; newer ones follow by name.
-DOCUMENTED_FIRST = ("read_features", "read_features_batch", "ingest_changes", "refresh_cache", "run_etl")
+# The functions keep the ports the README documents (8081-8088), in this order; newer ones follow by name.
+DOCUMENTED_FIRST = ("read_features", "read_features_batch", "ingest_changes", "refresh_cache", "run_etl",
+                    "replicate_changes", "run_migration", "read_receipt")
 
 
 def function_ports() -> dict[str, int]:
@@ -274,6 +275,27 @@ def ensure_changelog_tables(env: dict[str, str]) -> None:
     log(f"bigquery: changelog tables ready in {settings.bigquery.dataset}")
 
 
+def ensure_audit_table(env: dict[str, str]) -> None:
+    """The audit trail's table (sql/bigquery/0004_audit_reads.sql): the read functions stream their audit rows
+    into it, standing in for the production topic's BigQuery subscription. Without the BigQuery emulator the
+    trail is disabled, said loudly, so reads still answer."""
+    if not port_open("127.0.0.1", BQ_REST_PORT):
+        env["FS_AUDIT_SINK"] = "disabled"
+        log("bigquery emulator: not running, so the audit trail of reads is DISABLED (FS_AUDIT_SINK=disabled)")
+        return
+    from feature_store.settings import Settings
+    from feature_store.stores.bigquery_offline import OfflineStore, ddl_files, ddl_statements
+    from feature_store.wiring import Services
+
+    settings = Settings.from_env(env)
+    offline = OfflineStore(Services(settings).bigquery, settings.bigquery.dataset)
+    for path in ddl_files():
+        if "audit_reads" in path.read_text():
+            for statement in ddl_statements(path.read_text(), settings.bigquery.dataset):
+                offline.run(statement)
+    log(f"bigquery: audit trail table {settings.bigquery.dataset}.{settings.audit.table} ready")
+
+
 def start_relay(env: dict[str, str], started: list[dict[str, object]], function: str = "ingest_changes",
                 slot: str | None = None) -> None:
     """A CDC relay (emulators/cdc_relay.py) pushing to ``function``; it resumes from its slot. One relay per push
@@ -329,6 +351,7 @@ def up() -> int:
         ensure_bigquery(env, started)
         migrate_and_seed(env)
         ensure_changelog_tables(env)
+        ensure_audit_table(env)
         start_functions(env, started)
         start_grpc(env, started)
         if "ingest_changes" in function_ports():

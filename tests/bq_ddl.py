@@ -49,7 +49,10 @@ def ddl_tables(files: Iterable[Path]) -> dict[str, DdlTable]:
                 words = part.split()
                 if len(words) >= 2 and words[0].upper() not in {"PRIMARY", "FOREIGN", "CONSTRAINT"}:
                     mode = "REQUIRED" if re.search(r"\bNOT\s+NULL\b", part, re.IGNORECASE) else "NULLABLE"
-                    columns[words[0].strip("`")] = (re.split(r"[(<]", words[1])[0].upper(), mode)
+                    kind = words[1]
+                    if kind.upper().startswith("ARRAY<"):  # ARRAY<T> is Terraform's T in mode REPEATED
+                        kind, mode = kind[6:], "REPEATED"
+                    columns[words[0].strip("`")] = (re.split(r"[(<>]", kind)[0].upper(), mode)
             tail = text[i : text.find(";", i) if ";" in text[i:] else len(text)]
             partition = re.search(r"PARTITION\s+BY\s+(?:DATE\s*\(\s*)?(\w+)", tail, re.IGNORECASE)
             cluster = re.search(r"CLUSTER\s+BY\s+([\w\s,]+)", tail, re.IGNORECASE)

@@ -39,6 +39,8 @@ def base_env(database: str, prefix: str | None = None) -> dict[str, str]:
         "FS_POSTGRES_DATABASE": database,
         "FS_REDIS_URL": REDIS_URL,
         "FS_LOG_LEVEL": "WARNING",
+        # The audit trail has tests of its own (tests/audit); the others read without one.
+        "FS_AUDIT_SINK": "disabled",
     }
     if prefix:
         env["FS_REDIS_KEY_PREFIX"] = prefix

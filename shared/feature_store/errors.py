@@ -20,8 +20,9 @@
     │   ├── MigrationError (409)       migration_*
     │   └── OfflineQueryFailed         offline_query_failed: BigQuery rejected a statement
     └── TransientError (503)           retry: a dependency is down or slow
-        └── DependencyUnavailable      dependency_unavailable (postgres / redis / bigquery): down or failing
-            └── DependencyTimeout      dependency_unavailable too: it did not answer in time
+        ├── DependencyUnavailable      dependency_unavailable (postgres / redis / bigquery): down or failing
+        │   └── DependencyTimeout      dependency_unavailable too: it did not answer in time
+        └── AuditUnavailable           audit_unavailable: reads fail closed while the audit sink is behind
 """
 
 from __future__ import annotations
@@ -158,3 +159,13 @@ class DependencyUnavailable(TransientError):
 
 class DependencyTimeout(DependencyUnavailable):
     """The dependency did not answer within its timeout: it may be slow, or this process may be starved."""
+
+
+class AuditUnavailable(TransientError):
+    """Reads are refused because their audit records cannot be kept (the sink is down past its bound)."""
+
+    code = "audit_unavailable"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -91,6 +91,29 @@ class ServingSettings(_Section):
     breaker_reset_s: float = Field(5.0, gt=0)
 
 
+class AuditSettings(_Section):
+    """The audit trail of reads (docs/security.md, "Audit trail and receipts")."""
+
+    # pubsub: the topic a BigQuery subscription writes to audit_reads (production); bigquery: rows streamed
+    # straight into audit_reads (the local stack's stand-in for that subscription); disabled: no trail at all
+    # (tests of other parts; logged as a warning by every instance that serves reads).
+    sink: Literal["pubsub", "bigquery", "disabled"] = "pubsub"
+    topic: str = Field("audit-reads", pattern=r"^[A-Za-z][A-Za-z0-9._~%+-]{2,254}$")
+    table: str = Field("audit_reads", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
+    # Refuse reads (503 audit_unavailable) while records cannot be kept; false: serve, count and log loudly.
+    fail_closed: bool = True
+    # Rows (one per user of a read) waiting for the sink at most; the oldest unsent one at most this old.
+    queue_rows: int = Field(100_000, ge=100)
+    max_unsent_age_s: float = Field(10.0, gt=0)
+    # Rows per publish call, how long a row may wait to fill one, and the pause after a failed call.
+    batch_rows: int = Field(500, ge=1, le=10_000)
+    linger_s: float = Field(0.05, ge=0)
+    retry_backoff_s: float = Field(0.5, gt=0)
+    publish_timeout_s: float = Field(10.0, gt=0)
+    # On exit (SIGTERM, then atexit) what is queued is sent for at most this long.
+    flush_on_exit_s: float = Field(5.0, ge=0)
+
+
 class CdcSettings(_Section):
     """Change data capture: the ingest_changes function and the local relay (emulators/cdc_relay.py)."""
 
@@ -218,6 +241,7 @@ class Settings(BaseModel):
     bigquery: BigQuerySettings = BigQuerySettings()
     pubsub: PubSubSettings = PubSubSettings()
     serving: ServingSettings = ServingSettings()
+    audit: AuditSettings = AuditSettings()
     cdc: CdcSettings = CdcSettings()
     refresh: RefreshSettings = RefreshSettings()
     etl: EtlSettings = EtlSettings()

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 import redis
 
 from feature_store import logs
+from feature_store.errors import SettingsError
+from feature_store.services.audit import AuditRecorder, RecorderConfig, close_at_exit
 from feature_store.services.breaker import CircuitBreaker
 from feature_store.services.cache_admin import CacheAdmin
 from feature_store.services.ingest import Ingestor
@@ -37,6 +39,7 @@ from feature_store.stores.source import SourceStore
 
 if TYPE_CHECKING:
     from feature_store.services.etl import Etl
+    from feature_store.services.receipts import Receipts
     from feature_store.services.training import TrainingSets
     from feature_store.stores.bigquery_offline import OfflineStore
 
@@ -161,6 +164,55 @@ class Services:
                       counter=FlushingHitCounter(RedisAdmin(self.redis, self.layout),
                                                  self.settings.refresh.stats_flush_s))
 
+    @once
+    def audit(self) -> AuditRecorder | None:
+        """The audit recorder of reads (None when FS_AUDIT_SINK=disabled); flushed when the process exits."""
+        cfg = self.settings.audit
+        if cfg.sink == "disabled":
+            logs.get_logger(__name__).warning("the audit trail of reads is disabled (FS_AUDIT_SINK=disabled)")
+            return None
+        sink: Any
+        if cfg.sink == "pubsub":
+            from feature_store.stores.audit_sinks import PubSubAuditSink
+
+            sink = PubSubAuditSink(self.audit_publisher, self.audit_publisher.topic_path(
+                self._require_project("FS_PUBSUB_PROJECT", self.settings.pubsub.project), cfg.topic),
+                cfg.publish_timeout_s)
+        else:
+            from feature_store.stores.audit_sinks import BigQueryAuditSink
+
+            table = f"{self.bigquery.project}.{self.settings.bigquery.dataset}.{cfg.table}"
+            sink = BigQueryAuditSink(self.bigquery, table, cfg.publish_timeout_s)
+        recorder = AuditRecorder(sink, RecorderConfig(
+            queue_rows=cfg.queue_rows, max_unsent_age_s=cfg.max_unsent_age_s, batch_rows=cfg.batch_rows,
+            linger_s=cfg.linger_s, retry_backoff_s=cfg.retry_backoff_s, fail_closed=cfg.fail_closed,
+            flush_on_exit_s=cfg.flush_on_exit_s))
+        close_at_exit(recorder)
+        self._closers.append(recorder.close)  # before the clients it publishes through (closed in reverse)
+        return recorder
+
+    @once
+    def audit_publisher(self) -> Any:
+        """google-cloud-pubsub's generated Publisher client: the recorder batches, one Publish RPC per batch."""
+        from google.pubsub_v1 import PublisherClient
+
+        host = self.settings.pubsub.emulator_host
+        if host:  # an emulator (or a test's stand-in) speaks plaintext gRPC
+            import grpc
+            from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+
+            client = PublisherClient(transport=PublisherGrpcTransport(channel=grpc.insecure_channel(host)))
+        else:
+            client = PublisherClient()
+        self._closers.append(client.transport.close)
+        return client
+
+    @staticmethod
+    def _require_project(var: str, value: str | None) -> str:
+        if not value:
+            raise SettingsError([f"{var}: required by FS_AUDIT_SINK=pubsub but not set"])
+        return value
+
     # --- CDC ----------------------------------------------------------------------------------------
 
     @once
@@ -255,6 +307,14 @@ class Services:
         pool = self.postgres_pool(self.settings.postgres.model_copy(update={
             "statement_timeout_ms": etl.statement_timeout_ms, "pool_size": 2}))
         return Etl(ExportSource(pool), self.offline, etl)
+
+    @once
+    def receipts(self) -> Receipts:
+        """Decision receipts: the audit trail and the offline store, both in the BigQuery dataset."""
+        from feature_store.services.receipts import Receipts
+        from feature_store.stores.bigquery_audit import AuditTrail
+
+        return Receipts(AuditTrail(self.offline, self.settings.audit.table))
 
     @once
     def training(self) -> TrainingSets:

@@ -62,7 +62,8 @@ def served(databases: Databases, bigquery_emulator: Any,
     logs = tmp_path_factory.mktemp("openapi_fuzz")
     # A Redis prefix per function: refresh_cache's fuzz may switch or drop versions the readers serve.
     prefixes = {name: "fz" + secrets.token_hex(4)
-                for name in ("read_features", "read_features_batch", "refresh_cache", "run_etl", "run_migration")}
+                for name in ("read_features", "read_features_batch", "refresh_cache", "run_etl", "run_migration",
+                             "read_receipt")}
     # run_migration moves this module's database to a second one, each call within a 2 s budget.
     migration = {"FS_MIGRATION_TARGET_HOST": env["FS_POSTGRES_HOST"],
                  "FS_MIGRATION_TARGET_PORT": env["FS_POSTGRES_PORT"],
@@ -106,6 +107,7 @@ def checks() -> str:
     ("refresh_cache", "/refresh_cache"),
     ("run_etl", "/run_etl"),
     ("run_migration", "/run_migration"),
+    ("read_receipt", "/api/v1/receipts/{request_id}"),
 ])
 def test_every_check_of_the_document_holds(served: dict[str, Served], tmp_path: Path, function: str,
                                            path: str) -> None:

@@ -81,7 +81,8 @@ def lsn(text: str) -> int:
 
 
 def without_timing(body: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in body.items() if k != "response_time_ms"}
+    """A REST body without what differs per request by design: its timing and its request id (gRPC's is metadata)."""
+    return {k: v for k, v in body.items() if k not in ("response_time_ms", "request_id")}
 
 
 def grpc_error(exc: grpc.RpcError) -> tuple[str, str, str, float | None]:

@@ -27,10 +27,11 @@ def test_openapi_operations_are_exactly_what_each_function_serves() -> None:
     from feature_store.transports.etl_api import RUN_STEP
     from feature_store.transports.features_api import READ_BATCH, READ_ONE
     from feature_store.transports.migration_api import RUN_PHASE
+    from feature_store.transports.receipts_api import READ_RECEIPT
     from feature_store.transports.refresh_api import REFRESH
 
     served = {"read_features": READ_ONE, "read_features_batch": READ_BATCH, "refresh_cache": REFRESH,
-              "run_etl": RUN_STEP, "run_migration": RUN_PHASE}
+              "run_etl": RUN_STEP, "run_migration": RUN_PHASE, "read_receipt": READ_RECEIPT}
     http_functions = {p.parent.name for p in (ROOT / "functions").glob("*/main.py")
                       if "cloud_event" not in p.read_text()}
     assert http_functions <= set(served), f"HTTP functions missing from this test: {http_functions - set(served)}"
@@ -39,7 +40,7 @@ def test_openapi_operations_are_exactly_what_each_function_serves() -> None:
     for path, item in document["paths"].items():
         function = item["servers"][0]["description"].removeprefix("make up: ")
         endpoint = served[function]
-        assert endpoint.path.fullmatch(path.replace("{user_id}", "u1")), path
+        assert endpoint.path.fullmatch(path.replace("{user_id}", "u1").replace("{request_id}", "r1")), path
         methods = {m.upper() for m in item if m in ("get", "head", "post", "put", "patch", "delete", "options")}
         assert methods == set(endpoint.allowed), path
         assert {p["name"] for p in item.get("parameters", []) if p["in"] == "query"} == endpoint.params, path

@@ -60,6 +60,11 @@ class BigQueryBulkSource:
         return [Vector(str(r["user_id"]), encode(_state(r))) for r in rows]
 
 
+def state_of_row(row: dict[str, Any]) -> UserState:
+    """The state of one row of sql/bigquery/queries/user_state_asof.sql (watermark WARMUP_WATERMARK)."""
+    return _state(row)
+
+
 # One state per row of sql/bigquery/queries/user_state_asof.sql (columns by the declaration's BigQuery
 # names): empty event lists are NULL there, and a warm-up state carries WARMUP_WATERMARK.
 _state: Callable[[dict[str, Any]], UserState] = compile_mapper(

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Any
 
 import flask
 from pydantic import ValidationError
 
+from feature_store.domain.audit import iso
 from feature_store.domain.catalog import FeatureSet, get_feature_set
 from feature_store.errors import BatchTooLarge, DependencyUnavailable, UnknownUser
-from feature_store.services.reader import ReadOutcome, VectorResult
-from feature_store.stores.dialect import format_watermark
+from feature_store.services.reader import ReadOutcome
 from feature_store.transports.http import Endpoint, body_bytes
+from feature_store.transports.read_audit import check_audit, read_context, record_read, served_vector
 from feature_store.transports.requests import BatchRequest, ReadQuery, check_user_id, invalid_body
 from feature_store.wiring import Services, services
-
-
-def _iso(epoch: float | None) -> str | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
 def feature_set_for(svc: Services, name: str | None, version: int | None) -> FeatureSet:
@@ -28,17 +24,8 @@ def feature_set_for(svc: Services, name: str | None, version: int | None) -> Fea
     return get_feature_set(name, version if version is not None else svc.versions.served(name))
 
 
-def _vector(svc: Services, result: VectorResult) -> dict[str, Any]:
-    return {
-        "features": result.features,
-        "computed_at": _iso(result.computed_at),
-        "source_watermark": None if result.watermark is None else format_watermark(svc.dialect, result.watermark),
-        "cache_hit": result.cache_hit,
-    }
-
-
 def _envelope(fs: FeatureSet, outcome: ReadOutcome) -> dict[str, Any]:
-    body: dict[str, Any] = {"feature_set": fs.name, "version": fs.version, "as_of": _iso(outcome.as_of),
+    body: dict[str, Any] = {"feature_set": fs.name, "version": fs.version, "as_of": iso(outcome.as_of),
                             "degraded": outcome.degraded}
     if outcome.degraded_reason:
         body["degraded_reason"] = outcome.degraded_reason
@@ -49,15 +36,20 @@ def read_one(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[st
     """``GET /api/v1/features/user/{user_id}``."""
     user_id = check_user_id(match.group("user_id"))
     query = ReadQuery.parse(request.args.to_dict())
+    ctx = read_context()
     svc = services()
     fs = feature_set_for(svc, query.feature_set, query.version)
+    selection = fs.select(query.features)
+    check_audit(svc)
     outcome = svc.reader.read(fs, [user_id], query.features)
     result = outcome.results[0]
+    served = served_vector(svc, result) if result.status == "ok" else None
+    record_read(svc, ctx, "single", fs, selection.names, outcome, [served])
     if result.status == "unknown_user":
         raise UnknownUser(f"no user with id {user_id!r}")
-    if result.status == "unavailable":
+    if served is None:
         raise DependencyUnavailable("postgres", "the vector is not cached and the source cannot be read")
-    return 200, {"user_id": user_id, **_envelope(fs, outcome), **_vector(svc, result)}
+    return 200, {"user_id": user_id, **_envelope(fs, outcome), **served}
 
 
 def parse_batch(svc: Services, body: bytes) -> BatchRequest:
@@ -80,16 +72,23 @@ def read_batch(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[
     """``POST /api/v1/features/batch`` with ``{"user_ids": [...], "features": [...]?, ...}``."""
     svc = services()
     body = parse_batch(svc, body_bytes(request))
+    ctx = read_context()
     fs = feature_set_for(svc, body.feature_set, body.version)
+    selection = fs.select(body.features)
+    check_audit(svc)
     outcome = svc.reader.read(fs, body.user_ids, body.features)
     results = []
+    served: list[dict[str, Any] | None] = []
     counts = {"ok": 0, "unknown_user": 0, "unavailable": 0}
     for r in outcome.results:
         counts[r.status] += 1
         item: dict[str, Any] = {"user_id": r.user_id, "status": r.status}
-        if r.status == "ok":
-            item.update(_vector(svc, r))
+        vector = served_vector(svc, r) if r.status == "ok" else None
+        if vector is not None:
+            item.update(vector)
+        served.append(vector)
         results.append(item)
+    record_read(svc, ctx, "batch", fs, selection.names, outcome, served)
     return 200, {**_envelope(fs, outcome), "results": results, "counts": counts}
 
 

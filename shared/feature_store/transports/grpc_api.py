@@ -40,6 +40,7 @@ from feature_store.services.reader import VectorResult
 from feature_store.stores.dialect import format_watermark
 from feature_store.transports import grpc_wire
 from feature_store.transports.features_api import feature_set_for, parse_batch
+from feature_store.transports.read_audit import begin, check_audit, read_context, record_read, served_vector
 from feature_store.transports.requests import ReadQuery, check_user_id
 from feature_store.wiring import Services, services
 from feature_store_client.v1 import ERROR_DOMAIN, METHODS, SERVICE_NAME, feature_store_pb2
@@ -103,15 +104,20 @@ def get_user_features(request: Any) -> bytes:
     if request.HasField("version"):
         args["version"] = str(request.version)
     query = ReadQuery.parse(args)
+    ctx = read_context()
     fs = feature_set_for(svc, query.feature_set, query.version)
     names = query.features
+    selection = fs.select(names)
+    check_audit(svc)
     outcome = svc.reader.read(fs, [user_id], names)
     result = outcome.results[0]
+    record_read(svc, ctx, "single", fs, selection.names, outcome,
+                [served_vector(svc, result) if result.status == "ok" else None])
     if result.status == "unknown_user":
         raise UnknownUser(f"no user with id {user_id!r}")
     if result.status == "unavailable":
         raise DependencyUnavailable("postgres", "the vector is not cached and the source cannot be read")
-    head = grpc_wire.envelope(fs, outcome, fs.select(names))
+    head = grpc_wire.envelope(fs, outcome, selection)
     vector = grpc_wire.user_vector(result, _watermark(svc, result))
     return grpc_wire.single_response(head, vector, round((time.perf_counter() - started) * 1000, 3))
 
@@ -129,14 +135,19 @@ def batch_get_user_features(request: Any) -> bytes:
         raw["version"] = request.version
     # The body REST would receive, parsed by REST's own code: the same refusals, word for word.
     body = parse_batch(svc, orjson.dumps(raw))
+    ctx = read_context()
     fs = feature_set_for(svc, body.feature_set, body.version)
+    selection = fs.select(body.features)
+    check_audit(svc)
     outcome = svc.reader.read(fs, body.user_ids, body.features)
     counts = {"ok": 0, "unknown_user": 0, "unavailable": 0}
     vectors = []
     for r in outcome.results:
         counts[r.status] += 1
         vectors.append(grpc_wire.user_vector(r, _watermark(svc, r)))
-    head = grpc_wire.envelope(fs, outcome, fs.select(body.features))
+    record_read(svc, ctx, "batch", fs, selection.names, outcome,
+                [served_vector(svc, r) if r.status == "ok" else None for r in outcome.results])
+    head = grpc_wire.envelope(fs, outcome, selection)
     return grpc_wire.batch_response(head, vectors, counts, round((time.perf_counter() - started) * 1000, 3))
 
 
@@ -150,7 +161,9 @@ def _edge(method: str, handler: Handler) -> Callable[[Any, grpc.ServicerContext]
 
     def call(request: Any, context: grpc.ServicerContext) -> bytes:
         started = time.perf_counter()
-        set_trace(next((str(v) for k, v in context.invocation_metadata() if k == "x-cloud-trace-context"), None))
+        metadata = {str(k): str(v) for k, v in context.invocation_metadata() if not str(k).endswith("-bin")}
+        set_trace(metadata.get("x-cloud-trace-context"))
+        ids = begin("grpc", lambda name: metadata.get(name.lower()))
         failed: status_pb2.Status | None = None
         try:
             if request is _UNDECODABLE:
@@ -165,17 +178,32 @@ def _edge(method: str, handler: Handler) -> Callable[[Any, grpc.ServicerContext]
         # A failed call is a WARNING: bench/grpc_serving.py counts them.
         if failed is not None or log.isEnabledFor(logging.INFO):
             log.log(logging.INFO if failed is None else logging.WARNING, "rpc", extra={"fields": {
+                "request_id": ids.request_id,
                 "rpc": {"method": f"{SERVICE_NAME}/{method}", "code": grpc.StatusCode.OK.name if failed is None
                         else _CODE_NAMES[failed.code], "latency": f"{time.perf_counter() - started:.6f}s"},
                 **({"error_code": _reason(failed)} if failed is not None else {})}})
+        # The request id goes back in the trailing metadata, of an error too.
         if failed is not None:
-            context.abort_with_status(rpc_status.to_status(failed))
+            status = rpc_status.to_status(failed)
+            context.abort_with_status(_with_trailer(status, ("x-request-id", ids.request_id)))
+        context.set_trailing_metadata((("x-request-id", ids.request_id),))
         return answer
 
     return call
 
 
 _CODE_NAMES = {c.value[0]: c.name for c in grpc.StatusCode}
+
+
+class _Status(grpc.Status):  # type: ignore[misc]
+    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: tuple[tuple[str, Any], ...]) -> None:
+        self.code = code
+        self.details = details
+        self.trailing_metadata = trailing_metadata
+
+
+def _with_trailer(status: Any, item: tuple[str, str]) -> grpc.Status:
+    return _Status(status.code, status.details, (*tuple(status.trailing_metadata or ()), item))
 
 
 def _reason(status: status_pb2.Status) -> str:

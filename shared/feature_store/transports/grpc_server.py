@@ -81,6 +81,8 @@ def serve(address: str, threads: int, grace_s: float) -> int:
     signal.signal(signal.SIGINT, on_signal)
     stopping.wait()
     server.stop(grace_s)
+    # Flushes the audit trail's queue within its bound: a forked worker leaves by os._exit, so no atexit runs.
+    services().close()
     return 0
 
 

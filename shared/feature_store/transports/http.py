@@ -29,6 +29,7 @@ from feature_store.errors import (
     UnsupportedMediaType,
 )
 from feature_store.logs import get_logger, set_trace
+from feature_store.transports.read_audit import begin
 from feature_store.transports.requests import shown
 
 log = get_logger("feature_store.http")
@@ -91,7 +92,8 @@ def http_edge(request: flask.Request, endpoint: Endpoint) -> flask.Response:
     """Run the endpoint's handler and turn its outcome, or its error, into a JSON response."""
     started = time.perf_counter()
     set_trace(request.headers.get("X-Cloud-Trace-Context"))
-    headers: dict[str, str] = {}
+    ids = begin("rest", request.headers.get)
+    headers: dict[str, str] = {"X-Request-Id": ids.request_id}
     try:
         status, body = endpoint.handler(request, _check(request, endpoint))
     except FeatureStoreError as exc:
@@ -105,14 +107,24 @@ def http_edge(request: flask.Request, endpoint: Endpoint) -> flask.Response:
         log.exception("unhandled error")
         status, body = 500, error_body("internal", "the server failed to answer; the error is logged")
     elapsed_ms = (time.perf_counter() - started) * 1000
+    body["request_id"] = ids.request_id
     body["response_time_ms"] = round(elapsed_ms, 3)
     log.info("request", extra={"fields": {
-        "httpRequest": {"requestMethod": request.method, "requestUrl": request.path[:200], "status": status,
+        "request_id": ids.request_id,
+        "httpRequest": {"requestMethod": request.method, "requestUrl": logged_path(request.path), "status": status,
                         "latency": f"{elapsed_ms / 1000:.6f}s"},
         **({"error_code": body["error"]["code"]} if "error" in body else {}),
         **({"cache_hit": body["cache_hit"]} if "cache_hit" in body else {}),
     }})
     return json_response(status, body, headers)
+
+
+_USER_SEGMENT = re.compile(r"(/user/)[^/]*")
+
+
+def logged_path(path: str) -> str:
+    """A path as logs may show it: no user id (the request id ties a log line to its audit record)."""
+    return _USER_SEGMENT.sub(r"\1{user_id}", path[:200])
 
 
 def body_bytes(request: flask.Request) -> bytes:

@@ -82,9 +82,10 @@ module "cloudsql" {
 module "bigquery" {
   source = "../../modules/bigquery"
 
-  project_id = var.project_id
-  location   = var.bigquery_location
-  labels     = local.labels
+  project_id           = var.project_id
+  location             = var.bigquery_location
+  labels               = local.labels
+  audit_retention_days = var.audit_retention_days
 
   depends_on = [google_project_service.this]
 }
@@ -155,6 +156,14 @@ locals {
     serving = {
       FS_SERVING_FEATURE_SET = var.feature_set
     }
+    # The audit trail of reads: one message per (read, user) on audit-reads, written to audit_reads by a
+    # BigQuery subscription (modules/pubsub).
+    audit = {
+      FS_AUDIT_SINK        = "pubsub"
+      FS_AUDIT_TOPIC       = local.audit_topic
+      FS_AUDIT_FAIL_CLOSED = tostring(var.audit_fail_closed)
+      FS_PUBSUB_PROJECT    = var.project_id
+    }
     # The migration's target: set only while a migration runs (var.migration_target_host); every function
     # that reads the source then routes each user's reads by the pointer in Redis (docs/migration.md).
     migration = local.migrating ? {
@@ -172,6 +181,7 @@ locals {
     redis     = { FS_REDIS_URL = module.secrets.ids["fs-redis-url"] }
     bigquery  = {}
     serving   = {}
+    audit     = {}
     migration = local.migrating ? { FS_MIGRATION_TARGET_PASSWORD = module.secrets.ids["fs-migration-target-password"] } : {}
   }
 
@@ -181,6 +191,7 @@ locals {
     # Running a query or load job is a project permission; the data grant is on the dataset.
     bigquery  = ["roles/bigquery.jobUser"]
     serving   = []
+    audit     = []
     migration = []
   }
 
@@ -189,16 +200,22 @@ locals {
     redis     = {}
     bigquery  = { (module.bigquery.dataset_id) = "roles/bigquery.dataEditor" }
     serving   = {}
+    audit     = {}
     migration = {}
   }
 
   callers = {
     clients     = { for member in var.read_clients : member => member }
+    auditors    = { for member in var.receipt_clients : member => member }
     deployer    = var.deployer_member == "" ? {} : { deployer = var.deployer_member }
     pubsub_push = { pubsub_push = module.pubsub.push_member }
     scheduler   = { scheduler = module.scheduler.service_account_member }
     workflows   = { workflows = module.workflows.service_account_member }
   }
+
+  # Named here, not read from module.pubsub: every function's environment names it, and the pubsub module
+  # needs the ingest function's URL.
+  audit_topic = "audit-reads"
 
   # The two push subscriptions of cdc-changes: ingestion, and the migration's replication.
   ingest_function    = "ingest_changes"
@@ -336,6 +353,25 @@ module "pubsub" {
   replicate_ack_deadline_seconds = contains(keys(var.functions), local.replicate_function) ? var.functions[local.replicate_function].timeout_s : 60
   publishers                     = { for member in var.cdc_publishers : member => member }
   labels                         = local.labels
+  # The audit trail: topic audit-reads and its BigQuery subscription into audit_reads.
+  audit_topic   = local.audit_topic
+  audit_dataset = module.bigquery.dataset_id
+  audit_table   = module.bigquery.audit_table
+}
+
+locals {
+  function_members = { for name, fn in module.function : name => "serviceAccount:${fn.service_account_email}" }
+  audit_functions  = { for name, fn in var.functions : name => fn.access if contains(fn.access, "audit") }
+}
+
+# Functions with "audit" access publish their reads' audit rows (the gRPC service shares read_features' account).
+resource "google_pubsub_topic_iam_member" "audit_publishers" {
+  for_each = local.audit_functions
+
+  project = var.project_id
+  topic   = module.pubsub.audit_topic
+  role    = "roles/pubsub.publisher"
+  member  = local.function_members[each.key]
 }
 
 module "workflows" {

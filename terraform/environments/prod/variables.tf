@@ -119,6 +119,24 @@ variable "deployer_member" {
   default     = ""
 }
 
+variable "receipt_clients" {
+  description = "IAM members (a lender's audit or dispute team) allowed to call read_receipt: it shows who read whom."
+  type        = list(string)
+  default     = []
+}
+
+variable "audit_fail_closed" {
+  description = "Refuse reads (503 audit_unavailable) while their audit records cannot be kept (FS_AUDIT_FAIL_CLOSED)."
+  type        = bool
+  default     = true
+}
+
+variable "audit_retention_days" {
+  description = "Days an audit_reads partition (one day of reads) is kept before BigQuery deletes it."
+  type        = number
+  default     = 2557 # seven years: the longest record-keeping rule lenders commonly face; shorten per jurisdiction
+}
+
 variable "cdc_publishers" {
   description = "IAM members (the CDC relay) allowed to publish to cdc-changes."
   type        = list(string)
@@ -145,7 +163,9 @@ variable "etl_workflow" {
 #            and replicate_changes for the migration; the code is a CloudEvent function, see modules/pubsub)
 #   access   what it talks to; sets its environment, secrets and IAM (locals in main.tf):
 #            postgres | redis | bigquery | serving | migration (the migration's target, while one runs)
-#   invokers who may call it: clients (var.read_clients) | deployer | pubsub_push | scheduler | workflows
+#            | audit (publishes the audit trail of its reads to the audit-reads topic)
+#   invokers who may call it: clients (var.read_clients) | auditors (var.receipt_clients) | deployer | pubsub_push
+#            | scheduler | workflows
 #   p95_target_ms  alert when its P95 latency is above this (read path only)
 #   env      extra plain settings; names must be in feature_store.settings.known_env_vars()
 # Connections: the sum over functions of max_instances x FS_POSTGRES_POOL_SIZE stays within
@@ -173,7 +193,7 @@ variable "functions" {
     read_features = {
       description = "GET one user's feature vector: Redis first, PostgreSQL on a miss."
       trigger     = "http"
-      access      = ["postgres", "redis", "serving", "migration"]
+      access      = ["postgres", "redis", "serving", "migration", "audit"]
       invokers    = ["clients", "deployer"]
       # Warm instances: a cold start costs seconds and the read path promises 40 ms at P95.
       min_instances = 2
@@ -193,7 +213,7 @@ variable "functions" {
     read_features_batch = {
       description   = "POST many user ids, get one vector each (one Redis round trip per batch)."
       trigger       = "http"
-      access        = ["postgres", "redis", "serving", "migration"]
+      access        = ["postgres", "redis", "serving", "migration", "audit"]
       invokers      = ["clients"]
       min_instances = 1
       max_instances = 20
@@ -293,16 +313,33 @@ variable "functions" {
         FS_POSTGRES_POOL_SIZE = "2"
       }
     }
+    read_receipt = {
+      description = "GET /api/v1/receipts/{request_id}: a read's audit record, each vector recomputed from BigQuery."
+      trigger     = "http"
+      # Settings requires a source of truth; this function never opens a connection to it.
+      access        = ["postgres", "bigquery"]
+      invokers      = ["auditors"]
+      min_instances = 0
+      max_instances = 5
+      concurrency   = 4
+      cpu           = "1"
+      memory        = "512Mi"
+      timeout_s     = 120
+      ingress       = "ALLOW_ALL"
+      env = {
+        FS_POSTGRES_POOL_SIZE = "1"
+      }
+    }
   }
 
   validation {
     condition = alltrue([
       for name, fn in var.functions : contains(["http", "pubsub"], fn.trigger)
       && contains(fn.access, "postgres")
-      && alltrue([for a in fn.access : contains(["postgres", "redis", "bigquery", "serving", "migration"], a)])
-      && alltrue([for i in fn.invokers : contains(["clients", "deployer", "pubsub_push", "scheduler", "workflows"], i)])
+      && alltrue([for a in fn.access : contains(["postgres", "redis", "bigquery", "serving", "migration", "audit"], a)])
+      && alltrue([for i in fn.invokers : contains(["clients", "auditors", "deployer", "pubsub_push", "scheduler", "workflows"], i)])
     ])
-    error_message = "Each function needs trigger http|pubsub, access including postgres (Settings requires it) and from postgres|redis|bigquery|serving|migration and invokers from clients|deployer|pubsub_push|scheduler|workflows."
+    error_message = "Each function needs trigger http|pubsub, access including postgres (Settings requires it) and from postgres|redis|bigquery|serving|migration|audit and invokers from clients|auditors|deployer|pubsub_push|scheduler|workflows."
   }
 
   validation {

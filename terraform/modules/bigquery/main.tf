@@ -1,6 +1,7 @@
 # BigQuery: the offline store. Dataset feature_store and its tables, one JSON schema file per
 # table in schemas/: mirrors of the source tables (merged by the ETL), their changelogs (one row
-# per change, streamed by ingest_changes), daily feature snapshots, and the ETL's bookkeeping.
+# per change, streamed by ingest_changes), daily feature snapshots, the ETL's bookkeeping, and the
+# audit trail of reads (audit_reads, written by the audit-reads topic's BigQuery subscription).
 #
 # The code applies sql/bigquery/ too (CREATE TABLE IF NOT EXISTS, plus the changelog_*_dedup
 # views, which only it declares), so on a dataset Terraform made it changes nothing. The two must
@@ -24,6 +25,12 @@ locals {
     feature_snapshots           = { partition = "snapshot_date", cluster = ["feature_set", "user_id"] }
     etl_watermarks              = { partition = null, cluster = [] }
     etl_runs                    = { partition = null, cluster = [] }
+    audit_reads                 = { partition = "served_at", cluster = ["user_id", "client_id"] }
+  }
+
+  # Table => days a partition is kept (tables not listed keep theirs).
+  partition_expiration_days = {
+    audit_reads = var.audit_retention_days
   }
 }
 
@@ -53,8 +60,9 @@ resource "google_bigquery_table" "this" {
   dynamic "time_partitioning" {
     for_each = each.value.partition == null ? [] : [each.value.partition]
     content {
-      type  = "DAY"
-      field = time_partitioning.value
+      type          = "DAY"
+      field         = time_partitioning.value
+      expiration_ms = contains(keys(local.partition_expiration_days), each.key) ? local.partition_expiration_days[each.key] * 86400000 : null
     }
   }
 }

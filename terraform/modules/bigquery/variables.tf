@@ -25,3 +25,9 @@ variable "labels" {
   type        = map(string)
   default     = {}
 }
+
+variable "audit_retention_days" {
+  description = "Days an audit_reads partition is kept."
+  type        = number
+  default     = 2557
+}

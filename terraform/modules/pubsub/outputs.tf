@@ -17,3 +17,8 @@ output "replicate_subscription" {
   description = "Name of the migration's subscription (null when no replicate_changes is deployed)."
   value       = length(google_pubsub_subscription.replicate) > 0 ? google_pubsub_subscription.replicate[0].name : null
 }
+
+output "audit_topic" {
+  description = "Name of the audit topic."
+  value       = google_pubsub_topic.audit.name
+}

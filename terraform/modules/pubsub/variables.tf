@@ -49,3 +49,19 @@ variable "labels" {
   type        = map(string)
   default     = {}
 }
+
+variable "audit_topic" {
+  description = "Topic of the reads' audit rows (FS_AUDIT_TOPIC)."
+  type        = string
+  default     = "audit-reads"
+}
+
+variable "audit_dataset" {
+  description = "Dataset of the audit_reads table the BigQuery subscription writes."
+  type        = string
+}
+
+variable "audit_table" {
+  description = "Table id the audit topic's BigQuery subscription writes (audit_reads)."
+  type        = string
+}

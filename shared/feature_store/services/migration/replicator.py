@@ -123,7 +123,9 @@ class Replicator:
             result = store.apply(images(change), wanted)
         except pg8000.native.DatabaseError as exc:
             if sqlstate(exc)[:2] in _PERMANENT_CLASSES:
-                raise PoisonMessage(f"the {change.table} change cannot be applied: {exc.args[0].get('M', exc)}",
+                # The SQLSTATE, not the server's sentence: that one may quote the row's values, and poison
+                # reasons are logged (no personal data in logs).
+                raise PoisonMessage(f"the {change.table} change cannot be applied: SQLSTATE {sqlstate(exc)}",
                                     code="poison_unappliable") from None
             raise
         self.stats.add("applied", result.applied)

@@ -1,0 +1,20 @@
+"""Handler of the read_receipt function: ``GET /api/v1/receipts/{request_id}`` (services/receipts.py)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import flask
+
+from feature_store.transports.http import Endpoint
+from feature_store.wiring import services
+
+
+def read_receipt(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
+    """The read's audit record and each served vector recomputed from the offline store, digests compared."""
+    del request
+    return 200, services().receipts.receipt(match.group("request_id"))
+
+
+READ_RECEIPT = Endpoint(re.compile(r"/api/v1/receipts/(?P<request_id>[^/]*)"), ("GET",), read_receipt)

@@ -1,0 +1,56 @@
+"""A local stand-in for Pub/Sub's publisher service: google.pubsub.v1.Publisher/Publish over plaintext gRPC.
+
+No Pub/Sub emulator runs here, so the production sink (stores/audit_sinks.PubSubAuditSink, through
+google-cloud-pubsub's own PublisherClient) is pointed at this server, which decodes each request with
+the library's own PublishRequest message and keeps every message it accepted. ``fail`` makes it answer
+UNAVAILABLE until cleared, as Pub/Sub does during an outage.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent import futures
+from typing import Any
+
+import grpc
+from google.pubsub_v1.types import PublishRequest, PublishResponse
+
+
+class PubSubStandIn:
+    """Serves Publish on 127.0.0.1:``port`` (0: any free port); ``messages`` holds (topic, data, attributes)."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.messages: list[tuple[str, bytes, dict[str, str]]] = []
+        self.requests = 0
+        self.fail = False
+        self._lock = threading.Lock()
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        handler = grpc.unary_unary_rpc_method_handler(
+            self._publish, request_deserializer=PublishRequest.deserialize,
+            response_serializer=PublishResponse.serialize)
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("google.pubsub.v1.Publisher", {"Publish": handler}),))
+        self.port = self._server.add_insecure_port(f"127.0.0.1:{port}")
+        self.address = f"127.0.0.1:{self.port}"
+
+    def _publish(self, request: Any, context: grpc.ServicerContext) -> Any:
+        with self._lock:
+            self.requests += 1
+            if self.fail:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "the stand-in is down")
+            first = len(self.messages)
+            for m in request.messages:
+                self.messages.append((request.topic, bytes(m.data), dict(m.attributes)))
+            return PublishResponse(message_ids=[str(first + i) for i in range(len(request.messages))])
+
+    def rows(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [json.loads(data) for _, data, _ in self.messages]
+
+    def start(self) -> PubSubStandIn:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop(0)
