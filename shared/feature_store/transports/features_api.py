@@ -1,4 +1,8 @@
-"""Handlers of the feature read endpoints (single and batch): parse, call the reader, serialize."""
+"""Handlers of the feature read endpoints (single and batch): authorize, parse, call the reader, serialize.
+
+Every read resolves its caller once (transports/access.py: ``authorize``) before anything is read,
+then applies the caller's scope (domain/access.py) and reads with the caller's rate limit.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,12 @@ from typing import Any
 import flask
 from pydantic import ValidationError
 
+from feature_store.domain.access import Caller
 from feature_store.domain.catalog import FeatureSet, get_feature_set
 from feature_store.errors import BatchTooLarge, DependencyUnavailable, UnknownUser
 from feature_store.services.reader import ReadOutcome, VectorResult
 from feature_store.stores.dialect import format_watermark
+from feature_store.transports.access import authorize
 from feature_store.transports.http import Endpoint, body_bytes
 from feature_store.transports.requests import BatchRequest, ReadQuery, check_user_id, invalid_body
 from feature_store.wiring import Services, services
@@ -37,31 +43,43 @@ def _vector(svc: Services, result: VectorResult) -> dict[str, Any]:
     }
 
 
-def _envelope(fs: FeatureSet, outcome: ReadOutcome) -> dict[str, Any]:
+def _envelope(fs: FeatureSet, outcome: ReadOutcome, withheld: list[str]) -> dict[str, Any]:
     body: dict[str, Any] = {"feature_set": fs.name, "version": fs.version, "as_of": _iso(outcome.as_of),
                             "degraded": outcome.degraded}
     if outcome.degraded_reason:
         body["degraded_reason"] = outcome.degraded_reason
+    if withheld:
+        body["withheld_features"] = withheld
     return body
+
+
+def scoped_read(svc: Services, caller: Caller, fs: FeatureSet, user_ids: list[str],
+                names: list[str] | None) -> tuple[ReadOutcome, list[str] | None, list[str]]:
+    """The caller's scope applied (403s), then the read under its rate limit: outcome, names read, withheld."""
+    caller.scope.check_feature_set(fs)
+    names, withheld = caller.scope.features(fs, names)
+    return svc.reader.read(fs, user_ids, names, caller), names, withheld
 
 
 def read_one(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
     """``GET /api/v1/features/user/{user_id}``."""
+    svc = services()
+    caller = authorize(svc, request.headers)
     user_id = check_user_id(match.group("user_id"))
     query = ReadQuery.parse(request.args.to_dict())
-    svc = services()
     fs = feature_set_for(svc, query.feature_set, query.version)
-    outcome = svc.reader.read(fs, [user_id], query.features)
+    outcome, _, withheld = scoped_read(svc, caller, fs, [user_id], query.features)
     result = outcome.results[0]
     if result.status == "unknown_user":
         raise UnknownUser(f"no user with id {user_id!r}")
     if result.status == "unavailable":
         raise DependencyUnavailable("postgres", "the vector is not cached and the source cannot be read")
-    return 200, {"user_id": user_id, **_envelope(fs, outcome), **_vector(svc, result)}
+    return 200, {"user_id": user_id, **_envelope(fs, outcome, withheld), **_vector(svc, result)}
 
 
-def parse_batch(svc: Services, body: bytes) -> BatchRequest:
-    """A batch body (JSON bytes) as its model: 400 ``invalid_body``/``invalid_user_id``, ``batch_too_large``.
+def parse_batch(svc: Services, body: bytes, caller: Caller) -> BatchRequest:
+    """A batch body (JSON bytes) as its model: 400 ``invalid_body``/``invalid_user_id``, ``batch_too_large``,
+    403 ``batch_over_client_limit`` above the caller's own batch_max.
 
     gRPC's BatchGetUserFeatures passes its message through here as JSON too, so both transports refuse
     the same input with the same code and sentence.
@@ -73,15 +91,17 @@ def parse_batch(svc: Services, body: bytes) -> BatchRequest:
     limit = svc.settings.serving.batch_max
     if len(parsed.user_ids) > limit:
         raise BatchTooLarge(f"{len(parsed.user_ids)} user ids in one batch; the limit is {limit}")
+    caller.scope.check_batch(len(parsed.user_ids))
     return parsed
 
 
 def read_batch(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
     """``POST /api/v1/features/batch`` with ``{"user_ids": [...], "features": [...]?, ...}``."""
     svc = services()
-    body = parse_batch(svc, body_bytes(request))
+    caller = authorize(svc, request.headers)
+    body = parse_batch(svc, body_bytes(request), caller)
     fs = feature_set_for(svc, body.feature_set, body.version)
-    outcome = svc.reader.read(fs, body.user_ids, body.features)
+    outcome, _, withheld = scoped_read(svc, caller, fs, body.user_ids, body.features)
     results = []
     counts = {"ok": 0, "unknown_user": 0, "unavailable": 0}
     for r in outcome.results:
@@ -90,7 +110,7 @@ def read_batch(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[
         if r.status == "ok":
             item.update(_vector(svc, r))
         results.append(item)
-    return 200, {**_envelope(fs, outcome), "results": results, "counts": counts}
+    return 200, {**_envelope(fs, outcome, withheld), "results": results, "counts": counts}
 
 
 READ_ONE = Endpoint(re.compile(r"/api/v1/features/user/(?P<user_id>[^/]*)"), ("GET",), read_one,

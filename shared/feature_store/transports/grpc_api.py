@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
@@ -31,6 +31,7 @@ from grpc_status import rpc_status
 
 from feature_store.errors import (
     DependencyUnavailable,
+    FeatureOutOfScope,
     FeatureStoreError,
     InvalidBody,
     UnknownUser,
@@ -39,7 +40,8 @@ from feature_store.logs import get_logger, set_trace
 from feature_store.services.reader import VectorResult
 from feature_store.stores.dialect import format_watermark
 from feature_store.transports import grpc_wire
-from feature_store.transports.features_api import feature_set_for, parse_batch
+from feature_store.transports.access import authorize
+from feature_store.transports.features_api import feature_set_for, parse_batch, scoped_read
 from feature_store.transports.requests import ReadQuery, check_user_id
 from feature_store.wiring import Services, services
 from feature_store_client.v1 import ERROR_DOMAIN, METHODS, SERVICE_NAME, feature_store_pb2
@@ -76,8 +78,10 @@ def status_of(exc: FeatureStoreError) -> status_pb2.Status:
     """The google.rpc.Status of an error: its code, sentence, ErrorInfo and (when it has one) RetryInfo."""
     code = GRPC_CODE_BY_HTTP.get(exc.status, grpc.StatusCode.INTERNAL)
     info = AnyMessage()
-    info.Pack(error_details_pb2.ErrorInfo(reason=exc.code, domain=ERROR_DOMAIN,
-                                          metadata={"http_status": str(exc.status)}))
+    metadata = {"http_status": str(exc.status)}
+    if isinstance(exc, FeatureOutOfScope):
+        metadata["features"] = ",".join(exc.features)
+    info.Pack(error_details_pb2.ErrorInfo(reason=exc.code, domain=ERROR_DOMAIN, metadata=metadata))
     details = [info]
     retry_after = getattr(exc, "retry_after_s", None)
     if retry_after is not None:
@@ -91,11 +95,12 @@ def _watermark(svc: Services, result: VectorResult) -> str | None:
     return None if result.watermark is None else format_watermark(svc.dialect, result.watermark)
 
 
-def get_user_features(request: Any) -> bytes:
+def get_user_features(request: Any, metadata: Mapping[str, str]) -> bytes:
     """GetUserFeatures: the rules of ``GET /api/v1/features/user/{user_id}``."""
     started = time.perf_counter()
-    user_id = check_user_id(request.user_id)
     svc = services()
+    caller = authorize(svc, metadata)
+    user_id = check_user_id(request.user_id)
     # The query string REST would receive, parsed by REST's own model: the same refusals, word for word.
     args = {"features": ",".join(request.features)} if request.features else {}
     if request.feature_set:
@@ -104,8 +109,7 @@ def get_user_features(request: Any) -> bytes:
         args["version"] = str(request.version)
     query = ReadQuery.parse(args)
     fs = feature_set_for(svc, query.feature_set, query.version)
-    names = query.features
-    outcome = svc.reader.read(fs, [user_id], names)
+    outcome, names, _ = scoped_read(svc, caller, fs, [user_id], query.features)
     result = outcome.results[0]
     if result.status == "unknown_user":
         raise UnknownUser(f"no user with id {user_id!r}")
@@ -116,10 +120,11 @@ def get_user_features(request: Any) -> bytes:
     return grpc_wire.single_response(head, vector, round((time.perf_counter() - started) * 1000, 3))
 
 
-def batch_get_user_features(request: Any) -> bytes:
+def batch_get_user_features(request: Any, metadata: Mapping[str, str]) -> bytes:
     """BatchGetUserFeatures: the rules of ``POST /api/v1/features/batch``, the body made from the message."""
     started = time.perf_counter()
     svc = services()
+    caller = authorize(svc, metadata)
     raw: dict[str, Any] = {"user_ids": list(request.user_ids)}
     if request.features:
         raw["features"] = list(request.features)
@@ -128,19 +133,19 @@ def batch_get_user_features(request: Any) -> bytes:
     if request.HasField("version"):
         raw["version"] = request.version
     # The body REST would receive, parsed by REST's own code: the same refusals, word for word.
-    body = parse_batch(svc, orjson.dumps(raw))
+    body = parse_batch(svc, orjson.dumps(raw), caller)
     fs = feature_set_for(svc, body.feature_set, body.version)
-    outcome = svc.reader.read(fs, body.user_ids, body.features)
+    outcome, names, _ = scoped_read(svc, caller, fs, body.user_ids, body.features)
     counts = {"ok": 0, "unknown_user": 0, "unavailable": 0}
     vectors = []
     for r in outcome.results:
         counts[r.status] += 1
         vectors.append(grpc_wire.user_vector(r, _watermark(svc, r)))
-    head = grpc_wire.envelope(fs, outcome, fs.select(body.features))
+    head = grpc_wire.envelope(fs, outcome, fs.select(names))
     return grpc_wire.batch_response(head, vectors, counts, round((time.perf_counter() - started) * 1000, 3))
 
 
-Handler = Callable[[Any], bytes]
+Handler = Callable[[Any, Mapping[str, str]], bytes]
 HANDLERS: dict[str, Handler] = {"GetUserFeatures": get_user_features,
                                 "BatchGetUserFeatures": batch_get_user_features}
 
@@ -150,13 +155,14 @@ def _edge(method: str, handler: Handler) -> Callable[[Any, grpc.ServicerContext]
 
     def call(request: Any, context: grpc.ServicerContext) -> bytes:
         started = time.perf_counter()
-        set_trace(next((str(v) for k, v in context.invocation_metadata() if k == "x-cloud-trace-context"), None))
+        metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        set_trace(metadata.get("x-cloud-trace-context"))
         failed: status_pb2.Status | None = None
         try:
             if request is _UNDECODABLE:
                 raise InvalidBody(f"the request is not a valid {METHODS[method].request.DESCRIPTOR.full_name} "
                                   "message")
-            answer = handler(request)
+            answer = handler(request, metadata)
         except FeatureStoreError as exc:
             failed = status_of(exc)
         except Exception:
