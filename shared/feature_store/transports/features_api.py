@@ -1,7 +1,8 @@
 """Handlers of the feature read endpoints (single and batch): authorize, parse, call the reader, serialize.
 
-Every read resolves its caller once (transports/access.py: ``authorize``) before anything is read,
-then applies the caller's scope (domain/access.py) and reads with the caller's rate limit.
+Every read checks its input (400s), then resolves its caller once (transports/access.py: ``authorize``;
+401s) before anything is read, then applies the caller's scope (domain/access.py; 403s) and reads with
+the caller's rate limit (429).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def _envelope(fs: FeatureSet, outcome: ReadOutcome, withheld: list[str]) -> dict
 def scoped_read(svc: Services, caller: Caller, fs: FeatureSet, user_ids: list[str],
                 names: list[str] | None) -> tuple[ReadOutcome, list[str] | None, list[str]]:
     """The caller's scope applied (403s), then the read under its rate limit: outcome, names read, withheld."""
+    caller.scope.check_batch(len(user_ids))
     caller.scope.check_feature_set(fs)
     names, withheld = caller.scope.features(fs, names)
     return svc.reader.read(fs, user_ids, names, caller), names, withheld
@@ -64,9 +66,9 @@ def scoped_read(svc: Services, caller: Caller, fs: FeatureSet, user_ids: list[st
 def read_one(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
     """``GET /api/v1/features/user/{user_id}``."""
     svc = services()
-    caller = authorize(svc, request.headers)
-    user_id = check_user_id(match.group("user_id"))
+    user_id = check_user_id(match.group("user_id"))  # checked before credentials: a malformed id needs no lookup
     query = ReadQuery.parse(request.args.to_dict())
+    caller = authorize(svc, request.headers)
     fs = feature_set_for(svc, query.feature_set, query.version)
     outcome, _, withheld = scoped_read(svc, caller, fs, [user_id], query.features)
     result = outcome.results[0]
@@ -77,9 +79,8 @@ def read_one(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[st
     return 200, {"user_id": user_id, **_envelope(fs, outcome, withheld), **_vector(svc, result)}
 
 
-def parse_batch(svc: Services, body: bytes, caller: Caller) -> BatchRequest:
-    """A batch body (JSON bytes) as its model: 400 ``invalid_body``/``invalid_user_id``, ``batch_too_large``,
-    403 ``batch_over_client_limit`` above the caller's own batch_max.
+def parse_batch(svc: Services, body: bytes) -> BatchRequest:
+    """A batch body (JSON bytes) as its model: 400 ``invalid_body``/``invalid_user_id``, ``batch_too_large``.
 
     gRPC's BatchGetUserFeatures passes its message through here as JSON too, so both transports refuse
     the same input with the same code and sentence.
@@ -91,15 +92,14 @@ def parse_batch(svc: Services, body: bytes, caller: Caller) -> BatchRequest:
     limit = svc.settings.serving.batch_max
     if len(parsed.user_ids) > limit:
         raise BatchTooLarge(f"{len(parsed.user_ids)} user ids in one batch; the limit is {limit}")
-    caller.scope.check_batch(len(parsed.user_ids))
     return parsed
 
 
 def read_batch(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
     """``POST /api/v1/features/batch`` with ``{"user_ids": [...], "features": [...]?, ...}``."""
     svc = services()
+    body = parse_batch(svc, body_bytes(request))
     caller = authorize(svc, request.headers)
-    body = parse_batch(svc, body_bytes(request), caller)
     fs = feature_set_for(svc, body.feature_set, body.version)
     outcome, _, withheld = scoped_read(svc, caller, fs, body.user_ids, body.features)
     results = []

@@ -99,8 +99,7 @@ def get_user_features(request: Any, metadata: Mapping[str, str]) -> bytes:
     """GetUserFeatures: the rules of ``GET /api/v1/features/user/{user_id}``."""
     started = time.perf_counter()
     svc = services()
-    caller = authorize(svc, metadata)
-    user_id = check_user_id(request.user_id)
+    user_id = check_user_id(request.user_id)  # as REST: input checked before credentials are looked up
     # The query string REST would receive, parsed by REST's own model: the same refusals, word for word.
     args = {"features": ",".join(request.features)} if request.features else {}
     if request.feature_set:
@@ -108,6 +107,7 @@ def get_user_features(request: Any, metadata: Mapping[str, str]) -> bytes:
     if request.HasField("version"):
         args["version"] = str(request.version)
     query = ReadQuery.parse(args)
+    caller = authorize(svc, metadata)
     fs = feature_set_for(svc, query.feature_set, query.version)
     outcome, names, _ = scoped_read(svc, caller, fs, [user_id], query.features)
     result = outcome.results[0]
@@ -124,7 +124,6 @@ def batch_get_user_features(request: Any, metadata: Mapping[str, str]) -> bytes:
     """BatchGetUserFeatures: the rules of ``POST /api/v1/features/batch``, the body made from the message."""
     started = time.perf_counter()
     svc = services()
-    caller = authorize(svc, metadata)
     raw: dict[str, Any] = {"user_ids": list(request.user_ids)}
     if request.features:
         raw["features"] = list(request.features)
@@ -133,7 +132,8 @@ def batch_get_user_features(request: Any, metadata: Mapping[str, str]) -> bytes:
     if request.HasField("version"):
         raw["version"] = request.version
     # The body REST would receive, parsed by REST's own code: the same refusals, word for word.
-    body = parse_batch(svc, orjson.dumps(raw), caller)
+    body = parse_batch(svc, orjson.dumps(raw))
+    caller = authorize(svc, metadata)
     fs = feature_set_for(svc, body.feature_set, body.version)
     outcome, names, _ = scoped_read(svc, caller, fs, body.user_ids, body.features)
     counts = {"ok": 0, "unknown_user": 0, "unavailable": 0}
