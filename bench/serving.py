@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/serving.py [--database fs_bench] [--users 1000000] [--duration 10]
                                       [--concurrency 1,10,50] [--workers 2] [--threads 4] [--warm 20000]
-                                      [--scenarios hit,miss,batch_hit,batch_cold] [--json out.json]
+                                      [--scenarios hit,miss,batch_hit,batch_cold,hit_unguarded,batch_hit_unguarded]
+                                      [--json out.json]
 
 Seeds the database when it holds no finished synthetic data set, serves the no-op floor
 (bench/noop), read_features and read_features_batch with functions-framework exactly as
@@ -19,6 +20,12 @@ What the figures are made of:
   and the "wrong" column counts the vectors that were not what the scenario claims (a hit in a
   miss scenario, a miss in a hit scenario), so a data set too small for the run shows there;
 - "degr." counts answers served degraded (Redis skipped: complete, but from PostgreSQL).
+
+The read guard (docs/security.md): every read function request carries the API key of a client made
+for the run (every scope, a rate no run reaches, so its limiter runs on every request and never
+refuses). ``hit_unguarded`` and ``batch_hit_unguarded`` read the same cached users through
+bench/unguarded (the same edge and reader without credentials, scope or limiter: benchmark code, never
+deployed), and the last lines print what the guard adds to p95 and p50 at every level.
 """
 
 from __future__ import annotations
@@ -44,10 +51,12 @@ sys.path.insert(0, str(ROOT / "emulators"))
 FF = str(Path(sys.executable).parent / "functions-framework")
 LUA = str(ROOT / "bench" / "wrk_report.lua")
 PREFIX = "bench"
-SCENARIOS = ("hit", "miss", "batch_hit", "batch_cold")
+SCENARIOS = ("hit", "miss", "batch_hit", "batch_cold", "hit_unguarded", "batch_hit_unguarded")
+GUARDED = {"hit": "hit_unguarded", "batch_hit": "batch_hit_unguarded"}  # guarded scenario -> its floor
 COLD = ("miss", "batch_cold")  # scenarios that need never-cached ids
 LABELS = {"floor": "floor (no-op)", "hit": "single, hit", "miss": "single, miss",
-          "batch_hit": "batch 100, hit", "batch_cold": "batch 100, cold"}
+          "batch_hit": "batch 100, hit", "batch_cold": "batch 100, cold", "hit_unguarded": "single, hit, no guard",
+          "batch_hit_unguarded": "batch 100, hit, ng"}
 
 
 def free_port() -> int:
@@ -59,7 +68,8 @@ def free_port() -> int:
 def env_for(args: argparse.Namespace) -> dict[str, str]:
     import stack
 
-    env = {**os.environ, **stack.stack_env(), "FS_POSTGRES_DATABASE": args.database, "FS_REDIS_KEY_PREFIX": PREFIX,
+    env = {**os.environ, **stack.stack_env(), "FS_POSTGRES_DATABASE": args.database,
+           "FS_REDIS_KEY_PREFIX": getattr(args, "prefix", PREFIX),
            "FS_LOG_LEVEL": "WARNING", "WORKERS": str(args.workers), "THREADS": str(args.threads)}
     env["FS_REDIS_URL"] = args.redis_url or env["FS_REDIS_URL"]
     return env
@@ -95,12 +105,24 @@ def wrk(url: str, scenario: str, concurrency: int, duration: int, extra: dict[st
             "vectors": raw["hits"] + raw["misses"]}
 
 
-def warm(batch_url: str, count: int) -> None:
+def bench_client(env: dict[str, str]) -> str:
+    """A client for the run (every scope, limits no run reaches) and its key, made with fs-keys."""
+    py = str(Path(sys.executable))
+    client = f"bench-{os.getpid()}"
+    subprocess.run([py, "-m", "feature_store.cli.keys", "clients", "create", client, "--groups", "all",
+                    "--feature-sets", "all", "--batch-max", "1000", "--rate", "100000000", "--burst", "1000000000"],
+                   env=env, check=True, capture_output=True)
+    out = subprocess.run([py, "-m", "feature_store.cli.keys", "keys", "create", client], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return str(json.loads(out)["key"])
+
+
+def warm(batch_url: str, count: int, key: str) -> None:
     """Cache users [0, count) through the batch function; every one must come back ``ok``."""
     for first in range(0, count, 100):
         ids = [f"u{n:09d}" for n in range(first, min(first + 100, count))]
         req = urllib.request.Request(f"{batch_url}/api/v1/features/batch", data=json.dumps({"user_ids": ids}).encode(),
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", "X-API-Key": key})
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 body = json.load(resp)
@@ -110,12 +132,12 @@ def warm(batch_url: str, count: int) -> None:
             raise SystemExit(f"warming users {ids[0]}..{ids[-1]}: {body['counts']} (is the data set seeded?)")
 
 
-def clear_cache(redis_url: str) -> None:
+def clear_cache(redis_url: str, prefix: str = PREFIX) -> None:
     import redis
 
     client = redis.Redis.from_url(redis_url)
     batch = []
-    for key in client.scan_iter(f"{PREFIX}:*", count=5000):
+    for key in client.scan_iter(f"{prefix}:*", count=5000):
         batch.append(key)
         if len(batch) >= 5000:
             client.unlink(*batch)
@@ -148,6 +170,7 @@ def main() -> int:
     parser.add_argument("--warm", type=int, default=20_000, help="users cached before the hit scenarios")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="the no-op floor is always measured too")
     parser.add_argument("--redis-url", default=None)
+    parser.add_argument("--prefix", default=PREFIX, help="Redis key prefix of the run (cleared before and after)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -159,28 +182,37 @@ def main() -> int:
         raise SystemExit(f"unknown scenarios {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
     env = env_for(args)
     users = ensure_data(env, args.database, args.users)
+    subprocess.run([str(Path(sys.executable)), "-m", "feature_store.cli.migrate"], env=env, check=True,
+                   capture_output=True)  # a data set seeded before 0006_api_clients gets its tables
+    key = bench_client(env)
     rows = describe(env, args.database)
     warm_users = min(args.warm, users // 2)
     regions, cold_span = cold_regions(users, warm_users, levels, scenarios)
     load_before = os.getloadavg()
-    clear_cache(env["FS_REDIS_URL"])
+    clear_cache(env["FS_REDIS_URL"], args.prefix)
     procs = []
     results: dict[str, dict[str, dict[str, Any]]] = {}
     try:
         noop, noop_url = serve("noop", ROOT / "bench" / "noop" / "main.py", env)
         single, single_url = serve("read_features", ROOT / "functions" / "read_features" / "main.py", env)
         batch, batch_url = serve("read_features_batch", ROOT / "functions" / "read_features_batch" / "main.py", env)
-        procs = [noop, single, batch]
-        warm(batch_url, warm_users)
-        cached = {"IDS_FROM": "0", "IDS_SPAN": str(warm_users)}
+        bare, bare_url = serve("read_features_unguarded", ROOT / "bench" / "unguarded" / "main.py", env)
+        bare_batch, bare_batch_url = serve("read_features_batch_unguarded", ROOT / "bench" / "unguarded" / "main.py",
+                                           env)
+        procs = [noop, single, batch, bare, bare_batch]
+        warm(batch_url, warm_users, key)
+        cached = {"IDS_FROM": "0", "IDS_SPAN": str(warm_users), "API_KEY": key}
         for c in levels:
             plan = {
                 "floor": (noop_url, {}),
                 "hit": (single_url, cached),
                 "batch_hit": (batch_url, {**cached, "BATCH": "100"}),
-                "miss": (single_url, {"IDS_FROM": str(regions.get(("miss", c), 0)), "IDS_SPAN": str(cold_span)}),
+                "miss": (single_url, {"IDS_FROM": str(regions.get(("miss", c), 0)), "IDS_SPAN": str(cold_span),
+                                      "API_KEY": key}),
                 "batch_cold": (batch_url, {"IDS_FROM": str(regions.get(("batch_cold", c), 0)),
-                                           "IDS_SPAN": str(cold_span), "BATCH": "100"}),
+                                           "IDS_SPAN": str(cold_span), "BATCH": "100", "API_KEY": key}),
+                "hit_unguarded": (bare_url, cached),
+                "batch_hit_unguarded": (bare_batch_url, {**cached, "BATCH": "100"}),
             }
             for name in ["floor", *scenarios]:
                 url, extra = plan[name]
@@ -191,7 +223,7 @@ def main() -> int:
             os.killpg(p.pid, signal.SIGTERM)
         for p in procs:
             p.wait(10)
-        clear_cache(env["FS_REDIS_URL"])  # the shared Redis gets its memory back (the vectors have a 7-day TTL)
+        clear_cache(env["FS_REDIS_URL"], args.prefix)  # the shared Redis gets its memory back (7-day TTLs)
     report(results, args, users, rows, warm_users, cold_span, (load_before, os.getloadavg()))
     return 0
 
@@ -220,6 +252,13 @@ def report(results: dict[str, dict[str, dict[str, Any]]], args: argparse.Namespa
                   f"{ratio_rps:>13}")
             if r["statuses"]:
                 print(f"{'':<22}non-2xx by status: {r['statuses']}")
+    for guarded, bare in GUARDED.items():
+        for c in results.get(guarded, {}):
+            if c in results.get(bare, {}):
+                g, b = results[guarded][c], results[bare][c]
+                print(f"guard adds to {LABELS[guarded]} at concurrency {c}: p95 {g['p95_ms'] - b['p95_ms']:+.3f} ms, "
+                      f"p50 {g['p50_ms'] - b['p50_ms']:+.3f} ms (key auth + scope + rate limit; "
+                      f"{LABELS[bare]} measured in the same run)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"database": args.database, "users": users, "rows": rows,
