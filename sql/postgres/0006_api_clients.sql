@@ -1,6 +1,7 @@
 -- Who may read (docs/security.md): each API client with its scope and rate, and its API keys.
 -- A key is fsk_<key_id>_<secret>; only HMAC-SHA256(pepper, secret) is stored (hex), never the secret.
--- Scope lists are comma-separated text; NULL means every group / every feature set.
+-- Scope lists are comma-separated text; NULL means every group / every feature set. No foreign keys, as in
+-- the rest of the schema: the migration copies tables side by side (fs-keys checks that a key's client exists).
 CREATE TABLE IF NOT EXISTS api_clients (
     client_id         VARCHAR(64) PRIMARY KEY,
     display_name      TEXT NOT NULL,
@@ -17,12 +18,12 @@ CREATE TABLE IF NOT EXISTS api_clients (
 
 CREATE TABLE IF NOT EXISTS api_keys (
     key_id       VARCHAR(32) PRIMARY KEY,
-    client_id    VARCHAR(64) NOT NULL REFERENCES api_clients (client_id),
+    client_id    VARCHAR(64) NOT NULL,  -- api_clients.client_id
     secret_hash  VARCHAR(64) NOT NULL,
     created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
     expires_at   TIMESTAMPTZ,
     revoked_at   TIMESTAMPTZ,
-    replaced_by  VARCHAR(32) REFERENCES api_keys (key_id)
+    replaced_by  VARCHAR(32)            -- the key that replaced this one (fs-keys keys rotate)
 );
 
 CREATE INDEX IF NOT EXISTS api_keys_client ON api_keys (client_id);
