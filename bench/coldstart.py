@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from dataset import ensure_data
-from serving import free_port
+from serving import bench_client, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "emulators"))
@@ -139,6 +139,10 @@ def main() -> int:
            "FS_REDIS_KEY_PREFIX": "coldstart", "FS_CDC_CHANGELOG_ENABLED": "false", "WORKERS": "1"}
     env["FS_REDIS_URL"] = args.redis_url or env["FS_REDIS_URL"]
     ensure_data(env, args.database, args.users)
+    key = bench_client(env)  # the read functions need credentials (docs/security.md)
+    for name in ("read_features", "read_features_batch"):
+        kind, method, path, body, headers = REQUESTS[name]
+        REQUESTS[name] = (kind, method, path, body, {**headers, "X-API-Key": key})
     children: list[Any] = []
     if args.bigquery:
         from ingest import BQ_PROJECT, bigquery_client, start_bigquery

@@ -35,7 +35,7 @@ from typing import Any
 
 import urllib3
 from dataset import describe, ensure_data, size_line
-from serving import ROOT, clear_cache, env_for, free_port, serve, warm
+from serving import ROOT, bench_client, clear_cache, env_for, free_port, serve, warm
 
 sys.path.insert(0, str(ROOT / "shared"))
 from feature_store_client import FeatureStoreClient
@@ -80,7 +80,7 @@ def grpc_failures(log: Path) -> int:
     return sum(1 for line in log.read_text(errors="replace").splitlines() if '"error_code"' in line)
 
 
-def client_overhead(single_url: str, grpc_target: str, uid: str, calls: int) -> dict[str, float]:
+def client_overhead(single_url: str, grpc_target: str, uid: str, calls: int, key: str) -> dict[str, float]:
     """p50 per call: the client against a bare urllib3 request + json.loads, and against a bare gRPC stub."""
     pool = urllib3.PoolManager(maxsize=1, retries=False)
     url = f"{single_url}/api/v1/features/user/{uid}"
@@ -101,11 +101,13 @@ def client_overhead(single_url: str, grpc_target: str, uid: str, calls: int) -> 
     stub = channel.unary_unary("/featurestore.v1.FeatureStore/GetUserFeatures",
                                request_serializer=pb.GetUserFeaturesRequest.SerializeToString,
                                response_deserializer=pb.GetUserFeaturesResponse.FromString)
-    with FeatureStoreClient.over_rest(single_url) as rest, FeatureStoreClient.over_grpc(grpc_target) as over_grpc:
+    with FeatureStoreClient.over_rest(single_url, api_key=key) as rest, \
+            FeatureStoreClient.over_grpc(grpc_target, api_key=key) as over_grpc:
         figures = {
-            "raw_http_ms": timed(lambda: json.loads(pool.request("GET", url).data)),
+            "raw_http_ms": timed(lambda: json.loads(pool.request("GET", url, headers={"X-API-Key": key}).data)),
             "client_rest_ms": timed(lambda: rest.get_online_features(uid)),
-            "raw_grpc_ms": timed(lambda: stub(pb.GetUserFeaturesRequest(user_id=uid), timeout=5)),
+            "raw_grpc_ms": timed(lambda: stub(pb.GetUserFeaturesRequest(user_id=uid), timeout=5,
+                                              metadata=(("x-api-key", key),))),
             "client_grpc_ms": timed(lambda: over_grpc.get_online_features(uid)),
         }
     channel.close()
@@ -130,6 +132,7 @@ def main() -> int:
     levels = [int(c) for c in args.concurrency.split(",")]
     env = env_for(args)
     ensure_data(env, args.database, args.users)
+    key = bench_client(env)  # the read functions and fs-grpc need credentials (docs/security.md)
     rows = describe(env, args.database)
     ids = [f"u{n:09d}" for n in range(100)]
     clear_cache(env["FS_REDIS_URL"])
@@ -155,16 +158,17 @@ def main() -> int:
                     env={**env, "PYTHONPATH": str(ROOT / "shared")}, stdout=out, stderr=subprocess.STDOUT,
                     start_new_session=True))
             time.sleep(2)
-            warm(batch_url, 100)
-            grpc_headers = ["content-type: application/grpc", "te: trailers"]
+            warm(batch_url, 100, key)
+            grpc_headers = ["content-type: application/grpc", "te: trailers", f"x-api-key: {key}"]
             single = grpc_frame(pb.GetUserFeaturesRequest(user_id=ids[0]).SerializeToString())
             batch = grpc_frame(pb.BatchGetUserFeaturesRequest(user_ids=ids).SerializeToString())
             health = grpc_frame(b"")
             plan = {
                 "REST floor (no-op)": (noop_url + "/", None, [], True),
-                "REST single, hit": (f"{single_url}/api/v1/features/user/{ids[0]}", None, [], True),
+                "REST single, hit": (f"{single_url}/api/v1/features/user/{ids[0]}", None, [f"x-api-key: {key}"],
+                                     True),
                 "REST batch 100, hit": (f"{batch_url}/api/v1/features/batch", json.dumps({"user_ids": ids}).encode(),
-                                        ["content-type: application/json"], True),
+                                        ["content-type: application/json", f"x-api-key: {key}"], True),
                 "gRPC floor (health)": (f"http://{target}{HEALTH}", health, grpc_headers, False),
                 "gRPC single, hit": (f"http://{target}/featurestore.v1.FeatureStore/GetUserFeatures", single,
                                      grpc_headers, False),
@@ -180,7 +184,7 @@ def main() -> int:
                         r["rps"] = (r["ok"] - r["not_ok"]) / args.duration
                     results.setdefault(label, {})[c] = r
                     print(f"  measured {label} at concurrency {c}", file=sys.stderr, flush=True)
-            overhead = client_overhead(single_url, target, ids[0], args.overhead_calls)
+            overhead = client_overhead(single_url, target, ids[0], args.overhead_calls, key)
         finally:
             for p in procs:
                 os.killpg(p.pid, signal.SIGTERM)

@@ -53,6 +53,7 @@ BIN = Path(sys.executable).parent
 BQ_PROJECT = "local-project"
 WRK_THREADS = 2
 LAG_TIMEOUT_S = 10.0
+READ_HEADERS: dict[str, str] = {}  # the read function's credentials, set once the database is ready
 PRODUCTION = "changelog on (production default): Redis + BigQuery emulator"
 CHANGELOG_OFF = "changelog off (FS_CDC_CHANGELOG_ENABLED=false): Redis only"
 FLOOR = "floor: a no-op CloudEvent function"
@@ -222,8 +223,9 @@ def lag(env: dict[str, str], read_port: int, users: int, samples: int, seed: int
     def served(uid: str) -> int | None:
         nonlocal non_2xx
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{read_port}/api/v1/features/user/{uid}",
-                                        timeout=LAG_TIMEOUT_S) as response:
+            request = urllib.request.Request(f"http://127.0.0.1:{read_port}/api/v1/features/user/{uid}",
+                                             headers=READ_HEADERS)
+            with urllib.request.urlopen(request, timeout=LAG_TIMEOUT_S) as response:
                 return int(json.load(response)["features"]["behavior"]["total_orders"])
         except urllib.error.HTTPError:
             non_2xx += 1
@@ -387,6 +389,9 @@ def main() -> int:
             print(f"  ({PRODUCTION}: not measured, --no-bigquery)")
 
         lag_env = {**env, "FS_CDC_CHANGELOG_ENABLED": "false" if args.no_bigquery else "true"}
+        from serving import bench_client
+
+        READ_HEADERS["X-API-Key"] = bench_client(lag_env)  # read_features needs credentials (docs/security.md)
         ingest_port, read_port = free_port(), free_port()
         children.append(serve("ingest_changes", ingest_port, lag_env, logs))
         children.append(serve("read_features", read_port, lag_env, logs))

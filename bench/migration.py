@@ -201,6 +201,8 @@ def replication_lag(stack: Any, env: dict[str, str], source: str, target: str, p
 
 
 def reads_through_the_shift(stack: Any, migration: Any, users: int, hold_s: float, readers: int) -> dict[str, Any]:
+    from conftest import AUTH_HEADERS
+
     stack.function("read_features")
     port = stack.ports["read_features"]
     statuses: Counter[int] = Counter()
@@ -214,7 +216,8 @@ def reads_through_the_shift(stack: Any, migration: Any, users: int, hold_s: floa
         while not stop.is_set():
             started = time.perf_counter()
             try:
-                conn.request("GET", f"/api/v1/features/user/u{random.randrange(users):09d}")
+                conn.request("GET", f"/api/v1/features/user/u{random.randrange(users):09d}",
+                             headers=AUTH_HEADERS)  # the harness migrates with tests/conftest.py: its test client
                 response = conn.getresponse()
                 response.read()
                 status = response.status

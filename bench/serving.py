@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/serving.py [--database fs_bench] [--users 1000000] [--duration 10]
                                       [--concurrency 1,10,50] [--workers 2] [--threads 4] [--warm 20000]
-                                      [--scenarios hit,miss,batch_hit,batch_cold] [--audit] [--json out.json]
+                                      [--scenarios hit,miss,batch_hit,batch_cold,hit_unguarded,batch_hit_unguarded]
+                                      [--json out.json]
 
 Seeds the database when it holds no finished synthetic data set, serves the no-op floor
 (bench/noop), read_features and read_features_batch with functions-framework exactly as
@@ -20,10 +21,14 @@ What the figures are made of:
   miss scenario, a miss in a hit scenario), so a data set too small for the run shows there;
 - "degr." counts answers served degraded (Redis skipped: complete, but from PostgreSQL).
 
-The read functions are served without an audit trail (FS_AUDIT_SINK=disabled). With --audit, a
-second pair is served with it on, through the production sink (google-cloud-pubsub's publisher) to a
-local Publish stand-in (tests/audit/pubsub_standin.py), and the hit scenarios run against both in the
-same run ("+audit"), followed by the p95 the audit trail adds at each level.
+The read guard (docs/security.md) as production runs it: every read function request carries the API
+key of a client made for the run (every scope, a rate no run reaches, so its limiter runs on every
+request and never refuses), and every read is audited through the production sink (google-cloud-pubsub's
+publisher) to a local Publish stand-in (tests/audit/pubsub_standin.py; no Pub/Sub emulator exists here).
+``hit_unguarded`` and ``batch_hit_unguarded`` read the same cached users through bench/unguarded (the
+same edge and reader without credentials, scope, limiter or audit: benchmark code, never deployed), and
+the last lines print what the guard (authentication + scope + rate limit + audit) adds to p95 and p50
+at every level.
 """
 
 from __future__ import annotations
@@ -49,12 +54,12 @@ sys.path.insert(0, str(ROOT / "emulators"))
 FF = str(Path(sys.executable).parent / "functions-framework")
 LUA = str(ROOT / "bench" / "wrk_report.lua")
 PREFIX = "bench"
-SCENARIOS = ("hit", "miss", "batch_hit", "batch_cold")
+SCENARIOS = ("hit", "miss", "batch_hit", "batch_cold", "hit_unguarded", "batch_hit_unguarded")
+GUARDED = {"hit": "hit_unguarded", "batch_hit": "batch_hit_unguarded"}  # guarded scenario -> its floor
 COLD = ("miss", "batch_cold")  # scenarios that need never-cached ids
 LABELS = {"floor": "floor (no-op)", "hit": "single, hit", "miss": "single, miss",
-          "batch_hit": "batch 100, hit", "batch_cold": "batch 100, cold",
-          "hit+audit": "single, hit+audit", "batch_hit+audit": "batch, hit+audit"}
-AUDITED = {"hit+audit": "hit", "batch_hit+audit": "batch_hit"}  # measured with --audit, as the scenario named
+          "batch_hit": "batch 100, hit", "batch_cold": "batch 100, cold", "hit_unguarded": "single, hit, no guard",
+          "batch_hit_unguarded": "batch 100, hit, ng"}
 
 
 def free_port() -> int:
@@ -66,9 +71,9 @@ def free_port() -> int:
 def env_for(args: argparse.Namespace) -> dict[str, str]:
     import stack
 
-    env = {**os.environ, **stack.stack_env(), "FS_POSTGRES_DATABASE": args.database, "FS_REDIS_KEY_PREFIX": PREFIX,
-           "FS_LOG_LEVEL": "WARNING", "WORKERS": str(args.workers), "THREADS": str(args.threads),
-           "FS_AUDIT_SINK": "disabled"}
+    env = {**os.environ, **stack.stack_env(), "FS_POSTGRES_DATABASE": args.database,
+           "FS_REDIS_KEY_PREFIX": getattr(args, "prefix", PREFIX),
+           "FS_LOG_LEVEL": "WARNING", "WORKERS": str(args.workers), "THREADS": str(args.threads)}
     env["FS_REDIS_URL"] = args.redis_url or env["FS_REDIS_URL"]
     return env
 
@@ -103,12 +108,24 @@ def wrk(url: str, scenario: str, concurrency: int, duration: int, extra: dict[st
             "vectors": raw["hits"] + raw["misses"]}
 
 
-def warm(batch_url: str, count: int) -> None:
+def bench_client(env: dict[str, str]) -> str:
+    """A client for the run (every scope, limits no run reaches) and its key, made with fs-keys."""
+    py = str(Path(sys.executable))
+    client = f"bench-{os.getpid()}"
+    subprocess.run([py, "-m", "feature_store.cli.keys", "clients", "create", client, "--groups", "all",
+                    "--feature-sets", "all", "--batch-max", "1000", "--rate", "100000000", "--burst", "1000000000"],
+                   env=env, check=True, capture_output=True)
+    out = subprocess.run([py, "-m", "feature_store.cli.keys", "keys", "create", client], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return str(json.loads(out)["key"])
+
+
+def warm(batch_url: str, count: int, key: str) -> None:
     """Cache users [0, count) through the batch function; every one must come back ``ok``."""
     for first in range(0, count, 100):
         ids = [f"u{n:09d}" for n in range(first, min(first + 100, count))]
         req = urllib.request.Request(f"{batch_url}/api/v1/features/batch", data=json.dumps({"user_ids": ids}).encode(),
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", "X-API-Key": key})
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 body = json.load(resp)
@@ -118,23 +135,25 @@ def warm(batch_url: str, count: int) -> None:
             raise SystemExit(f"warming users {ids[0]}..{ids[-1]}: {body['counts']} (is the data set seeded?)")
 
 
-def prime(single_url: str, batch_url: str, rounds: int = 20) -> None:
-    """A few reads through each serving process before measuring: clients, pools (and the audit publisher) built."""
+def prime(single_url: str, batch_url: str, headers: dict[str, str], rounds: int = 20) -> None:
+    """A few reads through each serving process before measuring: clients, pools and the audit publisher built."""
     for n in range(rounds):
-        with urllib.request.urlopen(f"{single_url}/api/v1/features/user/u{n:09d}", timeout=60):
+        with urllib.request.urlopen(urllib.request.Request(f"{single_url}/api/v1/features/user/u{n:09d}",
+                                                           headers=headers), timeout=60):
             pass
-        req = urllib.request.Request(f"{batch_url}/api/v1/features/batch", headers={"Content-Type": "application/json"},
+        req = urllib.request.Request(f"{batch_url}/api/v1/features/batch",
+                                     headers={"Content-Type": "application/json", **headers},
                                      data=json.dumps({"user_ids": [f"u{n:09d}"]}).encode())
         with urllib.request.urlopen(req, timeout=60):
             pass
 
 
-def clear_cache(redis_url: str) -> None:
+def clear_cache(redis_url: str, prefix: str = PREFIX) -> None:
     import redis
 
     client = redis.Redis.from_url(redis_url)
     batch = []
-    for key in client.scan_iter(f"{PREFIX}:*", count=5000):
+    for key in client.scan_iter(f"{prefix}:*", count=5000):
         batch.append(key)
         if len(batch) >= 5000:
             client.unlink(*batch)
@@ -167,8 +186,7 @@ def main() -> int:
     parser.add_argument("--warm", type=int, default=20_000, help="users cached before the hit scenarios")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="the no-op floor is always measured too")
     parser.add_argument("--redis-url", default=None)
-    parser.add_argument("--audit", action="store_true",
-                        help="also measure the hit scenarios with the audit trail on (Pub/Sub to a local stand-in)")
+    parser.add_argument("--prefix", default=PREFIX, help="Redis key prefix of the run (cleared before and after)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -180,62 +198,58 @@ def main() -> int:
         raise SystemExit(f"unknown scenarios {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
     env = env_for(args)
     users = ensure_data(env, args.database, args.users)
+    subprocess.run([str(Path(sys.executable)), "-m", "feature_store.cli.migrate"], env=env, check=True,
+                   capture_output=True)  # a data set seeded before 0006_api_clients gets its tables
+    key = bench_client(env)
     rows = describe(env, args.database)
     warm_users = min(args.warm, users // 2)
     regions, cold_span = cold_regions(users, warm_users, levels, scenarios)
     load_before = os.getloadavg()
-    clear_cache(env["FS_REDIS_URL"])
+    clear_cache(env["FS_REDIS_URL"], args.prefix)
     procs = []
     results: dict[str, dict[str, dict[str, Any]]] = {}
-    standin = None
-    audited = {name: AUDITED[name] for name in AUDITED if args.audit and AUDITED[name] in scenarios}
+    sys.path.insert(0, str(ROOT / "tests"))
+    from audit.pubsub_standin import PubSubStandIn
+
+    standin = PubSubStandIn().start()
+    audited = {**env, "FS_AUDIT_SINK": "pubsub", "FS_PUBSUB_PROJECT": "bench", "FS_PUBSUB_EMULATOR_HOST": standin.address}
+    bare_env = {**env, "FS_AUDIT_SINK": "disabled"}
     try:
         noop, noop_url = serve("noop", ROOT / "bench" / "noop" / "main.py", env)
-        single, single_url = serve("read_features", ROOT / "functions" / "read_features" / "main.py", env)
-        batch, batch_url = serve("read_features_batch", ROOT / "functions" / "read_features_batch" / "main.py", env)
-        procs = [noop, single, batch]
-        audit_urls: dict[str, str] = {}
-        if audited:
-            sys.path.insert(0, str(ROOT / "tests"))
-            from audit.pubsub_standin import PubSubStandIn
-
-            standin = PubSubStandIn().start()
-            audit_env = {**env, "FS_AUDIT_SINK": "pubsub", "FS_PUBSUB_PROJECT": "bench",
-                         "FS_PUBSUB_EMULATOR_HOST": standin.address}
-            a_single, audit_urls["hit"] = serve("read_features", ROOT / "functions" / "read_features" / "main.py",
-                                                audit_env)
-            a_batch, audit_urls["batch_hit"] = serve("read_features_batch",
-                                                     ROOT / "functions" / "read_features_batch" / "main.py", audit_env)
-            procs += [a_single, a_batch]
-        warm(batch_url, warm_users)
-        prime(single_url, batch_url)
-        if audited:
-            prime(audit_urls["hit"], audit_urls["batch_hit"])
-        cached = {"IDS_FROM": "0", "IDS_SPAN": str(warm_users)}
+        single, single_url = serve("read_features", ROOT / "functions" / "read_features" / "main.py", audited)
+        batch, batch_url = serve("read_features_batch", ROOT / "functions" / "read_features_batch" / "main.py", audited)
+        bare, bare_url = serve("read_features_unguarded", ROOT / "bench" / "unguarded" / "main.py", bare_env)
+        bare_batch, bare_batch_url = serve("read_features_batch_unguarded", ROOT / "bench" / "unguarded" / "main.py",
+                                           bare_env)
+        procs = [noop, single, batch, bare, bare_batch]
+        warm(batch_url, warm_users, key)
+        for urls, headers in (((single_url, batch_url), {"X-API-Key": key}), ((bare_url, bare_batch_url), {})):
+            prime(*urls, headers)
+        cached = {"IDS_FROM": "0", "IDS_SPAN": str(warm_users), "API_KEY": key}
         for c in levels:
             plan = {
                 "floor": (noop_url, {}),
                 "hit": (single_url, cached),
                 "batch_hit": (batch_url, {**cached, "BATCH": "100"}),
-                "miss": (single_url, {"IDS_FROM": str(regions.get(("miss", c), 0)), "IDS_SPAN": str(cold_span)}),
+                "miss": (single_url, {"IDS_FROM": str(regions.get(("miss", c), 0)), "IDS_SPAN": str(cold_span),
+                                      "API_KEY": key}),
                 "batch_cold": (batch_url, {"IDS_FROM": str(regions.get(("batch_cold", c), 0)),
-                                           "IDS_SPAN": str(cold_span), "BATCH": "100"}),
+                                           "IDS_SPAN": str(cold_span), "BATCH": "100", "API_KEY": key}),
+                "hit_unguarded": (bare_url, cached),
+                "batch_hit_unguarded": (bare_batch_url, {**cached, "BATCH": "100"}),
             }
-            for name, base in audited.items():
-                plan[name] = (audit_urls[base], plan[base][1])
-            for name in ["floor", *scenarios, *audited]:
+            for name in ["floor", *scenarios]:
                 url, extra = plan[name]
-                results.setdefault(name, {})[str(c)] = wrk(url, AUDITED.get(name, name), c, args.duration, extra)
+                results.setdefault(name, {})[str(c)] = wrk(url, name, c, args.duration, extra)
                 print(f"  measured {LABELS[name]} at concurrency {c}", file=sys.stderr, flush=True)
     finally:
         for p in procs:
             os.killpg(p.pid, signal.SIGTERM)
         for p in procs:
             p.wait(30)  # an audited function flushes its queue on SIGTERM
-        if standin is not None:
-            print(f"  audit stand-in received {len(standin.messages):,} rows", file=sys.stderr, flush=True)
-            standin.stop()
-        clear_cache(env["FS_REDIS_URL"])  # the shared Redis gets its memory back (the vectors have a 7-day TTL)
+        print(f"  audit stand-in received {len(standin.messages):,} rows", file=sys.stderr, flush=True)
+        standin.stop()
+        clear_cache(env["FS_REDIS_URL"], args.prefix)  # the shared Redis gets its memory back (7-day TTLs)
     report(results, args, users, rows, warm_users, cold_span, (load_before, os.getloadavg()))
     return 0
 
@@ -264,12 +278,13 @@ def report(results: dict[str, dict[str, dict[str, Any]]], args: argparse.Namespa
                   f"{ratio_rps:>13}")
             if r["statuses"]:
                 print(f"{'':<22}non-2xx by status: {r['statuses']}")
-    for name, base in AUDITED.items():
-        for c, r in results.get(name, {}).items():
-            off = results[base][c]
-            print(f"audit adds to {LABELS[base]} at concurrency {c}: p95 {r['p95_ms'] - off['p95_ms']:+.2f} ms "
-                  f"({off['p95_ms']:.2f} -> {r['p95_ms']:.2f}), p50 {r['p50_ms'] - off['p50_ms']:+.2f} ms, "
-                  f"2xx/s {off['rps']:.0f} -> {r['rps']:.0f}")
+    for guarded, bare in GUARDED.items():
+        for c in results.get(guarded, {}):
+            if c in results.get(bare, {}):
+                g, b = results[guarded][c], results[bare][c]
+                print(f"guard adds to {LABELS[guarded]} at concurrency {c}: p95 {g['p95_ms'] - b['p95_ms']:+.3f} ms, "
+                      f"p50 {g['p50_ms'] - b['p50_ms']:+.3f} ms (key auth + scope + rate limit; "
+                      f"{LABELS[bare]} measured in the same run)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"database": args.database, "users": users, "rows": rows,

@@ -93,6 +93,12 @@ local function any_cached()
 end
 
 local json = {["Content-Type"] = "application/json"}
+-- API_KEY: the read functions' credentials (bench/serving.py makes a client for the run); GET requests
+-- carry wrk.headers, POST requests this table
+if os.getenv("API_KEY") then
+  wrk.headers["X-API-Key"] = os.getenv("API_KEY")
+  json["X-API-Key"] = os.getenv("API_KEY")
+end
 
 local function feast_body(n)
   local ids = {}
@@ -106,11 +112,11 @@ function request()
     return pushes[counter]
   elseif scenario == "floor" then
     return wrk.format("GET", "/")
-  elseif scenario == "hit" then
+  elseif scenario == "hit" or scenario == "hit_unguarded" then
     return wrk.format("GET", "/api/v1/features/user/" .. uid(any_cached()))
   elseif scenario == "miss" then
     return wrk.format("GET", "/api/v1/features/user/" .. uid(next_cold()))
-  elseif scenario == "batch_hit" then
+  elseif scenario == "batch_hit" or scenario == "batch_hit_unguarded" then
     return wrk.format("POST", "/api/v1/features/batch", json, batch_body(any_cached))
   elseif scenario == "batch_cold" then
     return wrk.format("POST", "/api/v1/features/batch", json, batch_body(next_cold))

@@ -28,6 +28,8 @@ LOCAL = ROOT / ".local"
 STATE = LOCAL / "stack.json"
 LOGS = LOCAL / "logs"
 VENV_BIN = Path(sys.executable).parent
+DEV_CLIENT = "development"  # services/access.py: DEVELOPMENT_CLIENT
+DEV_KEY_VAR = "FEATURE_STORE_API_KEY"  # not FS_*: settings refuse FS_ variables they do not read
 FIRST_FUNCTION_PORT = 8081
 PRIVATE_PG_PORT = 55432
 PRIVATE_REDIS_PORT = 56379
@@ -321,6 +323,29 @@ def migrate_and_seed(env: dict[str, str]) -> None:
                    check=True, env=child_env)
 
 
+def ensure_development_client(env: dict[str, str]) -> str:
+    """The development client (every scope, generous limits) and a fresh key for it, printed by ``make up``.
+
+    A key's secret is shown once and never stored, so each ``make up`` makes a new one; the stack's
+    previous development keys are revoked.
+    """
+    child_env = {**os.environ, **env}
+    keys = [str(VENV_BIN / "python"), "-m", "feature_store.cli.keys"]
+
+    def run(*args: str) -> list[dict[str, object]]:
+        out = subprocess.run([*keys, *args], check=True, env=child_env, capture_output=True, text=True).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    if not any(c["client_id"] == DEV_CLIENT for c in run("clients", "list")):
+        run("clients", "create", DEV_CLIENT, "--name", "local development (make up)", "--groups", "all",
+            "--feature-sets", "all", "--batch-max", "1000", "--rate", "100000", "--burst", "1000000")
+    old = [k for k in run("keys", "list", "--client", DEV_CLIENT) if k["revoked_at"] is None]
+    made = run("keys", "create", DEV_CLIENT)[0]
+    for key in old:
+        run("keys", "revoke", str(key["key_id"]))
+    return str(made["key"])
+
+
 # --- commands -----------------------------------------------------------------------------------
 
 
@@ -350,6 +375,7 @@ def up() -> int:
         ensure_logical_decoding(env)
         ensure_bigquery(env, started)
         migrate_and_seed(env)
+        env[DEV_KEY_VAR] = ensure_development_client(env)
         ensure_changelog_tables(env)
         ensure_audit_table(env)
         start_functions(env, started)
@@ -392,8 +418,11 @@ def print_endpoints(state: dict[str, object]) -> None:
     grpc_target = next((str(s["endpoint"]) for s in started if s["name"] == "grpc"), None)
     if grpc_target:
         print(f"grpc       featurestore.v1.FeatureStore {grpc_target} (health checking, reflection)")
+    if env.get(DEV_KEY_VAR):
+        print(f"\ndevelopment client's API key ({DEV_KEY_VAR} in {LOCAL / 'stack.env'}): {env[DEV_KEY_VAR]}")
     if "read_features" in functions:
-        print(f"\ntry: curl {functions['read_features']}/api/v1/features/user/u000000042")
+        url = f"{functions['read_features']}/api/v1/features/user/u000000042"
+        print(f"try: curl -H \"X-API-Key: ${DEV_KEY_VAR}\" {url}")
     print(f"settings for your shell: source {LOCAL / 'stack.env'}")
 
 

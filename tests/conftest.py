@@ -25,6 +25,12 @@ PG_USER = os.environ.get("FS_POSTGRES_USER", "postgres")
 REDIS_URL = os.environ.get("FS_REDIS_URL", "redis://127.0.0.1:6379/0")
 SEED_USERS = 3000
 CHILD_PASSTHROUGH = ("PYTHONPATH", "COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
+# Every migrated test database has the client "test-suite" (all scopes, no practical limit) with this key,
+# stored under this pepper as production stores keys (tests/functions/test_access.py tests the rest).
+TEST_PEPPER = "test-pepper-0123456789abcdef0123456789abcdef"
+TEST_CLIENT = "test-suite"
+TEST_KEY = "fsk_testsuite001_" + "T" * 43
+AUTH_HEADERS = {"X-API-Key": TEST_KEY}
 
 
 def admin_connection(database: str = "postgres") -> pg8000.native.Connection:
@@ -41,6 +47,7 @@ def base_env(database: str, prefix: str | None = None) -> dict[str, str]:
         "FS_LOG_LEVEL": "WARNING",
         # The audit trail has tests of its own (tests/audit); the others read without one.
         "FS_AUDIT_SINK": "disabled",
+        "FS_AUTH_KEY_PEPPER": TEST_PEPPER,
     }
     if prefix:
         env["FS_REDIS_KEY_PREFIX"] = prefix
@@ -93,8 +100,23 @@ def migrate(database: str) -> None:
             run_migrations(conn, load_migrations(sql_root() / "postgres"))
             today = datetime.now(UTC).date()
             ensure_partitions(conn, month_start(today, -40), month_start(today, 3))
+        provision_test_client(pool)
     finally:
         pool.close()
+
+
+def provision_test_client(pool: Any) -> None:
+    """The client every test reads as: every group and feature set, limits no test reaches."""
+    from feature_store.domain.api_keys import hash_secret, parse_key
+    from feature_store.stores.api_clients import ApiClientStore, ClientFields
+
+    store = ApiClientStore(pool)
+    store.create_client(TEST_CLIENT, ClientFields(display_name="the test suite", batch_max=10_000,
+                                                  rate_per_s=1_000_000.0, burst=10_000_000), exist_ok=True)
+    parsed = parse_key(TEST_KEY)
+    assert parsed is not None
+    if not any(k.key_id == parsed[0] for k in store.keys(TEST_CLIENT)):
+        store.add_key(parsed[0], TEST_CLIENT, hash_secret(TEST_PEPPER.encode(), parsed[1]), None)
 
 
 @pytest.fixture(scope="session")
@@ -180,10 +202,27 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
+def break_postgres() -> None:
+    """Make this process's read path lose PostgreSQL (as an outage would) without touching the server.
+
+    The instance keeps what it resolved before (credentials, cached vectors): what an outage leaves
+    a running instance with. Only the read pool is redirected to a closed port.
+    """
+    from feature_store import wiring
+    from feature_store.stores.postgres import connect
+
+    pool = wiring.services().postgres
+    pool.close()
+    gone = pool.settings.model_copy(update={"port": closed_port(), "connect_timeout_s": 1.0})
+    pool._factory = lambda: connect(gone)
+
+
 def function_client(name: str) -> Any:
     """The function's own Flask app, as functions-framework serves it (never ``import main``)."""
     from functions_framework import create_app
 
     source = ROOT / "functions" / name / "main.py"
     kind = "cloudevent" if "cloud_event" in source.read_text() else "http"
-    return create_app(target=name, source=str(source), signature_type=kind).test_client()
+    client = create_app(target=name, source=str(source), signature_type=kind).test_client()
+    client.environ_base["HTTP_X_API_KEY"] = TEST_KEY  # the read functions need credentials; others ignore them
+    return client

@@ -45,7 +45,7 @@ BENCH = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BENCH))
 
 from dataset import describe, ensure_data, size_line  # noqa: E402
-from serving import ROOT, env_for, serve, wrk  # noqa: E402
+from serving import ROOT, bench_client, env_for, serve, wrk  # noqa: E402
 
 FEAST = ROOT / ".local" / "venvs" / "feast" / "bin"
 PRIVATE_PORTS = range(18700, 18800)
@@ -197,10 +197,11 @@ def main() -> int:
         procs += [noop, single, batch]
 
         ids = {"IDS_FROM": "0", "IDS_SPAN": str(users)}
+        ours_ids = {**ids, "API_KEY": bench_client(env)}  # the read functions need credentials (docs/security.md)
         refs = {"FEAST_FEATURES": ",".join(f"{FEATURE_SET}:{f['name']}" for f in features)}
-        plan = [(c, "single", [("floor", noop_url, {}), ("hit", single_url, ids),
+        plan = [(c, "single", [("floor", noop_url, {}), ("hit", single_url, ours_ids),
                                ("feast", feast_url, {**ids, **refs})]) for c in levels]
-        plan += [(c, "batch of 100", [("batch_hit", batch_url, {**ids, "BATCH": "100"}),
+        plan += [(c, "batch of 100", [("batch_hit", batch_url, {**ours_ids, "BATCH": "100"}),
                                       ("feast_batch", feast_url, {**ids, **refs, "BATCH": "100"})])
                  for c in batch_levels]
         results: list[dict[str, Any]] = []

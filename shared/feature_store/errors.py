@@ -9,6 +9,13 @@
     │   │   ├── BatchTooLarge          batch_too_large
     │   │   ├── InvalidParameter       invalid_parameter
     │   │   └── InvalidLabels          invalid_labels: names the offending label rows
+    │   ├── Unauthenticated (401)      unauthenticated: no credentials (WWW-Authenticate)
+    │   │   └── InvalidCredentials     invalid_credentials: unknown, malformed, revoked or expired key or token
+    │   ├── Forbidden (403)            forbidden
+    │   │   ├── ClientDisabled         client_disabled
+    │   │   ├── FeatureOutOfScope      feature_out_of_scope: names the features
+    │   │   ├── FeatureSetOutOfScope   feature_set_out_of_scope
+    │   │   └── BatchOverClientLimit   batch_over_client_limit: above the client's batch_max
     │   ├── MethodNotAllowed (405)     method_not_allowed
     │   ├── BodyTooLarge (413)         body_too_large: refused before the body is read
     │   ├── UnsupportedMediaType (415) unsupported_media_type
@@ -19,6 +26,7 @@
     │   ├── SettingsError              invalid_settings
     │   ├── MigrationError (409)       migration_*
     │   └── OfflineQueryFailed         offline_query_failed: BigQuery rejected a statement
+    ├── RateLimited (429)              rate_limited: over the client's rate; retry after retry_after_s (Retry-After)
     └── TransientError (503)           retry: a dependency is down or slow
         ├── DependencyUnavailable      dependency_unavailable (postgres / redis / bigquery): down or failing
         │   └── DependencyTimeout      dependency_unavailable too: it did not answer in time
@@ -28,6 +36,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 
 class FeatureStoreError(Exception):
@@ -42,7 +51,7 @@ class FeatureStoreError(Exception):
         if code is not None:
             self.code = code
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message}
 
 
@@ -79,6 +88,64 @@ class InvalidLabels(InputError):
     """A label set for a training set is unusable; the message names the offending rows."""
 
     code = "invalid_labels"
+
+
+class Unauthenticated(PermanentError):
+    """The request carries no credentials: an API key (``X-API-Key``) or a Google ID token (``Authorization``)."""
+
+    code = "unauthenticated"
+    status = 401
+
+
+class InvalidCredentials(Unauthenticated):
+    """The credentials are malformed, unknown, revoked or expired (which one is not told to the caller)."""
+
+    code = "invalid_credentials"
+
+
+class Forbidden(PermanentError):
+    """The client is known but not allowed this request."""
+
+    code = "forbidden"
+    status = 403
+
+
+class ClientDisabled(Forbidden):
+    code = "client_disabled"
+
+
+class FeatureOutOfScope(Forbidden):
+    """Features asked for explicitly that the client's scope does not include; ``features`` names them."""
+
+    code = "feature_out_of_scope"
+
+    def __init__(self, message: str, features: Sequence[str]) -> None:
+        super().__init__(message)
+        self.features = list(features)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "features": self.features}
+
+
+class FeatureSetOutOfScope(Forbidden):
+    code = "feature_set_out_of_scope"
+
+
+class BatchOverClientLimit(Forbidden):
+    """More users in one batch than this client's ``batch_max`` (the deployment's own limit is 400 batch_too_large)."""
+
+    code = "batch_over_client_limit"
+
+
+class RateLimited(FeatureStoreError):
+    """The client is over its rate: retry after ``retry_after_s`` (the whole request was refused, nothing consumed)."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class MethodNotAllowed(PermanentError):

@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from feature_store.errors import SettingsError
 
 PREFIX = "FS_"
+# Stored key hashes made with this are worthless outside a development stack (settings refuse it deployed).
+DEVELOPMENT_PEPPER = b"fs-development-pepper-not-for-production"
 
 
 class _Section(BaseModel):
@@ -112,6 +114,30 @@ class AuditSettings(_Section):
     publish_timeout_s: float = Field(10.0, gt=0)
     # On exit (SIGTERM, then atexit) what is queued is sent for at most this long.
     flush_on_exit_s: float = Field(5.0, ge=0)
+
+
+class AuthSettings(_Section):
+    """Who may read (docs/security.md): API keys, Google identities, their cache and the rate limiter's failure mode.
+
+    ``key_pepper`` keys the HMAC that API key secrets are stored under (Secret Manager in production).
+    Without it only ``development`` may run, on a fixed development pepper; a deployed instance
+    (Cloud Run and Cloud Functions set ``K_SERVICE``) refuses ``development`` outright.
+    """
+
+    key_pepper: SecretStr | None = None
+    development: bool = False
+    # A resolved key or token is trusted this long: revocation takes effect within it. When PostgreSQL
+    # cannot be read, an entry past its time keeps serving (last good) rather than failing the read.
+    cache_s: float = Field(10.0, ge=0, le=300)
+    cache_entries: int = Field(10_000, ge=1)
+    # Google ID tokens: the audience they must be minted for (the service URL), and whether the platform
+    # (Cloud Run / Cloud Functions IAM) has verified them already, so only their claims are read here.
+    google_audience: str | None = None
+    google_platform_verified: bool = False
+    google_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
+    google_issuers: str = "https://accounts.google.com,accounts.google.com"  # comma-separated
+    # The limiter cannot be asked when Redis fails: serve anyway (counted, alerted) or refuse with a 503.
+    rate_limit_fail_open: bool = True
 
 
 class CdcSettings(_Section):
@@ -242,11 +268,13 @@ class Settings(BaseModel):
     pubsub: PubSubSettings = PubSubSettings()
     serving: ServingSettings = ServingSettings()
     audit: AuditSettings = AuditSettings()
+    auth: AuthSettings = AuthSettings()
     cdc: CdcSettings = CdcSettings()
     refresh: RefreshSettings = RefreshSettings()
     etl: EtlSettings = EtlSettings()
     migration: MigrationSettings = MigrationSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    deployed: bool = False  # K_SERVICE is set: running on Cloud Run or Cloud Functions
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -268,6 +296,7 @@ class Settings(BaseModel):
             raw.setdefault("pubsub", {}).setdefault("emulator_host", env["PUBSUB_EMULATOR_HOST"])
         if env.get(f"{PREFIX}LOG_LEVEL"):
             raw["log_level"] = env[f"{PREFIX}LOG_LEVEL"].upper()
+        raw["deployed"] = deployed(env)
         unknown = sorted(k for k in env if k.startswith(PREFIX) and k not in known)
         problems = [f"{var}: not a setting this package reads" for var in unknown]
         try:
@@ -275,6 +304,9 @@ class Settings(BaseModel):
         except ValidationError as exc:
             problems += [_describe(err) for err in exc.errors()]
             raise SettingsError(problems) from None
+        if settings.auth.development and settings.deployed:
+            problems.append(f"{env_var('auth', 'development')}: refused on a deployed instance (K_SERVICE is set); "
+                            f"set {env_var('auth', 'key_pepper')} from Secret Manager instead")
         if problems:
             raise SettingsError(problems)
         return settings
@@ -289,11 +321,25 @@ class Settings(BaseModel):
             "password": m.target_password, "dialect": m.target_dialect, "ssl": m.target_ssl,
             "instance_connection_name": None, "pool_size": m.target_pool_size})
 
+    def key_pepper(self) -> bytes:
+        """The HMAC key of stored API key secrets: the configured one, the development one, or SettingsError."""
+        if self.auth.key_pepper is not None:
+            return self.auth.key_pepper.get_secret_value().encode()
+        if self.auth.development:
+            return DEVELOPMENT_PEPPER
+        raise SettingsError([f"{env_var('auth', 'key_pepper')}: required but not set (or set "
+                             f"{env_var('auth', 'development')}=true on a local stack)"])
+
     def require_redis(self) -> RedisSettings:
         """The Redis section, or SettingsError naming the variable that would set it."""
         if self.redis is None:
             raise SettingsError([f"{env_var('redis', 'url')}: required but not set"])
         return self.redis
+
+
+def deployed(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether this process runs on Cloud Run or Cloud Functions (they set K_SERVICE)."""
+    return bool((os.environ if environ is None else environ).get("K_SERVICE"))
 
 
 def env_var(section: str, field_name: str) -> str:

@@ -18,6 +18,7 @@ import redis
 from feature_store import logs
 from feature_store.errors import SettingsError
 from feature_store.services.audit import AuditRecorder, RecorderConfig, close_at_exit
+from feature_store.services.access import AccessControl
 from feature_store.services.breaker import CircuitBreaker
 from feature_store.services.cache_admin import CacheAdmin
 from feature_store.services.ingest import Ingestor
@@ -26,6 +27,7 @@ from feature_store.services.refresh import RefreshConfig, Refresher
 from feature_store.services.stats import FlushingHitCounter
 from feature_store.services.versions import ServedVersions
 from feature_store.settings import PostgresSettings, Settings
+from feature_store.stores.api_clients import ApiClientStore
 from feature_store.stores.bigquery_bulk import BigQueryBulkSource
 from feature_store.stores.bigquery_changelog import BigQueryChangelog
 from feature_store.stores.dialect import DIALECTS, Dialect
@@ -162,7 +164,22 @@ class Services:
                       CircuitBreaker("postgres", serving.breaker_failures, serving.breaker_reset_s,
                                      serving.breaker_min_failing_s),
                       counter=FlushingHitCounter(RedisAdmin(self.redis, self.layout),
-                                                 self.settings.refresh.stats_flush_s))
+                                                 self.settings.refresh.stats_flush_s),
+                      rate_fail_open=self.settings.auth.rate_limit_fail_open)
+
+    @once
+    def access(self) -> AccessControl:
+        """Credentials to callers (services/access.py): keys and clients from PostgreSQL, cached in-process."""
+        auth = self.settings.auth
+        verifier = None
+        if auth.google_audience or auth.google_platform_verified:
+            from feature_store.stores.google_identity import GoogleTokenVerifier
+
+            verifier = GoogleTokenVerifier(auth.google_audience, auth.google_certs_url,
+                                           tuple(i.strip() for i in auth.google_issuers.split(",") if i.strip()),
+                                           auth.google_platform_verified)
+        return AccessControl(ApiClientStore(self.postgres), self.settings.key_pepper(), verifier,
+                             auth.cache_s, auth.cache_entries)
 
     @once
     def audit(self) -> AuditRecorder | None:

@@ -45,20 +45,28 @@ class FeatureStoreClient:
 
     @classmethod
     def over_rest(cls, url: str, batch_url: str | None = None, headers: dict[str, str] | None = None,
-                  etl_url: str | None = None, **options: Any) -> FeatureStoreClient:
+                  etl_url: str | None = None, *, api_key: str | None = None, token: str | None = None,
+                  **options: Any) -> FeatureStoreClient:
         """REST: ``url`` serves read_features, ``batch_url`` (default: ``url``) read_features_batch,
-        ``etl_url`` run_etl (training sets; only ``get_historical_features`` needs it)."""
+        ``etl_url`` run_etl (training sets; only ``get_historical_features`` needs it).
+
+        Credentials: ``api_key`` (sent as ``X-API-Key``) and/or ``token`` (a Google ID token, sent as
+        ``Authorization: Bearer``; on Cloud Run with IAM it is also the invoker's token).
+        """
         from feature_store_client.rest import RestTransport
 
-        return cls(RestTransport(url, batch_url or url, headers=headers, etl_url=etl_url), **options)
+        return cls(RestTransport(url, batch_url or url, headers={**(headers or {}), **credentials(api_key, token)},
+                                 etl_url=etl_url), **options)
 
     @classmethod
-    def over_grpc(cls, target: str, secure: bool = False, metadata: Sequence[tuple[str, str]] = (),
-                  **options: Any) -> FeatureStoreClient:
-        """gRPC: ``target`` is ``host:port`` of the featurestore.v1 service."""
+    def over_grpc(cls, target: str, secure: bool = False, metadata: Sequence[tuple[str, str]] = (), *,
+                  api_key: str | None = None, token: str | None = None, **options: Any) -> FeatureStoreClient:
+        """gRPC: ``target`` is ``host:port`` of the featurestore.v1 service; credentials as ``over_rest``
+        (metadata ``x-api-key``, ``authorization``)."""
         from feature_store_client.grpc_transport import GrpcTransport
 
-        return cls(GrpcTransport(target, secure, metadata), **options)
+        extra = [(k.lower(), v) for k, v in credentials(api_key, token).items()]
+        return cls(GrpcTransport(target, secure, [*metadata, *extra]), **options)
 
     def get_online_features(self, user_ids: str | Sequence[str], features: Sequence[str] | None = None,
                             version: int | None = None, *, feature_set: str | None = None,
@@ -125,6 +133,16 @@ class FeatureStoreClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def credentials(api_key: str | None, token: str | None) -> dict[str, str]:
+    """The headers that carry an API key and a Google ID token."""
+    out = {}
+    if api_key:
+        out["X-API-Key"] = api_key
+    if token:
+        out["Authorization"] = f"Bearer {token}"
+    return out
 
 
 def _labels(labels: Any) -> list[dict[str, Any]]:

@@ -11,7 +11,10 @@
     │   └── Unavailable              503 / UNAVAILABLE (and 502, 504, a refused connection): retried
     └── DeadlineExceeded             the call's deadline passed (code ``deadline_exceeded``)
 
-Only ``Unavailable`` is retried; every 4xx is final.
+Only ``Unavailable`` is retried; every 4xx is final, 401/403/429 included. A 429 is not retried by
+the client: the limit is the caller's budget, and spending it on retries the caller did not ask for
+would hide the overload; ``retry_after_s`` says when the server takes the request again.
+A 403 ``feature_out_of_scope`` names the refused features in ``features``.
 """
 
 from __future__ import annotations
@@ -33,11 +36,12 @@ class ServerError(FeatureStoreClientError):
     """The server answered with an error."""
 
     def __init__(self, code: str, message: str, *, http_status: int | None = None, grpc_code: str | None = None,
-                 retry_after_s: float | None = None) -> None:
+                 retry_after_s: float | None = None, features: list[str] | None = None) -> None:
         super().__init__(message, code=code)
         self.http_status = http_status
         self.grpc_code = grpc_code
         self.retry_after_s = retry_after_s
+        self.features = features or []
 
     def __str__(self) -> str:
         return f"[{self.code}] {self.message}"
@@ -48,11 +52,12 @@ class InvalidRequest(ServerError):
 
 
 class Unauthenticated(ServerError):
-    """The server did not know who called (401)."""
+    """The server did not know who called (401): ``unauthenticated`` (no credentials) or ``invalid_credentials``."""
 
 
 class PermissionDenied(ServerError):
-    """The caller may not read this (403)."""
+    """The caller may not read this (403): ``client_disabled``, ``feature_out_of_scope`` (see ``features``),
+    ``feature_set_out_of_scope``, ``batch_over_client_limit``."""
 
 
 class NotFound(ServerError):

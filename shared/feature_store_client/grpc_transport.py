@@ -86,7 +86,7 @@ def _error(exc: Any) -> Exception:
     code_name = exc.code().name
     if code_name == "DEADLINE_EXCEEDED":
         return DeadlineExceeded(exc.details() or "deadline exceeded")
-    reason, retry_after = code_name.lower(), None
+    reason, retry_after, features = code_name.lower(), None, []
     from google.rpc import error_details_pb2
     from grpc_status import rpc_status
 
@@ -95,9 +95,10 @@ def _error(exc: Any) -> Exception:
         info, retry = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()
         if detail.Unpack(info):
             reason = info.reason
+            features = [f for f in info.metadata.get("features", "").split(",") if f]
         elif detail.Unpack(retry):
             retry_after = retry.retry_delay.seconds + retry.retry_delay.nanos / 1e9
     if code_name == "UNAVAILABLE" and status is None:
         reason = "connection_failed"  # no details: the channel could not reach a server
     kind = BY_GRPC_CODE.get(code_name, ServerError)
-    return kind(reason, exc.details() or code_name, grpc_code=code_name, retry_after_s=retry_after)
+    return kind(reason, exc.details() or code_name, grpc_code=code_name, retry_after_s=retry_after, features=features)

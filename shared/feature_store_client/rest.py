@@ -28,7 +28,8 @@ def _vector(item: dict[str, Any]) -> FeatureVector:
 
 def _answer(body: dict[str, Any], vectors: list[FeatureVector], counts: dict[str, int]) -> OnlineFeatures:
     return OnlineFeatures(body["feature_set"], body["version"], datetime.fromisoformat(body["as_of"]),
-                          body["degraded"], body.get("degraded_reason"), vectors, counts)
+                          body["degraded"], body.get("degraded_reason"), vectors, counts,
+                          list(body.get("withheld_features", [])))
 
 
 class RestTransport:
@@ -94,11 +95,13 @@ def _error(response: urllib3.BaseHTTPResponse) -> ServerError:
     try:
         error = json.loads(response.data)["error"]
         code, message = str(error["code"]), str(error["message"])
-    except (ValueError, KeyError, TypeError):
+        features = [str(f) for f in error.get("features", [])]
+    except (ValueError, KeyError, TypeError, AttributeError):
         code, message = f"http_{response.status}", response.data[:200].decode("utf-8", "replace")
+        features = []
     retry_after: float | None = None
     header = response.headers.get("Retry-After")
     if header is not None and header.strip().isdigit():
         retry_after = float(header)
     kind = BY_HTTP_STATUS.get(response.status, ServerError)
-    return kind(code, message, http_status=response.status, retry_after_s=retry_after)
+    return kind(code, message, http_status=response.status, retry_after_s=retry_after, features=features)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +48,9 @@ class OnlineFeatures:
     degraded_reason: str | None
     vectors: list[FeatureVector]
     counts: dict[str, int]  # ok, unknown_user, unavailable
+    # Features of the set left out because the caller's scope excludes them (REST says so; over gRPC the
+    # vectors simply list only the features served).
+    withheld_features: list[str] = field(default_factory=list)
 
     def to_dataframe(self) -> pandas.DataFrame:
         """One row per vector (index ``user_id``): ``status``, a column per feature, the freshness columns.

@@ -52,3 +52,19 @@ CREATE TABLE IF NOT EXISTS fs_replication_progress (
     last_applied_at  TIMESTAMPTZ,
     last_lag_ms      DOUBLE PRECISION
 );
+-- The API clients and keys are not in the change stream; their position tables stay empty but exist like
+-- every migrated table's (stores/migration_tables.py: MIGRATED).
+CREATE TABLE IF NOT EXISTS fs_replica_api_clients (
+    client_id   VARCHAR(64) NOT NULL,
+    position    NUMERIC(30, 0) NOT NULL,
+    deleted     BOOLEAN NOT NULL,
+    applied_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (client_id)
+);
+CREATE TABLE IF NOT EXISTS fs_replica_api_keys (
+    key_id      VARCHAR(32) NOT NULL,
+    position    NUMERIC(30, 0) NOT NULL,
+    deleted     BOOLEAN NOT NULL,
+    applied_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (key_id)
+);

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from conftest import TEST_KEY
 from feature_store.domain.synthetic import user_id
 from feature_store.wiring import services
 from feature_store_client import FeatureStoreClient, InvalidRequest, NotFound, OnlineFeatures
@@ -22,8 +23,8 @@ IDS = [user_id(n) for n in (1, 2, 3, 4, 5, 6, 7)]
 def clients(env: dict[str, str], grpc_target: str,
             functions: Callable[[dict[str, str]], tuple[str, str]]) -> Iterator[tuple[FeatureStoreClient, ...]]:
     single, batch = functions(env)
-    rest = FeatureStoreClient.over_rest(single, batch_url=batch)
-    grpc_client = FeatureStoreClient.over_grpc(grpc_target)
+    rest = FeatureStoreClient.over_rest(single, batch_url=batch, api_key=TEST_KEY)
+    grpc_client = FeatureStoreClient.over_grpc(grpc_target, api_key=TEST_KEY)
     yield rest, grpc_client
     rest.close()
     grpc_client.close()
@@ -71,7 +72,7 @@ def test_server_errors_are_exceptions_with_the_server_codes(clients: tuple[Featu
 
 
 def test_a_read_over_the_batch_limit_is_split_and_keeps_its_order(env: dict[str, str], grpc_target: str) -> None:
-    with FeatureStoreClient.over_grpc(grpc_target, batch_max=3) as client:
+    with FeatureStoreClient.over_grpc(grpc_target, api_key=TEST_KEY, batch_max=3) as client:
         answer = client.get_online_features([*IDS, IDS[0]])
 
     assert [v.user_id for v in answer.vectors] == [*IDS, IDS[0]]
@@ -79,7 +80,8 @@ def test_a_read_over_the_batch_limit_is_split_and_keeps_its_order(env: dict[str,
 
 
 def test_batch_too_large_from_the_server_is_an_invalid_request(grpc_target: str) -> None:
-    with FeatureStoreClient.over_grpc(grpc_target, batch_max=5000) as client, pytest.raises(InvalidRequest) as big:
+    with FeatureStoreClient.over_grpc(grpc_target, api_key=TEST_KEY, batch_max=5000) as client, \
+            pytest.raises(InvalidRequest) as big:
         client.get_online_features([f"u{n}" for n in range(1001)])
     assert big.value.code == "batch_too_large"
 
@@ -97,6 +99,6 @@ def test_a_dataframe_has_a_row_per_id_and_typed_columns(clients: tuple[FeatureSt
 
 def test_the_version_of_a_split_read_is_pinned_to_the_first_part(grpc_target: str) -> None:
     services().reader._clock = time.time  # the served pointer may move; every part reads the first part's version
-    with FeatureStoreClient.over_grpc(grpc_target, batch_max=2) as client:
+    with FeatureStoreClient.over_grpc(grpc_target, api_key=TEST_KEY, batch_max=2) as client:
         answer = client.get_online_features(IDS[:5])
     assert answer.version in (1, 2) and len(answer.vectors) == 5

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from conftest import closed_port
+from conftest import TEST_KEY, closed_port
 from feature_store.domain.synthetic import user_id
-from feature_store_client import DeadlineExceeded, FeatureStoreClient, InvalidRequest, Unavailable
+from feature_store_client import DeadlineExceeded, FeatureStoreClient, InvalidRequest, Unauthenticated, Unavailable
 from feature_store_client.calls import CallPolicy
 
 from .conftest import private_port
@@ -48,8 +48,8 @@ def failing_clients(source_down: dict[str, str], use_env: Callable[[dict[str, st
     single, batch = functions(source_down)
     use_env(source_down)
     server = GrpcServer(f"127.0.0.1:{private_port()}", threads=2).start()
-    made = [FeatureStoreClient.over_rest(single, batch_url=batch, timeout_s=10),
-            FeatureStoreClient.over_grpc(server.address, timeout_s=10)]
+    made = [FeatureStoreClient.over_rest(single, batch_url=batch, timeout_s=10, api_key=TEST_KEY),
+            FeatureStoreClient.over_grpc(server.address, api_key=TEST_KEY, timeout_s=10)]
     yield made
     for client in made:
         client.close()
@@ -80,13 +80,24 @@ def test_a_retry_that_would_pass_the_deadline_is_not_waited_for(failing_clients:
 
 
 def test_4xx_is_never_retried(failing_clients: list[FeatureStoreClient]) -> None:
+    # With the source down from the start no key can be resolved (503): the 4xx here need no lookup.
+    rest, over_grpc = failing_clients
     for client in failing_clients:
         attempts, waits = counted(client)
 
         with pytest.raises(InvalidRequest):
             client.get_online_features("not a user id")
-
         assert (attempts, waits) == (["read_one"], [])
+
+    rest.transport.headers.pop("X-API-Key")  # type: ignore[attr-defined]
+    over_grpc.transport.metadata = ()  # type: ignore[attr-defined]
+    for client in failing_clients:
+        attempts, waits = counted(client)
+
+        with pytest.raises(Unauthenticated) as failed:
+            client.get_online_features(user_id(22))
+
+        assert failed.value.code == "unauthenticated" and (attempts, waits) == (["read_one"], [])
 
 
 def test_a_refused_connection_is_unavailable_and_retried() -> None:
@@ -137,8 +148,8 @@ def test_a_slow_server_meets_the_deadline(env: dict[str, str], use_env: Callable
     use_env(slow)
     server = GrpcServer(f"127.0.0.1:{private_port()}", threads=2).start()
     try:
-        for client in (FeatureStoreClient.over_rest(single, batch_url=batch),
-                       FeatureStoreClient.over_grpc(server.address)):
+        for client in (FeatureStoreClient.over_rest(single, batch_url=batch, api_key=TEST_KEY),
+                       FeatureStoreClient.over_grpc(server.address, api_key=TEST_KEY)):
             attempts, _ = counted(client)
             with pytest.raises(DeadlineExceeded):
                 client.get_online_features([user_id(1)], timeout_s=0.5)

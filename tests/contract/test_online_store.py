@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from conftest import REDIS_URL, closed_port
+from feature_store.domain.access import Rate
 from feature_store.domain.state import UserState
 from feature_store.errors import DependencyTimeout, DependencyUnavailable
 from feature_store.stores.memory import MemoryOnlineStore
@@ -141,3 +142,25 @@ def test_an_unreachable_server_is_unavailable_and_a_silent_one_times_out(backend
         with pytest.raises(DependencyTimeout) as slow:
             call(backend.silent())
         assert slow.value.code == "dependency_unavailable" and slow.value.status == 503
+
+
+def test_the_limiter_admits_its_burst_refuses_a_straddling_batch_whole_and_reads_in_the_same_call(
+        backend: Backend) -> None:
+    store = backend.store
+    store.put_if_newer([state("a", 10)])
+    slow = Rate(per_s=0.1, burst=5)  # one unit per 10 s: nothing refills during the test
+
+    first, entries = store.get_many_limited(["a", "b", "c"], "client-1", slow, 3)
+    straddling, again = store.get_many_limited(["d", "e", "f"], "client-1", slow, 3)  # 3 + 3 > 5
+    rest, _ = store.get_many_limited(["g", "h"], "client-1", slow, 2)  # the refused call consumed nothing
+    over, _ = store.get_many_limited(["i"], "client-1", slow, 1)
+    other, _ = store.get_many_limited(["a"], "client-2", slow, 1)  # each client has its own budget
+
+    assert first.admitted and entries == [state("a", 10), None, None]
+    assert not straddling.admitted and 0 < straddling.wait_s <= 10.0 and again == [None, None, None]
+    assert rest.admitted and not over.admitted and 0 < over.wait_s <= 10.0 and other.admitted
+
+
+def test_the_limiter_fails_like_the_reads(backend: Backend) -> None:
+    with pytest.raises(DependencyUnavailable):
+        backend.unreachable().get_many_limited(["a"], "client-1", Rate(1.0, 1), 1)

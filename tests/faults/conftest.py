@@ -18,6 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import TEST_PEPPER, provision_test_client
+from feature_store.settings import Settings
+from feature_store.stores.postgres import PostgresPool
+
 from .load import RecordingProxy
 from .servers import BIN, ROOT, Child, PrivatePostgres, PrivateRedis, function, relay, wait_for
 
@@ -74,6 +78,7 @@ def stack() -> Iterator[Stack]:
     env.update({"FS_POSTGRES_HOST": "127.0.0.1", "FS_POSTGRES_PORT": str(pg.port), "FS_POSTGRES_USER": "postgres",
                 "FS_POSTGRES_DATABASE": DATABASE, "FS_REDIS_URL": redis_server.url, "FS_REDIS_KEY_PREFIX": "faults",
                 "FS_LOG_LEVEL": "WARNING", "FS_CDC_SLOT": SLOT, "FS_CDC_CHANGELOG_ENABLED": "false",
+                "FS_AUTH_KEY_PEPPER": TEST_PEPPER,
                 "WORKERS": "2", "THREADS": "4"})
     stack = Stack(pg, redis_server, env, logs)
     try:
@@ -84,6 +89,11 @@ def stack() -> Iterator[Stack]:
 
         python = str(BIN / "python")
         subprocess.run([python, "-m", "feature_store.cli.migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
+        pool = PostgresPool(Settings.from_env(env).postgres)
+        try:
+            provision_test_client(pool)  # the load reads as the test suite's client (tests/conftest.py)
+        finally:
+            pool.close()
         subprocess.run([python, "-m", "feature_store.cli.generate", "seed", "--users", str(USERS), "--seed", "42",
                         "--workers", "1"], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for name in ("read_features", "read_features_batch"):

@@ -23,12 +23,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from conftest import AUTH_HEADERS, TEST_KEY
+
 LUA = str(Path(__file__).resolve().parent / "statuses.lua")
 
 
 def wrk(url: str, concurrency: int, seconds: float, ids_from: int, ids_span: int) -> dict[str, Any]:
     """Statuses of every answer of a wrk run against read_features for cached users."""
-    env = {**os.environ, "IDS_FROM": str(ids_from), "IDS_SPAN": str(ids_span)}
+    env = {**os.environ, "IDS_FROM": str(ids_from), "IDS_SPAN": str(ids_span), "API_KEY": TEST_KEY}
     out = subprocess.run(["wrk", f"-t{min(concurrency, 2)}", f"-c{concurrency}", f"-d{int(seconds)}s",
                           "--timeout", "10s", "-s", LUA, url], env=env, capture_output=True, text=True,
                          check=True).stdout
@@ -38,7 +40,7 @@ def wrk(url: str, concurrency: int, seconds: float, ids_from: int, ids_span: int
 def get(url: str, timeout: float = 15.0) -> tuple[str, dict[str, Any]]:
     """``status`` or ``status:error_code`` of one GET, and its JSON body; a socket failure is ``socket``."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=AUTH_HEADERS), timeout=timeout) as resp:
             return str(resp.status), json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         body = json.loads(exc.read() or b"{}")

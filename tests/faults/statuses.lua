@@ -7,6 +7,7 @@ local from = tonumber(os.getenv("IDS_FROM") or "1")
 local span = tonumber(os.getenv("IDS_SPAN") or "1")
 local threads = {}
 counts = {}
+if os.getenv("API_KEY") then wrk.headers["X-API-Key"] = os.getenv("API_KEY") end
 
 function setup(thread)
   thread:set("index", #threads)

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from conftest import AUTH_HEADERS
+
 from .conftest import Stack
 from .load import Prober, get, phase, wrk
 
@@ -31,7 +33,7 @@ def warm(stack: Stack) -> None:
     for first in range(0, len(ids), 100):
         request = urllib.request.Request(f"{stack.url('read_features_batch')}/api/v1/features/batch",
                                          data=json.dumps({"user_ids": ids[first:first + 100]}).encode(),
-                                         headers={"Content-Type": "application/json"})
+                                         headers={"Content-Type": "application/json", **AUTH_HEADERS})
         with urllib.request.urlopen(request, timeout=30) as response:
             assert json.loads(response.read())["counts"]["ok"] == len(ids[first:first + 100])
 

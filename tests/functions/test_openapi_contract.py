@@ -18,7 +18,7 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from conftest import ROOT, function_client
+from conftest import AUTH_HEADERS, ROOT, function_client
 from feature_store.domain.synthetic import user_id
 from served import Served
 
@@ -74,7 +74,7 @@ def call(port: int, method: str, path: str, body: bytes | None = None,
          headers: dict[str, str] | None = None) -> tuple[int, Any, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
-        conn.request(method, path, body=body, headers=headers or {})
+        conn.request(method, path, body=body, headers={**AUTH_HEADERS, **(headers or {})})
         answer = conn.getresponse()
         return answer.status, answer.headers, answer.read()
     finally:

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 import redis
 
-from conftest import REDIS_URL, ROOT, Databases, base_env, drop_prefix
+from conftest import REDIS_URL, ROOT, TEST_KEY, Databases, base_env, drop_prefix
 from feature_store.cli.generate import seed
 from feature_store.settings import Settings
 from feature_store.stores.postgres import PostgresPool
@@ -113,7 +113,7 @@ def test_every_check_of_the_document_holds(served: dict[str, Served], tmp_path: 
                                            path: str) -> None:
     run = subprocess.run(
         [str(BIN / "st"), "run", str(DOCUMENT), "--url", served[function].url, "--include-path", path,
-         "--checks", checks(),
+         "--checks", checks(), "--header", f"X-API-Key: {TEST_KEY}",  # the read functions need credentials
          "--max-examples", str(EXAMPLES), "--seed", str(SEED), "--workers", "1", "--request-timeout", "60",
          "--output-truncate", "false", "--suppress-health-check", "all"],
         cwd=tmp_path, capture_output=True, text=True, timeout=900, check=False,

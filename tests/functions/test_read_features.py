@@ -16,7 +16,7 @@ import redis
 import yaml
 from jsonschema import Draft202012Validator
 
-from conftest import ROOT, admin_connection, closed_port, function_client
+from conftest import ROOT, admin_connection, break_postgres, closed_port, function_client
 from feature_store.domain.catalog import CATALOG
 from feature_store.domain.synthetic import user_id
 from reference import reference_features
@@ -250,11 +250,11 @@ def test_slow_redis_times_out_and_then_the_breaker_opens(
 
 def test_postgres_down_on_a_miss_is_503_with_retry_hint(
         env: dict[str, str], use_env: Callable[[dict[str, str]], None]) -> None:
-    use_env(env)
-    warm = function_client("read_features")
-    assert warm.get(f"/api/v1/features/user/{user_id(13)}").status_code == 200
-    use_env({**env, "FS_POSTGRES_PORT": str(closed_port()), "FS_POSTGRES_CONNECT_TIMEOUT_S": "1"})
+    # Credentials are resolved again on every request (no cache time): they come from the last good copy.
+    use_env({**env, "FS_AUTH_CACHE_S": "0"})
     client = function_client("read_features")
+    assert client.get(f"/api/v1/features/user/{user_id(13)}").status_code == 200
+    break_postgres()
 
     miss = client.get(f"/api/v1/features/user/{user_id(14)}")
     hit = client.get(f"/api/v1/features/user/{user_id(13)}")
@@ -268,9 +268,9 @@ def test_postgres_down_on_a_miss_is_503_with_retry_hint(
 
 def test_postgres_down_in_a_batch_marks_only_the_misses(
         env: dict[str, str], use_env: Callable[[dict[str, str]], None]) -> None:
-    use_env(env)
+    use_env({**env, "FS_AUTH_CACHE_S": "0"})
     function_client("read_features").get(f"/api/v1/features/user/{user_id(15)}")
-    use_env({**env, "FS_POSTGRES_PORT": str(closed_port()), "FS_POSTGRES_CONNECT_TIMEOUT_S": "1"})
+    break_postgres()
 
     body = function_client("read_features_batch").post(
         "/api/v1/features/batch", json={"user_ids": [user_id(15), user_id(16)]}).get_json()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -37,8 +38,35 @@ def grpc_target(env: dict[str, str], use_env: Callable[[dict[str, str]], None]) 
     server.stop(0)
 
 
+class WithKey(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Adds ``x-api-key`` metadata to every call (the test suite's client: tests/conftest.py)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        metadata = [*(details.metadata or ()), ("x-api-key", self.key)]
+        return continuation(details._replace(metadata=metadata), request)
+
+
+@contextmanager
+def keyed_channel(target: str, key: str | None = None) -> Iterator[grpc.Channel]:
+    """A channel whose calls carry an API key (default: the test suite's)."""
+    from conftest import TEST_KEY
+
+    with grpc.insecure_channel(target) as ch:
+        yield grpc.intercept_channel(ch, WithKey(key or TEST_KEY))
+
+
 @pytest.fixture
 def channel(grpc_target: str) -> Iterator[grpc.Channel]:
+    with keyed_channel(grpc_target) as ch:
+        yield ch
+
+
+@pytest.fixture
+def bare_channel(grpc_target: str) -> Iterator[grpc.Channel]:
+    """A channel without credentials."""
     with grpc.insecure_channel(grpc_target) as ch:
         yield ch
 

@@ -17,12 +17,12 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from conftest import closed_port, function_client
+from conftest import break_postgres, closed_port, function_client
 from feature_store.domain.synthetic import user_id
 from feature_store.wiring import services
 from feature_store_client.v1 import feature_store_pb2 as pb
 
-from .conftest import call, private_port
+from .conftest import call, keyed_channel, private_port
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 STATUS = {1: "ok", 2: "unknown_user", 3: "unavailable"}
@@ -235,9 +235,9 @@ def source_down(env: dict[str, str], use_env: Callable[[dict[str, str]], None]) 
     """A server over the same Redis whose PostgreSQL is unreachable (user 4 cached before it went away)."""
     from feature_store.transports.grpc_server import GrpcServer
 
-    use_env(env)
+    use_env({**env, "FS_AUTH_CACHE_S": "0"})  # credentials come from the last good copy below
     assert function_client("read_features").get(f"/api/v1/features/user/{user_id(4)}").status_code == 200
-    use_env({**env, "FS_POSTGRES_PORT": str(closed_port()), "FS_POSTGRES_CONNECT_TIMEOUT_S": "1"})
+    break_postgres()
     server = GrpcServer(f"127.0.0.1:{private_port()}", threads=2).start()
     yield server.address
     server.stop(0)
@@ -248,7 +248,7 @@ def test_source_down_is_unavailable_with_the_retry_delay_and_batch_statuses_matc
     rest_batch_answer = function_client("read_features_batch").post(
         "/api/v1/features/batch", json={"user_ids": [user_id(4), user_id(6)]}).get_json()
 
-    with grpc.insecure_channel(source_down) as ch:
+    with keyed_channel(source_down) as ch:
         with pytest.raises(grpc.RpcError) as failed:
             call(ch, "GetUserFeatures", pb.GetUserFeaturesRequest(user_id=user_id(6)))
         batch = rest_batch(call(ch, "BatchGetUserFeatures",
@@ -274,7 +274,7 @@ def test_redis_down_both_answer_degraded_from_the_source(env: dict[str, str],
     try:
         expected = without_timing(function_client("read_features").get(f"/api/v1/features/user/{user_id(9)}")
                                   .get_json())
-        with grpc.insecure_channel(server.address) as ch:
+        with keyed_channel(server.address) as ch:
             got = rest_single(call(ch, "GetUserFeatures", pb.GetUserFeaturesRequest(user_id=user_id(9))))
     finally:
         server.stop(0)

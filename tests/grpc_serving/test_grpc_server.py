@@ -18,7 +18,7 @@ from feature_store.domain.synthetic import user_id
 from feature_store.wiring import services
 from feature_store_client.v1 import METHODS, feature_store_pb2
 
-from .conftest import call, private_port
+from .conftest import call, keyed_channel, private_port
 from .test_grpc_parity import grpc_error
 
 
@@ -81,7 +81,7 @@ def wait_serving(target: str, proc: subprocess.Popen[bytes], seconds: float = 30
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "fs-grpc exited"
         try:
-            with grpc.insecure_channel(target) as ch:
+            with keyed_channel(target) as ch:
                 if check(ch, "") == "SERVING":
                     return
         except grpc.RpcError:
@@ -96,7 +96,7 @@ def test_fs_grpc_serves_with_two_workers_and_stops_on_sigterm(env: dict[str, str
                             env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_serving(target, proc)
-        with grpc.insecure_channel(target) as ch:
+        with keyed_channel(target) as ch:
             answer = call(ch, "BatchGetUserFeatures",
                           feature_store_pb2.BatchGetUserFeaturesRequest(user_ids=[user_id(1), "u999999999"]))
         assert (answer.counts.ok, answer.counts.unknown_user) == (1, 1)

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import sys
 
-import grpc
-
 from conftest import ROOT
 from feature_store.domain.synthetic import user_id
 from feature_store_client.v1 import feature_store_pb2
 
-from .conftest import call, private_port
+from .conftest import call, keyed_channel, private_port
 from .test_grpc_server import check
 
 sys.path.insert(0, str(ROOT / "emulators"))
@@ -23,7 +21,7 @@ def test_the_stack_starts_grpc_on_the_port_it_is_given_and_stops_it(env: dict[st
     port = private_port()
     try:
         target = stack.start_grpc(env, started, port=port, workers=1)
-        with grpc.insecure_channel(target) as ch:
+        with keyed_channel(target) as ch:
             assert check(ch, "featurestore.v1.FeatureStore") == "SERVING"
             answer = call(ch, "GetUserFeatures", feature_store_pb2.GetUserFeaturesRequest(user_id=user_id(2)))
     finally:

@@ -21,6 +21,7 @@ def test_keys_are_exactly_as_documented() -> None:
     assert layout.user("u000000042") == "fs:s3:u:u000000042"
     assert layout.user_pattern() == "fs:s3:u:*"
     assert layout.active("credit_decision") == "fs:credit_decision:active"
+    assert layout.rate("lender-a") == "fs:rl:lender-a"
     assert KeyLayout("fs", 2).user("u1") == "fs:s2:u:u1"
 
 

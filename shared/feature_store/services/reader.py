@@ -13,19 +13,27 @@ tried anyway, as it is once more after a failed Redis read: an open breaker or o
 time, it never turns an answerable request into a 503. A Redis timeout counts against its breaker
 only when this thread was running when it expired (services/breaker.py): CPU starvation of our
 own process is not a Redis outage.
+
+Rate limits (docs/security.md): a read made for a client charges its limiter one unit per distinct
+user in the same pipeline as the MGET (stores/redis_online.py: get_many_limited). Refused, the whole
+request is RateLimited and nothing is consumed. When the limiter cannot be asked (Redis failing or its
+breaker open) the read goes on unlimited (``rate_fail_open``, the default) and every such request logs
+``rate_limit_fail_open`` (a log-based metric with an alert in terraform/), or is refused with a 503.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from feature_store.domain.access import Caller
 from feature_store.domain.catalog import FeatureSet, Instant, Selection
 from feature_store.domain.state import UserState
-from feature_store.errors import DependencyTimeout, DependencyUnavailable
+from feature_store.errors import DependencyTimeout, DependencyUnavailable, RateLimited
 from feature_store.logs import get_logger
 from feature_store.services.breaker import CircuitBreaker
 from feature_store.stores.ports import Cached, OnlineStore, Source, Tombstone, Undecodable
@@ -34,6 +42,7 @@ log = get_logger(__name__)
 
 Status = Literal["ok", "unknown_user", "unavailable"]
 REDIS_CIRCUIT_OPEN = "redis_circuit_open"
+RATE_LIMIT_FAIL_OPEN = "rate_limit_fail_open"  # the log event the terraform metric counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,19 +92,23 @@ class Reader:
 
     def __init__(self, online: OnlineStore, source: Source,
                  redis_breaker: CircuitBreaker, source_breaker: CircuitBreaker,
-                 counter: HitCounter | None = None, clock: Callable[[], float] = time.time) -> None:
+                 counter: HitCounter | None = None, clock: Callable[[], float] = time.time,
+                 rate_fail_open: bool = True) -> None:
         self._online = online
         self._source = source
         self._redis_breaker = redis_breaker
         self._source_breaker = source_breaker
         self.counter = counter or HitCounter()
         self._clock = clock
+        self.rate_fail_open = rate_fail_open
+        self.unlimited = 0  # requests served without asking the limiter (fail open), since start
 
     def read(self, feature_set: FeatureSet, user_ids: Sequence[str],
-             names: Sequence[str] | None = None) -> ReadOutcome:
+             names: Sequence[str] | None = None, caller: Caller | None = None) -> ReadOutcome:
+        """The vectors of ``user_ids``; with a ``caller``, its rate limit is charged first (RateLimited when over)."""
         selected = feature_set.select(names)
         unique = list(dict.fromkeys(user_ids))
-        cached, degraded = self._from_cache(unique)
+        cached, degraded = self._from_cache(unique, caller=caller)
         misses = [u for u, e in zip(unique, cached, strict=True) if e is None or isinstance(e, Undecodable)]
         computed, source_failed = self._from_source(misses, last_resort=degraded is not None)
         if source_failed and degraded is not None:
@@ -126,17 +139,28 @@ class Reader:
             self.counter.add(feature_set, len(unique) - len(misses), len(misses), len(undecodable))
         return ReadOutcome([by_id[u] for u in user_ids], as_of=at.epoch, degraded_reason=degraded)
 
-    def _from_cache(self, ids: list[str], forced: bool = False) -> tuple[list[Cached | None], str | None]:
+    def _from_cache(self, ids: list[str], forced: bool = False,
+                    caller: Caller | None = None) -> tuple[list[Cached | None], str | None]:
         """What Redis holds for ``ids``, or all None and the reason it was not read.
 
         ``forced`` is the second chance when the source cannot answer either: it reads even when
         the breaker is open; its success closes the breaker, its failure counts nothing more.
+        With a ``caller`` the limiter is charged in the same round trip; a refusal raises RateLimited.
         """
         if not forced and not self._redis_breaker.allow():
+            self._unlimited(caller, REDIS_CIRCUIT_OPEN)
             return [None] * len(ids), REDIS_CIRCUIT_OPEN
         started = time.perf_counter()
         try:
-            entries = self._online.get_many(ids)
+            if caller is None:
+                entries = self._online.get_many(ids)
+            else:
+                admission, entries = self._online.get_many_limited(ids, caller.client_id, caller.scope.rate, len(ids))
+                if not admission.admitted:
+                    self._redis_breaker.success()
+                    raise RateLimited(f"client {caller.client_id} is over its rate of {caller.scope.rate.per_s:g} "
+                                      f"users/s (burst {caller.scope.rate.burst}); this request would cost {len(ids)}",
+                                      max(1, math.ceil(admission.wait_s)))
         except DependencyUnavailable as exc:
             timed_out = isinstance(exc, DependencyTimeout)
             if not forced:
@@ -148,9 +172,22 @@ class Reader:
             log.warning("online store read failed; answering from the source",
                         extra={"fields": {"reason": reason, "breaker": self._redis_breaker.state,
                                           "forced": forced}})
+            self._unlimited(caller, reason)
             return [None] * len(ids), reason
         self._redis_breaker.success()
         return entries, None
+
+    def _unlimited(self, caller: Caller | None, reason: str) -> None:
+        """The limiter could not be asked: go on unlimited (counted, logged for the alert) or refuse."""
+        if caller is None:
+            return
+        if not self.rate_fail_open:
+            raise DependencyUnavailable("redis", "the rate limiter cannot be asked (FS_AUTH_RATE_LIMIT_FAIL_OPEN is "
+                                                 "false)")
+        self.unlimited += 1
+        log.warning("rate limiter unavailable; request served without a limit",
+                    extra={"fields": {"event": RATE_LIMIT_FAIL_OPEN, "client_id": caller.client_id,
+                                      "reason": reason}})
 
     def _from_source(self, misses: list[str], last_resort: bool = False) -> tuple[dict[str, UserState], bool]:
         """The states of ``misses`` (absent users are simply missing), and whether the source failed.

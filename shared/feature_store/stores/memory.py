@@ -18,10 +18,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from feature_store.domain.access import Rate
 from feature_store.domain.changes import Change
 from feature_store.domain.state import UserState
 from feature_store.stores.dialect import WATERMARK_HEX_DIGITS
-from feature_store.stores.ports import Cached, Entry, Undecodable
+from feature_store.stores.ports import Admission, Cached, Entry, Undecodable
 from feature_store.stores.redis_online import decode, encode
 
 Hook = Callable[[str], None]
@@ -39,6 +40,7 @@ class MemoryOnlineStore:
         self.fault: Hook = _nothing
         self.pause: Hook = _nothing
         self.refused = 0  # writes the compare-and-set refused
+        self.rates: dict[str, float] = {}  # client -> GCRA theoretical arrival time (microseconds)
         self._lock = threading.Lock()
 
     def get_many(self, user_ids: Sequence[str]) -> list[Cached | None]:
@@ -46,6 +48,20 @@ class MemoryOnlineStore:
         with self._lock:
             raws = [self.values.get(u) for u in user_ids]
         return [None if raw is None else decode(u, raw) for u, raw in zip(user_ids, raws, strict=True)]
+
+    def get_many_limited(self, user_ids: Sequence[str], client_id: str, rate: Rate,
+                         cost: int) -> tuple[Admission, list[Cached | None]]:
+        """The same GCRA as the Lua script, on this process's monotonic clock."""
+        self.fault("get_many_limited")
+        with self._lock:
+            now = time.monotonic() * 1_000_000
+            tat = max(self.rates.get(client_id, 0.0), now)
+            new_tat = tat + cost * rate.interval_us
+            wait = new_tat - rate.burst * rate.interval_us - now
+            if wait <= 0:
+                self.rates[client_id] = new_tat
+        admission = Admission(True) if wait <= 0 else Admission(False, wait / 1_000_000)
+        return admission, self.get_many(user_ids)
 
     def put_if_newer(self, entries: Sequence[Entry]) -> int:
         self.fault("put_if_newer")

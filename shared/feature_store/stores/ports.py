@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from feature_store.domain.access import Rate
 from feature_store.domain.changes import Change
 from feature_store.domain.state import UserState
 
@@ -43,11 +44,24 @@ Entry = UserState | Tombstone
 Cached = UserState | Tombstone | Undecodable
 
 
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A rate limiter's answer: admitted (the cost consumed), or refused with the wait until it would be."""
+
+    admitted: bool
+    wait_s: float = 0.0
+
+
 class OnlineStore(Protocol):
     """The cached states of one layout, written compare-and-set on the source watermark."""
 
     def get_many(self, user_ids: Sequence[str]) -> list[Cached | None]:
         """What is cached for each id, in the order asked; None where nothing is (one round trip)."""
+        ...
+
+    def get_many_limited(self, user_ids: Sequence[str], client_id: str, rate: Rate,
+                         cost: int) -> tuple[Admission, list[Cached | None]]:
+        """The client's limiter charged ``cost`` (all or nothing) and ``get_many(user_ids)``, in one round trip."""
         ...
 
     def put_if_newer(self, entries: Sequence[Entry]) -> int:

@@ -2,8 +2,9 @@
 
 Generated: the request body schemas (``BatchRequest``, ``RefreshRequest`` and one schema per refresh
 mode, ``EtlRequest`` and one per step, ``MigrationRequest`` and one per phase), read_features' query
-parameters (``ReadQuery``) and the feature groups' schemas (from the catalog). Written by hand: paths,
-responses, the response schemas and the prose.
+parameters (``ReadQuery``), the feature groups' schemas (from the catalog), and who may read: the
+security schemes, the read operations' security requirement and their 401/403/429 responses, whose
+codes come from errors.py. Written by hand: paths, the other responses, the response schemas and the prose.
 ``python -m feature_store.transports.contract [docs/openapi.yaml]`` rewrites the generated parts in
 place; tests/functions/test_openapi_contract.py fails when the document is not what it would write.
 """
@@ -18,6 +19,16 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 from feature_store.domain.catalog import CATALOG
+from feature_store.errors import (
+    BatchOverClientLimit,
+    ClientDisabled,
+    FeatureOutOfScope,
+    FeatureSetOutOfScope,
+    FeatureStoreError,
+    InvalidCredentials,
+    RateLimited,
+    Unauthenticated,
+)
 from feature_store.settings import ServingSettings
 from feature_store.transports.etl_api import EtlRequest
 from feature_store.transports.migration_api import MigrationRequest
@@ -26,6 +37,7 @@ from feature_store.transports.requests import BatchRequest, ReadQuery
 
 REF = "#/components/schemas/{model}"
 READ_PATH = "/api/v1/features/user/{user_id}"
+BATCH_PATH = "/api/v1/features/batch"
 _JSON_TYPES = {"int64": "integer", "float64": "number", "string": "string"}
 
 
@@ -91,6 +103,56 @@ def query_parameters() -> list[dict[str, Any]]:
     return params
 
 
+def _error_response(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description,
+            "headers": {"Cache-Control": {"$ref": "#/components/headers/NoStore"}, **(headers or {})},
+            "content": {"application/json": {"schema": {"$ref": REF.format(model="Error")}}}}
+
+
+def _codes(*kinds: type[FeatureStoreError]) -> str:
+    return ", ".join(k.code for k in kinds)
+
+
+def security_schemes() -> dict[str, dict[str, Any]]:
+    """How a read names its client (docs/security.md): an API key, or a bearer API key or Google ID token."""
+    return {
+        "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
+                   "description": "An API key fsk_<key id>_<secret> made with fs-keys."},
+        "Bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "Google ID token or API key",
+                   "description": "A Google ID token (minted for the service's audience; on Cloud Run the one IAM "
+                                  "verified) whose email or subject is a client's principal, or an API key."},
+    }
+
+
+def access_responses() -> dict[str, dict[str, Any]]:
+    """The 401, 403 and 429 answers of the read operations."""
+    return {
+        "Unauthenticated": _error_response(
+            f"{_codes(Unauthenticated)} (no credentials) or {_codes(InvalidCredentials)} (a malformed, unknown, "
+            "revoked or expired key, or a token that is not valid for this audience or names no client).",
+            {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}}),
+        "Forbidden": _error_response(
+            f"{_codes(ClientDisabled, FeatureOutOfScope, FeatureSetOutOfScope, BatchOverClientLimit)}: the client "
+            "may not read this; feature_out_of_scope names the refused features in error.features."),
+        "RateLimited": _error_response(
+            f"{_codes(RateLimited)}: the client is over its rate (users per second, a batch costs one per distinct "
+            "user); the whole request was refused and consumed nothing. Retry after the given seconds.",
+            {"Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 1}}}),
+    }
+
+
+_ACCESS_STATUSES = {"401": "Unauthenticated", "403": "Forbidden", "429": "RateLimited"}
+
+
+def _secure(operation: dict[str, Any], head: bool = False) -> None:
+    operation["security"] = [{"ApiKey": []}, {"Bearer": []}]
+    responses = operation["responses"]
+    for status, name in _ACCESS_STATUSES.items():
+        responses[status] = ({"description": "The headers of the GET answer (an error), without its body."} if head
+                             else {"$ref": f"#/components/responses/{name}"})
+    operation["responses"] = dict(sorted(responses.items()))
+
+
 def synced(document: dict[str, Any]) -> dict[str, Any]:
     """``document`` with its generated parts as the models and the catalog say today."""
     out = copy.deepcopy(document)
@@ -98,6 +160,11 @@ def synced(document: dict[str, Any]) -> dict[str, Any]:
     schemas.update(request_schemas())
     schemas.update(feature_groups())
     out["paths"][READ_PATH]["parameters"] = query_parameters()  # shared by GET and HEAD
+    out["components"]["securitySchemes"] = security_schemes()
+    out["components"]["responses"].update(access_responses())
+    _secure(out["paths"][READ_PATH]["get"])
+    _secure(out["paths"][READ_PATH]["head"], head=True)
+    _secure(out["paths"][BATCH_PATH]["post"])
     return out
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
@@ -31,6 +31,7 @@ from grpc_status import rpc_status
 
 from feature_store.errors import (
     DependencyUnavailable,
+    FeatureOutOfScope,
     FeatureStoreError,
     InvalidBody,
     UnknownUser,
@@ -39,7 +40,8 @@ from feature_store.logs import get_logger, set_trace
 from feature_store.services.reader import VectorResult
 from feature_store.stores.dialect import format_watermark
 from feature_store.transports import grpc_wire
-from feature_store.transports.features_api import feature_set_for, parse_batch
+from feature_store.transports.access import authorize
+from feature_store.transports.features_api import feature_set_for, parse_batch, scoped_read
 from feature_store.transports.read_audit import begin, check_audit, read_context, record_read, served_vector
 from feature_store.transports.requests import ReadQuery, check_user_id
 from feature_store.wiring import Services, services
@@ -77,8 +79,10 @@ def status_of(exc: FeatureStoreError) -> status_pb2.Status:
     """The google.rpc.Status of an error: its code, sentence, ErrorInfo and (when it has one) RetryInfo."""
     code = GRPC_CODE_BY_HTTP.get(exc.status, grpc.StatusCode.INTERNAL)
     info = AnyMessage()
-    info.Pack(error_details_pb2.ErrorInfo(reason=exc.code, domain=ERROR_DOMAIN,
-                                          metadata={"http_status": str(exc.status)}))
+    metadata = {"http_status": str(exc.status)}
+    if isinstance(exc, FeatureOutOfScope):
+        metadata["features"] = ",".join(exc.features)
+    info.Pack(error_details_pb2.ErrorInfo(reason=exc.code, domain=ERROR_DOMAIN, metadata=metadata))
     details = [info]
     retry_after = getattr(exc, "retry_after_s", None)
     if retry_after is not None:
@@ -92,11 +96,11 @@ def _watermark(svc: Services, result: VectorResult) -> str | None:
     return None if result.watermark is None else format_watermark(svc.dialect, result.watermark)
 
 
-def get_user_features(request: Any) -> bytes:
+def get_user_features(request: Any, metadata: Mapping[str, str]) -> bytes:
     """GetUserFeatures: the rules of ``GET /api/v1/features/user/{user_id}``."""
     started = time.perf_counter()
-    user_id = check_user_id(request.user_id)
     svc = services()
+    user_id = check_user_id(request.user_id)  # as REST: input checked before credentials are looked up
     # The query string REST would receive, parsed by REST's own model: the same refusals, word for word.
     args = {"features": ",".join(request.features)} if request.features else {}
     if request.feature_set:
@@ -105,13 +109,13 @@ def get_user_features(request: Any) -> bytes:
         args["version"] = str(request.version)
     query = ReadQuery.parse(args)
     ctx = read_context()
+    caller = authorize(svc, metadata)
     fs = feature_set_for(svc, query.feature_set, query.version)
-    names = query.features
-    selection = fs.select(names)
     check_audit(svc)
-    outcome = svc.reader.read(fs, [user_id], names)
+    outcome, names, _ = scoped_read(svc, caller, fs, [user_id], query.features)
     result = outcome.results[0]
-    record_read(svc, ctx, "single", fs, selection.names, outcome,
+    selection = fs.select(names)
+    record_read(svc, ctx, caller, "single", fs, selection.names, outcome,
                 [served_vector(svc, result) if result.status == "ok" else None])
     if result.status == "unknown_user":
         raise UnknownUser(f"no user with id {user_id!r}")
@@ -122,7 +126,7 @@ def get_user_features(request: Any) -> bytes:
     return grpc_wire.single_response(head, vector, round((time.perf_counter() - started) * 1000, 3))
 
 
-def batch_get_user_features(request: Any) -> bytes:
+def batch_get_user_features(request: Any, metadata: Mapping[str, str]) -> bytes:
     """BatchGetUserFeatures: the rules of ``POST /api/v1/features/batch``, the body made from the message."""
     started = time.perf_counter()
     svc = services()
@@ -136,22 +140,23 @@ def batch_get_user_features(request: Any) -> bytes:
     # The body REST would receive, parsed by REST's own code: the same refusals, word for word.
     body = parse_batch(svc, orjson.dumps(raw))
     ctx = read_context()
+    caller = authorize(svc, metadata)
     fs = feature_set_for(svc, body.feature_set, body.version)
-    selection = fs.select(body.features)
     check_audit(svc)
-    outcome = svc.reader.read(fs, body.user_ids, body.features)
+    outcome, names, _ = scoped_read(svc, caller, fs, body.user_ids, body.features)
+    selection = fs.select(names)
     counts = {"ok": 0, "unknown_user": 0, "unavailable": 0}
     vectors = []
     for r in outcome.results:
         counts[r.status] += 1
         vectors.append(grpc_wire.user_vector(r, _watermark(svc, r)))
-    record_read(svc, ctx, "batch", fs, selection.names, outcome,
+    record_read(svc, ctx, caller, "batch", fs, selection.names, outcome,
                 [served_vector(svc, r) if r.status == "ok" else None for r in outcome.results])
     head = grpc_wire.envelope(fs, outcome, selection)
     return grpc_wire.batch_response(head, vectors, counts, round((time.perf_counter() - started) * 1000, 3))
 
 
-Handler = Callable[[Any], bytes]
+Handler = Callable[[Any, Mapping[str, str]], bytes]
 HANDLERS: dict[str, Handler] = {"GetUserFeatures": get_user_features,
                                 "BatchGetUserFeatures": batch_get_user_features}
 
@@ -161,7 +166,7 @@ def _edge(method: str, handler: Handler) -> Callable[[Any, grpc.ServicerContext]
 
     def call(request: Any, context: grpc.ServicerContext) -> bytes:
         started = time.perf_counter()
-        metadata = {str(k): str(v) for k, v in context.invocation_metadata() if not str(k).endswith("-bin")}
+        metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
         set_trace(metadata.get("x-cloud-trace-context"))
         ids = begin("grpc", lambda name: metadata.get(name.lower()))
         failed: status_pb2.Status | None = None
@@ -169,7 +174,7 @@ def _edge(method: str, handler: Handler) -> Callable[[Any, grpc.ServicerContext]
             if request is _UNDECODABLE:
                 raise InvalidBody(f"the request is not a valid {METHODS[method].request.DESCRIPTOR.full_name} "
                                   "message")
-            answer = handler(request)
+            answer = handler(request, metadata)
         except FeatureStoreError as exc:
             failed = status_of(exc)
         except Exception:

@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers above 1 needs a fixed port (each process would pick its own)")
 
     def body() -> int:
-        services()  # the settings, read and checked now (pools are built on first use, after any fork)
+        services().settings.key_pepper()  # the settings, read and checked now (pools are built on first use,
+        # after any fork); no key pepper (outside FS_AUTH_DEVELOPMENT) means no start
         if args.workers == 1:
             return serve(args.address, args.threads, args.grace)
         return serve_workers(args.address, args.workers, args.threads, args.grace)

@@ -25,7 +25,7 @@ from feature_store.errors import (
     InvalidParameter,
     MethodNotAllowed,
     NotFound,
-    TransientError,
+    Unauthenticated,
     UnsupportedMediaType,
 )
 from feature_store.logs import get_logger, set_trace
@@ -36,6 +36,7 @@ log = get_logger("feature_store.http")
 
 Handler = Callable[[flask.Request, re.Match[str]], tuple[int, dict[str, Any]]]
 NO_STORE = {"Cache-Control": "no-store"}
+WWW_AUTHENTICATE = 'Bearer realm="feature-store", ApiKey header="X-API-Key"'  # a 401's challenge
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +101,12 @@ def http_edge(request: flask.Request, endpoint: Endpoint) -> flask.Response:
         status, body = exc.status, {"error": exc.to_dict()}
         if isinstance(exc, MethodNotAllowed):
             headers["Allow"] = ", ".join(endpoint.allowed)
-        if isinstance(exc, TransientError):
-            headers["Retry-After"] = str(exc.retry_after_s)
-            body["error"]["retry_after_s"] = exc.retry_after_s
+        retry_after = getattr(exc, "retry_after_s", None)
+        if retry_after is not None:  # TransientError (503) and RateLimited (429)
+            headers["Retry-After"] = str(retry_after)
+            body["error"]["retry_after_s"] = retry_after
+        if isinstance(exc, Unauthenticated):
+            headers["WWW-Authenticate"] = WWW_AUTHENTICATE
     except Exception:
         log.exception("unhandled error")
         status, body = 500, error_body("internal", "the server failed to answer; the error is logged")

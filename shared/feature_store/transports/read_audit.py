@@ -3,7 +3,7 @@
 Each request gets a request id of ours when it arrives (``begin``); the edge returns it with every
 answer, error or not (REST: ``X-Request-Id`` and ``request_id`` in the body; gRPC: the
 ``x-request-id`` trailing metadata). A read handler then asks for its ``ReadContext`` (the ids, the
-client, the purpose it states) and, once the reader answered, ``record_read`` hands the read to the
+purpose it states) and, once the reader answered, ``record_read`` hands the read to the
 audit recorder (services/audit.py), which never makes the request wait on the sink.
 """
 
@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from feature_store.domain.access import Caller
 from feature_store.domain.audit import ReadAudit, VectorAudit, check_purpose, client_request_id, iso, new_request_id
 from feature_store.domain.catalog import FeatureSet
 from feature_store.errors import InvalidParameter
@@ -24,9 +25,6 @@ from feature_store.stores.dialect import format_watermark
 from feature_store.wiring import Services
 
 Header = Callable[[str], "str | None"]
-
-UNIDENTIFIED = "unidentified"
-
 
 @dataclass(frozen=True, slots=True)
 class RequestIds:
@@ -41,7 +39,6 @@ class ReadContext:
     request_id: str
     client_request_id: str | None
     transport: str
-    client_id: str
     purpose: str | None
 
 
@@ -56,15 +53,8 @@ def begin(transport: str, header: Header) -> RequestIds:
     return ids
 
 
-def client_of(header: Header) -> str:
-    """The client making the request."""
-    # seam: replaced by the resolved Caller when security lands
-    del header
-    return UNIDENTIFIED
-
-
 def read_context() -> ReadContext:
-    """The ids, client and purpose of the read being served; 400 ``invalid_purpose`` for a bad X-Purpose."""
+    """The ids and purpose of the read being served; 400 ``invalid_purpose`` for a bad X-Purpose."""
     ids = _current.get()
     if ids is None:  # a handler called outside an edge (a test calling it directly)
         ids = begin("direct", lambda name: None)
@@ -72,7 +62,7 @@ def read_context() -> ReadContext:
         purpose = check_purpose(ids.header("X-Purpose"))
     except ValueError as exc:
         raise InvalidParameter(str(exc), code="invalid_purpose") from None
-    return ReadContext(ids.request_id, ids.client_request_id, ids.transport, client_of(ids.header), purpose)
+    return ReadContext(ids.request_id, ids.client_request_id, ids.transport, purpose)
 
 
 def served_vector(svc: Services, result: VectorResult) -> dict[str, Any]:
@@ -92,9 +82,10 @@ def check_audit(svc: Services) -> None:
         recorder.check()
 
 
-def record_read(svc: Services, ctx: ReadContext, kind: str, fs: FeatureSet, names: Sequence[str],
+def record_read(svc: Services, ctx: ReadContext, caller: Caller, kind: str, fs: FeatureSet, names: Sequence[str],
                 outcome: ReadOutcome, served: Sequence[dict[str, Any] | None]) -> None:
-    """Queue the audit record of a read; ``served[i]`` is what was answered for ``outcome.results[i]`` (or None)."""
+    """Queue the audit record of ``caller``'s read; ``served[i]`` is what was answered for ``outcome.results[i]``
+    (or None), ``names`` the features it was given (its scope applied)."""
     recorder = svc.audit
     if recorder is None:
         return
@@ -104,7 +95,7 @@ def record_read(svc: Services, ctx: ReadContext, kind: str, fs: FeatureSet, name
                     features=s["features"])
         for r, s in zip(outcome.results, served, strict=True))
     recorder.record(ReadAudit(
-        request_id=ctx.request_id, client_id=ctx.client_id, kind=kind, transport=ctx.transport,
+        request_id=ctx.request_id, client_id=caller.client_id, kind=kind, transport=ctx.transport,
         feature_set=fs.name, version=fs.version, feature_names=tuple(names), as_of=outcome.as_of,
         served_at=time.time(), vectors=vectors, client_request_id=ctx.client_request_id, purpose=ctx.purpose,
         degraded_reason=outcome.degraded_reason))

@@ -90,6 +90,12 @@ module "bigquery" {
   depends_on = [google_project_service.this]
 }
 
+# Generated once and kept (in state, like the Cloud SQL password): a new value would invalidate every API key.
+resource "random_password" "auth_key_pepper" {
+  length  = 48
+  special = false
+}
+
 module "secrets" {
   source = "../../modules/secrets"
 
@@ -103,11 +109,15 @@ module "secrets" {
     fs-cockroach-password = "Password of the functions' CockroachDB login (FS_POSTGRES_PASSWORD when source_of_truth = cockroachdb); added by an operator."
     # The migration's target (docs/migration.md): the CockroachDB cluster the source of truth moves to.
     fs-migration-target-password = "Password of the migration's login on the CockroachDB target (FS_MIGRATION_TARGET_PASSWORD); added by an operator."
+    # API keys are stored as HMAC-SHA256(pepper, secret) (docs/security.md); the read functions and the gRPC
+    # service refuse to start without it. Changing it invalidates every key: rotate keys, not the pepper.
+    fs-auth-key-pepper = "FS_AUTH_KEY_PEPPER: the HMAC key API key secrets are stored under; written by Terraform."
   }
-  managed_versions = concat(["fs-redis-url"], local.cloudsql_deployed ? ["fs-postgres-password"] : [])
+  managed_versions = concat(["fs-redis-url", "fs-auth-key-pepper"], local.cloudsql_deployed ? ["fs-postgres-password"] : [])
   values = {
     fs-redis-url         = module.redis.url
     fs-postgres-password = local.cloudsql_deployed ? module.cloudsql[0].password : ""
+    fs-auth-key-pepper   = random_password.auth_key_pepper.result
   }
 
   depends_on = [google_project_service.this]
@@ -155,6 +165,9 @@ locals {
     }
     serving = {
       FS_SERVING_FEATURE_SET = var.feature_set
+      # Only principals with run.invoker reach the read functions and the gRPC service, and Cloud Run has
+      # verified their ID token by then: the function reads its claims (docs/security.md).
+      FS_AUTH_GOOGLE_PLATFORM_VERIFIED = "true"
     }
     # The audit trail of reads: one message per (read, user) on audit-reads, written to audit_reads by a
     # BigQuery subscription (modules/pubsub).
@@ -180,7 +193,7 @@ locals {
     postgres  = local.source_secret_env[var.source_of_truth]
     redis     = { FS_REDIS_URL = module.secrets.ids["fs-redis-url"] }
     bigquery  = {}
-    serving   = {}
+    serving   = { FS_AUTH_KEY_PEPPER = module.secrets.ids["fs-auth-key-pepper"] }
     audit     = {}
     migration = local.migrating ? { FS_MIGRATION_TARGET_PASSWORD = module.secrets.ids["fs-migration-target-password"] } : {}
   }

@@ -31,6 +31,21 @@ resource "google_logging_metric" "cache_lookups" {
   }
 }
 
+# Reads served without a rate limit because Redis could not be asked (services/reader.py logs
+# event = "rate_limit_fail_open" once per such request): the documented fail-open choice, counted here.
+resource "google_logging_metric" "rate_limit_fail_open" {
+  project = var.project_id
+  name    = "fs_rate_limit_fail_open"
+  filter  = "resource.type=\"cloud_run_revision\" AND jsonPayload.event=\"rate_limit_fail_open\""
+
+  metric_descriptor {
+    metric_kind  = "DELTA"
+    value_type   = "INT64"
+    unit         = "1"
+    display_name = "Reads served without a rate limit (limiter unavailable)"
+  }
+}
+
 # Seconds from a change's commit in the source to its write into Redis (ingest_changes).
 resource "google_logging_metric" "ingest_lag" {
   project         = var.project_id
@@ -270,5 +285,40 @@ resource "google_monitoring_alert_policy" "freshness" {
   documentation {
     mime_type = "text/markdown"
     content   = "Online features lag the source of truth: check the cdc-changes subscription backlog and dead-letter topic, the refresh-cache-incremental scheduler job, and the CDC relay."
+  }
+}
+
+# Rate limits are not enforced while Redis fails (fail open, docs/security.md): page someone.
+resource "google_monitoring_alert_policy" "rate_limit_fail_open" {
+  project               = var.project_id
+  display_name          = "Feature store: reads served without rate limits"
+  combiner              = "OR"
+  severity              = "WARNING"
+  notification_channels = var.notification_channels
+
+  conditions {
+    display_name = "Reads served without asking the rate limiter > ${var.rate_limit_fail_open_max} in 5 minutes"
+
+    condition_threshold {
+      filter          = "resource.type = \"cloud_run_revision\" AND metric.type = \"logging.googleapis.com/user/${google_logging_metric.rate_limit_fail_open.name}\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = var.rate_limit_fail_open_max
+      duration        = "0s"
+
+      aggregations {
+        alignment_period     = "300s"
+        per_series_aligner   = "ALIGN_SUM"
+        cross_series_reducer = "REDUCE_SUM"
+      }
+
+      trigger {
+        count = 1
+      }
+    }
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = "The read path cannot reach Redis and serves reads without per-client rate limits (fail open, docs/security.md). Check Memorystore and the `rate_limit_fail_open` lines of the read functions; set FS_AUTH_RATE_LIMIT_FAIL_OPEN=false to refuse such reads with 503 instead."
   }
 }

@@ -54,3 +54,9 @@ variable "notification_channels" {
   type        = list(string)
   default     = []
 }
+
+variable "rate_limit_fail_open_max" {
+  description = "Alert when more reads than this are served without a rate limit in 5 minutes."
+  type        = number
+  default     = 0
+}
