@@ -212,7 +212,8 @@ def main() -> int:
     from audit.pubsub_standin import PubSubStandIn
 
     standin = PubSubStandIn().start()
-    audited = {**env, "FS_AUDIT_SINK": "pubsub", "FS_PUBSUB_PROJECT": "bench", "FS_PUBSUB_EMULATOR_HOST": standin.address}
+    audited = {**env, "FS_AUDIT_SINK": "pubsub", "FS_PUBSUB_PROJECT": "bench",
+               "FS_PUBSUB_EMULATOR_HOST": standin.address}
     bare_env = {**env, "FS_AUDIT_SINK": "disabled"}
     try:
         noop, noop_url = serve("noop", ROOT / "bench" / "noop" / "main.py", env)

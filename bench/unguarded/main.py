@@ -36,7 +36,8 @@ def _batch(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[str,
     results = []
     for r in outcome.results:
         counts[r.status] += 1
-        results.append({"user_id": r.user_id, "status": r.status, **(served_vector(svc, r) if r.status == "ok" else {})})
+        vector = served_vector(svc, r) if r.status == "ok" else {}
+        results.append({"user_id": r.user_id, "status": r.status, **vector})
     return 200, {**_envelope(fs, outcome, []), "results": results, "counts": counts}
 
 

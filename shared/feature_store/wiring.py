@@ -17,8 +17,8 @@ import redis
 
 from feature_store import logs
 from feature_store.errors import SettingsError
-from feature_store.services.audit import AuditRecorder, RecorderConfig, close_at_exit
 from feature_store.services.access import AccessControl
+from feature_store.services.audit import AuditRecorder, RecorderConfig, close_at_exit
 from feature_store.services.breaker import CircuitBreaker
 from feature_store.services.cache_admin import CacheAdmin
 from feature_store.services.ingest import Ingestor

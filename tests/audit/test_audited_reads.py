@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conftest import function_client
+from conftest import TEST_CLIENT, TEST_KEY, function_client
 from feature_store.domain.audit import is_request_id, vector_digest
 from feature_store.domain.synthetic import user_id
 
@@ -49,7 +49,7 @@ def test_a_single_read_answers_its_request_id_and_leaves_one_row_whose_digest_th
     [row] = rows_of(standin, body["request_id"], 1)
     assert row["client_request_id"] == "caller-trace-000123" and row["purpose"] == "credit_decision checkout"
     assert (row["user_id"], row["status"], row["kind"], row["transport"]) == (user_id(7), "ok", "single", "rest")
-    assert row["feature_names"] == ["risk_score", "orders_1h"] and row["client_id"] == "unidentified"
+    assert row["feature_names"] == ["risk_score", "orders_1h"] and row["client_id"] == TEST_CLIENT
     assert row["source_watermark"] == body["source_watermark"] and row["computed_at_served"] == body["computed_at"]
     assert row["digest"] == vector_digest(body["features"], body["source_watermark"], body["computed_at"])
     assert row["cache_hit"] is body["cache_hit"]
@@ -107,10 +107,11 @@ def test_grpc_answers_carry_the_request_id_in_trailing_metadata_and_are_audited(
             stub = channel.unary_unary(m.path, request_serializer=m.request.SerializeToString,
                                        response_deserializer=m.response.FromString)
             _, call = stub.with_call(feature_store_pb2.GetUserFeaturesRequest(user_id=user_id(5)), timeout=10,
-                                     metadata=(("x-purpose", "dispute"),))
+                                     metadata=(("x-purpose", "dispute"), ("x-api-key", TEST_KEY)))
             ok_id = dict(call.trailing_metadata())["x-request-id"]
             with pytest.raises(grpc.RpcError) as failed:
-                stub(feature_store_pb2.GetUserFeaturesRequest(user_id="nobody-here"), timeout=10)
+                stub(feature_store_pb2.GetUserFeaturesRequest(user_id="nobody-here"), timeout=10,
+                     metadata=(("x-api-key", TEST_KEY),))
             failed_id = dict(failed.value.trailing_metadata())["x-request-id"]
     finally:
         server.stop(0)

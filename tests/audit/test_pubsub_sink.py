@@ -40,7 +40,7 @@ def services_over(standin: PubSubStandIn) -> Iterator[Services]:
 
 
 def read(n: int, users: int) -> ReadAudit:
-    return ReadAudit(f"01HF7YAT0060RK4CSM6MV{n:05d}", "unidentified", "batch", "grpc", "credit_decision", 2,
+    return ReadAudit(f"01HF7YAT0060RK4CSM6MV{n:05d}", "lender-checkout", "batch", "grpc", "credit_decision", 2,
                      ("orders_1h",), 1_764_680_401.5, 1_764_680_401.6,
                      tuple(VectorAudit(f"u{i}", "ok", False, "0/16B3748", "2025-12-02T13:00:00.123+00:00",
                                        1_764_680_400.123, features={"velocity": {"orders_1h": i}})

@@ -98,7 +98,7 @@ def test_any_change_to_what_was_served_changes_the_digest(change: str) -> None:
 def _audit() -> ReadAudit:
     served = VectorAudit("u1", "ok", True, "0/16B3748", "2026-12-02T13:00:00.123+00:00", 1_764_680_400.123456,
                          features=FEATURES)
-    return ReadAudit("01HF7YAT0060RK4CSM6MV3EE1S", "unidentified", "batch", "rest", "credit_decision", 2,
+    return ReadAudit("01HF7YAT0060RK4CSM6MV3EE1S", "lender-checkout", "batch", "rest", "credit_decision", 2,
                      ("risk_score", "orders_1h"), 1_764_680_401.5, 1_764_680_401.502,
                      (served, VectorAudit("u2", "unknown_user", False)), client_request_id="abc-12345678",
                      purpose="credit_decision")

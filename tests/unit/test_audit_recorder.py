@@ -44,7 +44,7 @@ class Sink:
 def read(n: int, users: int = 1, prefix: str = "u") -> ReadAudit:
     vectors = tuple(VectorAudit(f"{prefix}{i}", "ok", True, "0/1", "2026-12-02T13:00:00.000+00:00", 1.0,
                                 features={"g": {"f": i}}) for i in range(users))
-    return ReadAudit(f"req{n:06d}", "unidentified", "batch" if users > 1 else "single", "rest", "credit_decision", 2,
+    return ReadAudit(f"req{n:06d}", "lender-checkout", "batch" if users > 1 else "single", "rest", "credit_decision", 2,
                      ("f",), 2.0, 3.0, vectors)
 
 
