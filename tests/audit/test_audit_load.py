@@ -36,7 +36,8 @@ pytestmark = pytest.mark.slow
 def call(url: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method="GET" if body is None else "POST",
-                                     headers={"Content-Type": "application/json", "X-Purpose": "load test", **AUTH_HEADERS})
+                                     headers={"Content-Type": "application/json", "X-Purpose": "load test",
+                                              **AUTH_HEADERS})
     try:
         with urllib.request.urlopen(request, timeout=30) as answer:
             return answer.status, json.loads(answer.read()), dict(answer.headers)
