@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import redis
 
-from conftest import REDIS_URL, base_env, drop_prefix
+from conftest import AUTH_HEADERS, REDIS_URL, base_env, drop_prefix
 from feature_store.domain.catalog import CATALOG, Instant
 from feature_store.settings import Settings
 from feature_store.stores.dialect import POSTGRESQL
@@ -89,7 +89,8 @@ class Reader:
         while not self._stop.is_set():
             n += 1
             try:
-                with urllib.request.urlopen(f"{self.url}api/v1/features/user/u{n % USERS:09d}", timeout=30) as r:
+                read = urllib.request.Request(f"{self.url}api/v1/features/user/u{n % USERS:09d}", headers=AUTH_HEADERS)
+                with urllib.request.urlopen(read, timeout=30) as r:
                     self.statuses[r.status] += 1
             except urllib.error.HTTPError as exc:
                 self.statuses[exc.code] += 1
