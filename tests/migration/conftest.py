@@ -4,6 +4,7 @@ services over them with this test's Redis prefix. Databases are named fsm_* and 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,6 +20,17 @@ class MigrationDatabases(Databases):
     """The migration suite's databases: fsm_* (the suite's own namespace on the shared server)."""
 
     prefix = "fsm_"
+
+
+@pytest.fixture(autouse=True)
+def no_writer_outlives_its_test() -> Iterator[None]:
+    """A test that fails while its application Writer runs would leave it committing for the rest of the suite."""
+    from .harness import Writer
+
+    yield
+    for writer in list(Writer.running):
+        with contextlib.suppress(BaseException):  # its error belongs to the test that already failed
+            writer.stop()
 
 
 @pytest.fixture(scope="session")

@@ -165,8 +165,11 @@ class Writer:
     partitions to keep) the same kind of rows as plain statements.
     """
 
+    running: set[Writer] = set()  # stopped after each test by tests/migration/conftest.py, failed or not
+
     def __init__(self, database: str, source: bool = True, pause_s: float = 0.05) -> None:
         self.database, self.source, self.pause_s = database, source, pause_s
+        Writer.running.add(self)
         self.commits = 0
         self.error: BaseException | None = None
         self._stop = threading.Event()
@@ -200,6 +203,7 @@ class Writer:
             pool.close()
 
     def stop(self) -> int:
+        Writer.running.discard(self)
         self._stop.set()
         self._thread.join(30)
         if self.error is not None:
