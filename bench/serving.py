@@ -211,7 +211,7 @@ def main() -> int:
     sys.path.insert(0, str(ROOT / "tests"))
     from audit.pubsub_standin import PubSubStandIn
 
-    standin = PubSubStandIn().start()
+    standin = PubSubStandIn(keep=False).start()  # counts what it accepts: Pub/Sub's CPU is not ours
     audited = {**env, "FS_AUDIT_SINK": "pubsub", "FS_PUBSUB_PROJECT": "bench",
                "FS_PUBSUB_EMULATOR_HOST": standin.address}
     bare_env = {**env, "FS_AUDIT_SINK": "disabled"}
@@ -248,7 +248,7 @@ def main() -> int:
             os.killpg(p.pid, signal.SIGTERM)
         for p in procs:
             p.wait(30)  # an audited function flushes its queue on SIGTERM
-        print(f"  audit stand-in received {len(standin.messages):,} rows", file=sys.stderr, flush=True)
+        print(f"  audit stand-in received {standin.received:,} rows", file=sys.stderr, flush=True)
         standin.stop()
         clear_cache(env["FS_REDIS_URL"], args.prefix)  # the shared Redis gets its memory back (7-day TTLs)
     report(results, args, users, rows, warm_users, cold_span, (load_before, os.getloadavg()))
@@ -284,7 +284,7 @@ def report(results: dict[str, dict[str, dict[str, Any]]], args: argparse.Namespa
             if c in results.get(bare, {}):
                 g, b = results[guarded][c], results[bare][c]
                 print(f"guard adds to {LABELS[guarded]} at concurrency {c}: p95 {g['p95_ms'] - b['p95_ms']:+.3f} ms, "
-                      f"p50 {g['p50_ms'] - b['p50_ms']:+.3f} ms (key auth + scope + rate limit; "
+                      f"p50 {g['p50_ms'] - b['p50_ms']:+.3f} ms (key auth + scope + rate limit + audit; "
                       f"{LABELS[bare]} measured in the same run)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -18,6 +20,7 @@ from feature_store.domain.audit import (
     client_request_id,
     from_rows,
     is_request_id,
+    iso_micros,
     new_request_id,
     request_id_time,
     vector_digest,
@@ -68,12 +71,36 @@ def test_the_digest_is_sha256_of_one_canonical_form_of_what_was_served() -> None
     canonical = canonical_vector(FEATURES, "0/16B3748", "2026-12-02T13:00:00.123+00:00")
 
     assert canonical == canonical_vector(reordered, "0/16B3748", "2026-12-02T13:00:00.123+00:00")
+    # Written out by hand from docs/security.md's definition (version 2), not by the code under test.
+    assert canonical == (b'{"computed_at":"2026-12-02T13:00:00.123+00:00","features":{"risk":{"payment_delays":null,'
+                         b'"risk_score":0.25},"velocity":{"amount_24h":120.5,"orders_1h":2}},'
+                         b'"source_watermark":"0/16B3748","v":2}')
+    digest = vector_digest(FEATURES, "0/16B3748", "2026-12-02T13:00:00.123+00:00")
+    assert digest == hashlib.sha256(canonical).hexdigest()
+
+
+def test_rows_recorded_with_the_first_form_are_still_digested_by_it() -> None:
+    canonical = canonical_vector(FEATURES, "0/16B3748", "2026-12-02T13:00:00.123+00:00", version=1)
+
     assert json.loads(canonical) == {"computed_at": "2026-12-02T13:00:00.123+00:00", "source_watermark": "0/16B3748",
                                      "v": 1, "features": {"amount_24h": 120.5, "orders_1h": 2,
                                                           "payment_delays": None, "risk_score": 0.25}}
-    assert b" " not in canonical and canonical.index(b'"amount_24h"') < canonical.index(b'"risk_score"')
-    digest = vector_digest(FEATURES, "0/16B3748", "2026-12-02T13:00:00.123+00:00")
-    assert digest == hashlib.sha256(canonical).hexdigest()
+    assert vector_digest(FEATURES, "0/16B3748", "2026-12-02T13:00:00.123+00:00", version=1) == \
+        hashlib.sha256(canonical).hexdigest()
+    rows = _audit().rows()
+    for row in rows:
+        row["digest_version"] = 1
+    assert from_rows(rows).digest_version == 1
+    with pytest.raises(ValueError, match="unknown digest version"):
+        canonical_vector(FEATURES, None, None, version=3)
+
+
+def test_row_timestamps_round_the_microseconds_as_datetime_does() -> None:
+    rng = random.Random(7)
+    epochs = [rng.uniform(0, 4e9) for _ in range(20_000)] + [round(rng.uniform(1.6e9, 1.9e9), 3) for _ in range(20_000)]
+    epochs += [1_764_680_400.9999996, 1_764_680_400.0000004, 1_764_680_400.0000005, 0.0, 1_764_680_399.5]
+    for epoch in epochs:
+        assert iso_micros(epoch) == datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), epoch
 
 
 @pytest.mark.parametrize("change", ["value", "type", "watermark", "computed_at", "missing"])

@@ -168,3 +168,32 @@ def test_close_sends_what_is_queued_and_counts_what_it_could_not(caplog: pytest.
         stuck.close()
     assert stuck.dropped == 4
     assert any("lost at exit" in r.getMessage() for r in caplog.records)
+
+
+def test_reads_within_one_linger_share_one_publish() -> None:
+    # A read arriving while the sender lingers must not end the linger: one publish per read is what made
+    # the audit cost a Pub/Sub call per request (bench/serving.py's guard figures).
+    sink = Sink()
+    recorder = AuditRecorder(sink, config(linger_s=2.0, batch_rows=1000))
+    try:
+        for n in range(10):  # as reads arrive at c=1: one at a time, the sender awake in between
+            recorder.record(read(n))
+            time.sleep(0.01)
+        assert sink.calls == 0, "the linger is not over yet"
+        wait_for(lambda: len(sink.rows) == 10)
+        assert sink.calls == 1
+    finally:
+        recorder.close()
+
+
+def test_a_full_batch_goes_out_without_waiting_for_the_linger() -> None:
+    sink = Sink()
+    recorder = AuditRecorder(sink, config(linger_s=30.0, batch_rows=50))
+    try:
+        started = time.monotonic()
+        for n in range(5):
+            recorder.record(read(n, users=10))
+        wait_for(lambda: len(sink.rows) == 50, seconds=5.0)
+        assert time.monotonic() - started < 5.0
+    finally:
+        recorder.close()

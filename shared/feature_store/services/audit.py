@@ -106,7 +106,10 @@ class AuditRecorder:
             self._seq += 1
             self._queue.append(_Pending(self._seq, self._clock(), None, audit, size))
             self._queued_rows += size
-            self._wake.notify()
+            # Wake the sender only when there is something new for it: the first read of a batch, or a full
+            # batch. A wake per read would end its linger at once and cost one publish per read.
+            if len(self._queue) == 1 or self._queued_rows >= self.config.batch_rows:
+                self._wake.notify()
 
     def _behind(self) -> str | None:
         with self._lock:
@@ -143,9 +146,13 @@ class AuditRecorder:
                     self._wake.wait()
                 if self._closed:
                     return
-                if self._queued_rows < self.config.batch_rows and self.config.linger_s > 0:
-                    # Let a batch fill a little: one publish call for many reads.
-                    self._wake.wait(self.config.linger_s)
+                # Let a batch fill for up to linger_s: one publish call for many reads.
+                deadline = time.monotonic() + self.config.linger_s
+                while self._queued_rows < self.config.batch_rows and not self._closed:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._wake.wait(left)
             if not self.send_once():
                 time.sleep(self.config.retry_backoff_s)
 
@@ -170,6 +177,9 @@ class AuditRecorder:
             for pending in taken:
                 if pending.rows is None and pending.audit is not None:
                     pending.rows, pending.audit = pending.audit.rows(), None
+                    # Yield the interpreter between reads: the request threads of this process wait for it
+                    # while rows are made (up to 5 ms, the switch interval), so one read's rows at a time.
+                    time.sleep(0)
             rows = [row for pending in taken for row in pending.rows or ()]
             try:
                 unsent = list(self._sink.publish(rows))

@@ -19,7 +19,15 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from feature_store.domain.audit import ReadAudit, VectorAudit, from_rows, is_request_id, iso, vector_digest
+from feature_store.domain.audit import (
+    DIGEST_VERSION,
+    ReadAudit,
+    VectorAudit,
+    from_rows,
+    is_request_id,
+    iso,
+    vector_digest,
+)
 from feature_store.domain.catalog import Instant, get_feature_set
 from feature_store.domain.state import UserState
 from feature_store.errors import InvalidParameter, NotFound
@@ -69,18 +77,19 @@ class Receipts:
                     vectors.append(_answer(v, None, "offline_unknown_user"))
                     continue
                 features = fs.evaluate(state, at, selection)
-                vectors.append(_answer(v, features, None))
+                vectors.append(_answer(v, features, None, audit.digest_version))
         compared = [x["matches"] for x in vectors if x["matches"] is not None]
         return {"receipt": {"request_id": audit.request_id, "record": _record(audit), "vectors": vectors,
                             "matches": bool(compared) and all(compared) and len(compared) == len(served),
                             "offline_landed_until": iso(landed)}}
 
 
-def _answer(v: VectorAudit, features: dict[str, dict[str, Any]] | None, reason: str | None) -> dict[str, Any]:
+def _answer(v: VectorAudit, features: dict[str, dict[str, Any]] | None, reason: str | None,
+            version: int = DIGEST_VERSION) -> dict[str, Any]:
     out: dict[str, Any] = {"user_id": v.user_id, "status": v.status, "digest": v.digest, "recomputed_digest": None,
                            "matches": None, "reason": reason}
     if features is not None:
-        recomputed = vector_digest(features, v.source_watermark, v.computed_at)
+        recomputed = vector_digest(features, v.source_watermark, v.computed_at, version)
         out.update(recomputed_digest=recomputed, matches=recomputed == v.digest,
                    reason=None if recomputed == v.digest else "digest_differs", recomputed_features=features)
     return out
