@@ -35,14 +35,14 @@ migrate: install  ## run workflows/migration.yaml against the `make up` stack (A
 	.local/venvs/wf/bin/workflows-emulator --source workflows/migration.yaml --loglevel WARNING run --data .local/migration-args.json
 
 test: install services wrk  ## the whole suite against real PostgreSQL, Redis and the emulators, then the fault suite
-	$(PY) -m pytest -q -m "not faults" --cov --cov-report=term --cov-fail-under=90
-	$(PY) -m pytest -q -m faults tests/faults
+	$(PY) -m pytest -q -m "not faults" --durations=15 --cov --cov-report=term --cov-fail-under=90
+	$(PY) -m pytest -q -m faults --durations=10 tests/faults
 
 test-fast:
 	$(PY) -m pytest -q -m "not slow and not faults"
 
 test-faults: install wrk  ## only the fault suite: outages under load on private PostgreSQL and Redis servers (~3 min)
-	$(PY) -m pytest -q -m faults tests/faults
+	$(PY) -m pytest -q -m faults --durations=10 tests/faults
 
 test-migration: install  ## the migration's suite (part of `make test` too): two real databases, the functions, the workflow
 	$(PY) -m pytest -q tests/migration tests/infra/test_migration_terraform.py

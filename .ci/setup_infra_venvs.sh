@@ -36,6 +36,13 @@ ensure_venv() {
     "$venv/bin/python" -c "$probe"
 }
 
-ensure_venv hcl "import hcl2" "$HCL2_SPEC"
-ensure_venv checkov "import checkov.main" "$CHECKOV_SPEC"
-ensure_venv protoc "import grpc_tools.protoc" "$PROTOC_SPEC"
+# Side by side (independent venvs); fails if any failed, once all have finished.
+pids=()
+ensure_venv hcl "import hcl2" "$HCL2_SPEC" & pids+=($!)
+ensure_venv checkov "import checkov.main" "$CHECKOV_SPEC" & pids+=($!)
+ensure_venv protoc "import grpc_tools.protoc" "$PROTOC_SPEC" & pids+=($!)
+failed=0
+for pid in "${pids[@]}"; do
+  wait "$pid" || failed=1
+done
+exit "$failed"

@@ -217,7 +217,7 @@ def reads_through_the_shift(stack: Any, migration: Any, users: int, hold_s: floa
             started = time.perf_counter()
             try:
                 conn.request("GET", f"/api/v1/features/user/u{random.randrange(users):09d}",
-                             headers=AUTH_HEADERS)  # the harness migrates with tests/conftest.py: its test client
+                             headers=AUTH_HEADERS)  # the test suite's client, made in the source by main()
                 response = conn.getresponse()
                 response.read()
                 status = response.status
@@ -294,9 +294,10 @@ def main() -> int:
     import stack as local_stack
     from migration.harness import Stack
 
-    from conftest import drop_prefix
+    from conftest import TEST_PEPPER, drop_prefix, provision_test_client
     from feature_store.migration_wiring import migration_for
     from feature_store.settings import Settings
+    from feature_store.stores.postgres import PostgresPool
     from feature_store.wiring import Services
 
     base_env = {**local_stack.stack_env(), "FS_POSTGRES_DATABASE": args.database, "FS_LOG_LEVEL": "WARNING"}
@@ -311,7 +312,15 @@ def main() -> int:
                          env.get("FS_POSTGRES_USER", "postgres"), "FS_MIGRATION_TARGET_DATABASE": args.target,
                          "FS_MIGRATION_TARGET_DIALECT": "postgresql", "FS_MIGRATION_CHUNK_ROWS": str(args.chunk_rows),
                          "FS_MIGRATION_STEP_BUDGET_S": "3600", "FS_CDC_CHANGELOG_ENABLED": "false",
-                         "FS_MIGRATION_GUARD_P95_MS": "250"})
+                         "FS_MIGRATION_GUARD_P95_MS": "250",
+                         # The readers of part 3 read as the test suite's client (made in the source below, so the
+                         # backfill copies it); the audit trail is not what this measures (bench/serving.py does).
+                         "FS_AUTH_KEY_PEPPER": TEST_PEPPER, "FS_AUDIT_SINK": "disabled"})
+    source_pool = PostgresPool(Settings.from_env(settings_env).postgres)
+    try:
+        provision_test_client(source_pool)
+    finally:
+        source_pool.close()
     migration = migration_for(Services(Settings.from_env(settings_env)))
     logs = ROOT / ".local" / "bench-migration"
     logs.mkdir(parents=True, exist_ok=True)

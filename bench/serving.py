@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/serving.py [--database fs_bench] [--users 1000000] [--duration 10]
                                       [--concurrency 1,10,50] [--workers 2] [--threads 4] [--warm 20000]
+                                      [--audit-sink pubsub|disabled]
                                       [--scenarios hit,miss,batch_hit,batch_cold,hit_unguarded,batch_hit_unguarded]
                                       [--json out.json]
 
@@ -19,7 +20,10 @@ What the figures are made of:
   level from a region of its own; every answer says whether it came from the cache (cache_hit),
   and the "wrong" column counts the vectors that were not what the scenario claims (a hit in a
   miss scenario, a miss in a hit scenario), so a data set too small for the run shows there;
-- "degr." counts answers served degraded (Redis skipped: complete, but from PostgreSQL).
+- "degr." counts answers served degraded (Redis skipped: complete, but from PostgreSQL);
+- "CPU ms/2xx": the CPU the served function's processes (every worker and thread) used during the
+  run, per 2xx answer, read from /proc: what one answer costs, which load on the machine moves far
+  less than it moves latency.
 
 The read guard (docs/security.md) as production runs it: every read function request carries the API
 key of a client made for the run (every scope, a rate no run reaches, so its limiter runs on every
@@ -93,19 +97,42 @@ def serve(name: str, source: Path, env: dict[str, str]) -> tuple[subprocess.Pope
     raise SystemExit(f"{name} did not start")
 
 
-def wrk(url: str, scenario: str, concurrency: int, duration: int, extra: dict[str, str]) -> dict[str, Any]:
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the processes of one served function (its process group)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry)) != pgid:
+                continue
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, scenario: str, concurrency: int, duration: int, extra: dict[str, str],
+        server: int | None = None) -> dict[str, Any]:
     """One wrk run; the figures of wrk_report.lua plus 2xx/s and the vectors that were not what was claimed."""
     threads = min(concurrency, 2)
     env = {**os.environ, "SCENARIO": scenario, "WRK_THREADS": str(threads), **extra}
+    cpu_before = group_cpu_s(server) if server is not None else 0.0
     out = subprocess.run(["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{duration}s", "--timeout", "5s", "-s", LUA,
                           url], env=env, capture_output=True, text=True, check=True).stdout
+    cpu_s = group_cpu_s(server) - cpu_before if server is not None else None
     raw: dict[str, Any] = json.loads(next(x for x in out.splitlines() if x.startswith("{")))
     seconds = raw["duration_us"] / 1e6
     wrong = {"hit": raw["misses"], "batch_hit": raw["misses"], "miss": raw["hits"], "batch_cold": raw["hits"],
              "feast": raw["misses"], "feast_batch": raw["misses"]}
     return {**raw, "seconds": round(seconds, 2), "rps": raw["ok"] / seconds, "p50_ms": raw["p50_us"] / 1000,
             "p95_ms": raw["p95_us"] / 1000, "p99_ms": raw["p99_us"] / 1000, "wrong": wrong.get(scenario, 0),
-            "vectors": raw["hits"] + raw["misses"]}
+            "vectors": raw["hits"] + raw["misses"],
+            # the served function's CPU (all its processes and threads) per 2xx answer: what a request costs,
+            # which other load on the machine changes far less than latency
+            "cpu_ms_per_2xx": None if cpu_s is None or not raw["ok"] else cpu_s * 1000 / raw["ok"]}
 
 
 def bench_client(env: dict[str, str]) -> str:
@@ -187,6 +214,9 @@ def main() -> int:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="the no-op floor is always measured too")
     parser.add_argument("--redis-url", default=None)
     parser.add_argument("--prefix", default=PREFIX, help="Redis key prefix of the run (cleared before and after)")
+    parser.add_argument("--audit-sink", choices=("pubsub", "disabled"), default="pubsub",
+                        help="the guarded functions' audit sink: pubsub (production, to the local stand-in) or "
+                             "disabled, to tell the audit's cost from the rest of the guard's")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -212,7 +242,7 @@ def main() -> int:
     from audit.pubsub_standin import PubSubStandIn
 
     standin = PubSubStandIn(keep=False).start()  # counts what it accepts: Pub/Sub's CPU is not ours
-    audited = {**env, "FS_AUDIT_SINK": "pubsub", "FS_PUBSUB_PROJECT": "bench",
+    audited = {**env, "FS_AUDIT_SINK": args.audit_sink, "FS_PUBSUB_PROJECT": "bench",
                "FS_PUBSUB_EMULATOR_HOST": standin.address}
     bare_env = {**env, "FS_AUDIT_SINK": "disabled"}
     try:
@@ -223,6 +253,8 @@ def main() -> int:
         bare_batch, bare_batch_url = serve("read_features_batch_unguarded", ROOT / "bench" / "unguarded" / "main.py",
                                            bare_env)
         procs = [noop, single, batch, bare, bare_batch]
+        servers = {noop_url: noop.pid, single_url: single.pid, batch_url: batch.pid, bare_url: bare.pid,
+                   bare_batch_url: bare_batch.pid}  # start_new_session: each pid leads its process group
         warm(batch_url, warm_users, key)
         for urls, headers in (((single_url, batch_url), {"X-API-Key": key}), ((bare_url, bare_batch_url), {})):
             prime(*urls, headers)
@@ -241,7 +273,7 @@ def main() -> int:
             }
             for name in ["floor", *scenarios]:
                 url, extra = plan[name]
-                results.setdefault(name, {})[str(c)] = wrk(url, name, c, args.duration, extra)
+                results.setdefault(name, {})[str(c)] = wrk(url, name, c, args.duration, extra, servers[url])
                 print(f"  measured {LABELS[name]} at concurrency {c}", file=sys.stderr, flush=True)
     finally:
         for p in procs:
@@ -255,6 +287,10 @@ def main() -> int:
     return 0
 
 
+def cpu_text(r: dict[str, Any]) -> str:
+    return "-" if r.get("cpu_ms_per_2xx") is None else f"{r['cpu_ms_per_2xx']:.3f}"
+
+
 def report(results: dict[str, dict[str, dict[str, Any]]], args: argparse.Namespace, users: int,
            rows: dict[str, int], warm_users: int, cold_span: int,
            load: tuple[tuple[float, ...], tuple[float, ...]]) -> None:
@@ -266,7 +302,7 @@ def report(results: dict[str, dict[str, dict[str, Any]]], args: argparse.Namespa
     print("  2xx/s: 2xx answers per second (the only throughput); non-2xx and socket errors apart; wrong: vectors "
           "that were not what the scenario claims (hits in a miss scenario, misses in a hit scenario)")
     print(f"{'scenario':<17}{'conc':>5}{'2xx/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'non-2xx':>9}"
-          f"{'sock err':>9}{'degr.':>7}{'wrong':>15}{'p95/floor':>11}{'2xx/s/floor':>13}")
+          f"{'sock err':>9}{'degr.':>7}{'wrong':>15}{'p95/floor':>11}{'2xx/s/floor':>13}{'CPU ms/2xx':>12}")
     floor = results.get("floor", {})
     for name, by_level in results.items():
         for c, r in by_level.items():
@@ -276,15 +312,18 @@ def report(results: dict[str, dict[str, dict[str, Any]]], args: argparse.Namespa
             ratio_rps = f"{r['rps'] / f['rps']:.2f}x" if f["rps"] else "-"
             print(f"{LABELS[name]:<17}{c:>5}{r['rps']:>9.0f}{r['p50_ms']:>9.2f}{r['p95_ms']:>9.2f}{r['p99_ms']:>9.2f}"
                   f"{r['non_2xx']:>9}{r['errors_socket']:>9}{r['degraded']:>7}{wrong:>15}{ratio_p95:>11}"
-                  f"{ratio_rps:>13}")
+                  f"{ratio_rps:>13}{cpu_text(r):>12}")
             if r["statuses"]:
                 print(f"{'':<22}non-2xx by status: {r['statuses']}")
+    parts = " + audit" if args.audit_sink != "disabled" else ", the audit trail disabled"
     for guarded, bare in GUARDED.items():
         for c in results.get(guarded, {}):
             if c in results.get(bare, {}):
                 g, b = results[guarded][c], results[bare][c]
+                cpu = (f", server CPU {g['cpu_ms_per_2xx'] - b['cpu_ms_per_2xx']:+.3f} ms per answer"
+                       if g.get("cpu_ms_per_2xx") is not None and b.get("cpu_ms_per_2xx") is not None else "")
                 print(f"guard adds to {LABELS[guarded]} at concurrency {c}: p95 {g['p95_ms'] - b['p95_ms']:+.3f} ms, "
-                      f"p50 {g['p50_ms'] - b['p50_ms']:+.3f} ms (key auth + scope + rate limit + audit; "
+                      f"p50 {g['p50_ms'] - b['p50_ms']:+.3f} ms{cpu} (key auth + scope + rate limit{parts}; "
                       f"{LABELS[bare]} measured in the same run)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,9 @@
 #   .venv                 the package (editable) with its dev extras
 #   .local/venvs/bq       the BigQuery emulator (bqemulator + DuckDB's spatial extension, offline)
 #   .local/venvs/wf       workflows-emulator (its pins conflict with bqemulator's)
-# Each virtual environment is rebuilt only when missing or when its inputs changed.
+# Each virtual environment is rebuilt only when missing or when its inputs changed. They are independent,
+# so they are built side by side (pip spends most of its time waiting on downloads and unpacking); the
+# script fails if any of them failed, after all have finished.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -11,38 +13,57 @@ mkdir -p .local/venvs
 
 stamp_ok() { [ -f "$1/.stamp" ] && [ "$(cat "$1/.stamp")" = "$2" ]; }
 
+pids=()
 main_inputs=$(sha256sum pyproject.toml | cut -c1-16)
 if [ -L .venv ]; then
   # A worktree borrowing another checkout's environment: reinstalling here would point that
   # environment's editable install at this checkout, under everyone else using it.
   echo "[install] .venv is a link to $(readlink .venv): left as it is (run with PYTHONPATH=$PWD/shared)"
 elif ! stamp_ok .venv "$main_inputs"; then
-  echo "[install] .venv (feature_store + dev extras)"
-  [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev]'
-  echo "$main_inputs" > .venv/.stamp
+  (
+    echo "[install] .venv (feature_store + dev extras)"
+    [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q -e '.[dev]'
+    echo "$main_inputs" > .venv/.stamp
+  ) &
+  pids+=($!)
 fi
 
 BQ_PINS="bqemulator==1.4.* duckdb==1.5.5 duckdb-extension-spatial==1.5.5 numpy"
 if ! stamp_ok .local/venvs/bq "$BQ_PINS"; then
-  echo "[install] .local/venvs/bq (BigQuery emulator)"
-  [ -x .local/venvs/bq/bin/python ] || "$PYTHON" -m venv .local/venvs/bq
-  .local/venvs/bq/bin/pip install -q --upgrade pip
-  # shellcheck disable=SC2086
-  .local/venvs/bq/bin/pip install -q $BQ_PINS
-  echo "$BQ_PINS" > .local/venvs/bq/.stamp
+  (
+    echo "[install] .local/venvs/bq (BigQuery emulator)"
+    [ -x .local/venvs/bq/bin/python ] || "$PYTHON" -m venv .local/venvs/bq
+    .local/venvs/bq/bin/pip install -q --upgrade pip
+    # shellcheck disable=SC2086
+    .local/venvs/bq/bin/pip install -q $BQ_PINS
+    echo "$BQ_PINS" > .local/venvs/bq/.stamp
+  ) &
+  pids+=($!)
 fi
 
 WF_PINS="workflows-emulator==1.10.* uvicorn"
 if ! stamp_ok .local/venvs/wf "$WF_PINS"; then
-  echo "[install] .local/venvs/wf (workflows-emulator)"
-  [ -x .local/venvs/wf/bin/python ] || "$PYTHON" -m venv .local/venvs/wf
-  .local/venvs/wf/bin/pip install -q --upgrade pip
-  # shellcheck disable=SC2086
-  .local/venvs/wf/bin/pip install -q $WF_PINS
-  echo "$WF_PINS" > .local/venvs/wf/.stamp
+  (
+    echo "[install] .local/venvs/wf (workflows-emulator)"
+    [ -x .local/venvs/wf/bin/python ] || "$PYTHON" -m venv .local/venvs/wf
+    .local/venvs/wf/bin/pip install -q --upgrade pip
+    # shellcheck disable=SC2086
+    .local/venvs/wf/bin/pip install -q $WF_PINS
+    echo "$WF_PINS" > .local/venvs/wf/.stamp
+  ) &
+  pids+=($!)
 fi
-# python-hcl2 and checkov (the Terraform checks in tests/infra) each in a venv of their own.
-bash .ci/setup_infra_venvs.sh
+# python-hcl2, checkov and protoc (the Terraform checks in tests/infra, make proto) each in a venv of their own.
+bash .ci/setup_infra_venvs.sh &
+pids+=($!)
+failed=0
+for pid in "${pids[@]}"; do
+  wait "$pid" || failed=1
+done
+if [ "$failed" -ne 0 ]; then
+  echo "[install] FAILED: a virtual environment could not be built (its pip output is above)" >&2
+  exit 1
+fi
 echo "[install] done"

@@ -219,7 +219,7 @@ def test_idle_relay_keeps_retained_wal_bounded_and_costs_little(stack: Stack) ->
         assert stack.relay is not None
         return stack.relay.pids() + stack.pg.backend_pids("fs_cdc_relay")
 
-    idle_share = core_share(relay_and_backend, 20)
+    idle_share = core_share(relay_and_backend, 8)
     print("\n[faults] idle relay: " + json.dumps({
         "noise_wal_mb": round(written / 2**20), "confirmed_lag_kb_max": round(max(lag) / 1024),
         "retained_wal_mb_max": round(max(retained) / 2**20, 1),
