@@ -30,31 +30,23 @@ elif ! stamp_ok .venv "$main_inputs"; then
   pids+=($!)
 fi
 
-BQ_PINS="bqemulator==1.4.* duckdb==1.5.5 duckdb-extension-spatial==1.5.5 numpy"
-if ! stamp_ok .local/venvs/bq "$BQ_PINS"; then
+# A venv holding exactly PINS, built in the background: pinned_venv DIR LABEL PINS
+pinned_venv() {
+  local dir="$1" label="$2" pins="$3"
+  stamp_ok "$dir" "$pins" && return 0
   (
-    echo "[install] .local/venvs/bq (BigQuery emulator)"
-    [ -x .local/venvs/bq/bin/python ] || "$PYTHON" -m venv .local/venvs/bq
-    .local/venvs/bq/bin/pip install -q --upgrade pip
+    echo "[install] $dir ($label)"
+    [ -x "$dir/bin/python" ] || "$PYTHON" -m venv "$dir"
+    "$dir/bin/pip" install -q --upgrade pip
     # shellcheck disable=SC2086
-    .local/venvs/bq/bin/pip install -q $BQ_PINS
-    echo "$BQ_PINS" > .local/venvs/bq/.stamp
+    "$dir/bin/pip" install -q $pins
+    echo "$pins" > "$dir/.stamp"
   ) &
   pids+=($!)
-fi
-
-WF_PINS="workflows-emulator==1.10.* uvicorn"
-if ! stamp_ok .local/venvs/wf "$WF_PINS"; then
-  (
-    echo "[install] .local/venvs/wf (workflows-emulator)"
-    [ -x .local/venvs/wf/bin/python ] || "$PYTHON" -m venv .local/venvs/wf
-    .local/venvs/wf/bin/pip install -q --upgrade pip
-    # shellcheck disable=SC2086
-    .local/venvs/wf/bin/pip install -q $WF_PINS
-    echo "$WF_PINS" > .local/venvs/wf/.stamp
-  ) &
-  pids+=($!)
-fi
+}
+pinned_venv .local/venvs/bq "BigQuery emulator" "bqemulator==1.4.* duckdb==1.5.5 duckdb-extension-spatial==1.5.5 numpy"
+# workflows-emulator's pins conflict with bqemulator's: a venv of its own.
+pinned_venv .local/venvs/wf "workflows-emulator" "workflows-emulator==1.10.* uvicorn"
 # python-hcl2, checkov and protoc (the Terraform checks in tests/infra, make proto) each in a venv of their own.
 bash .ci/setup_infra_venvs.sh &
 pids+=($!)
