@@ -148,7 +148,13 @@ def test_fail_open_overflow_drops_the_oldest_counted_and_logged(caplog: pytest.L
     assert any("dropped" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
     sink.down = False
     wait_for(lambda: recorder.pending_rows == 0)
-    assert sorted({k[0] for k in sink.sent_keys()}) == [f"req{n:06d}" for n in range(2, 12)]
+    # The oldest reads go, except one the sender was publishing at that instant (never dropped: the sink may
+    # hold it already): exactly 10 whole reads arrive, the newest among them, and every row is sent or counted.
+    keys = sink.sent_keys()
+    sent = {k[0] for k in keys}
+    assert len(keys) == len(set(keys)) == 100 and len(sent) == 10
+    assert {"req000010", "req000011"} <= sent
+    assert len(keys) + recorder.dropped == 120
     recorder.close()
 
 
@@ -196,4 +202,36 @@ def test_a_full_batch_goes_out_without_waiting_for_the_linger() -> None:
         wait_for(lambda: len(sink.rows) == 50, seconds=5.0)
         assert time.monotonic() - started < 5.0
     finally:
+        recorder.close()
+
+
+def test_a_read_being_published_is_never_dropped_and_every_row_is_sent_or_counted() -> None:
+    # The sender holds read 0 in a publish that does not return; reads 1-4 overflow the queue (fail open).
+    # Dropping read 0 then would count rows the sink may already hold: the oldest reads *not* in flight go.
+    release = threading.Event()
+    sink = Sink()
+    first_call = threading.Event()
+    publish = sink.publish
+
+    def slow_publish(rows: Sequence[Row]) -> Sequence[Row]:
+        first_call.set()
+        release.wait(10)
+        return publish(rows)
+
+    sink.publish = slow_publish  # type: ignore[method-assign]
+    recorder = AuditRecorder(sink, config(queue_rows=30, fail_closed=False, linger_s=0.0))
+    try:
+        recorder.record(read(0, users=10))
+        assert first_call.wait(5)
+        for n in range(1, 5):
+            recorder.record(read(n, users=10))
+        release.set()
+        wait_for(lambda: recorder.pending_rows == 0)
+
+        sent = {k[0] for k in sink.sent_keys()}
+        assert "req000000" in sent
+        assert len(sink.rows) + recorder.dropped == 50
+        assert recorder.dropped == 20 and sent == {"req000000", "req000003", "req000004"}
+    finally:
+        release.set()
         recorder.close()

@@ -72,6 +72,7 @@ class AuditRecorder:
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
         self._seq = 0
+        self._in_flight: set[int] = set()  # seqs of the reads the sender took and has not settled yet
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._send_lock = threading.Lock()  # one publish at a time: the thread's or close()'s
@@ -102,7 +103,9 @@ class AuditRecorder:
                 if self.config.fail_closed:
                     raise AuditUnavailable("reads are refused while their audit records cannot be kept: the "
                                            f"audit queue holds {self._queued_rows} rows, its bound")
-                self._drop_oldest(size)
+                if not self._drop_oldest(size):
+                    self._count_dropped(size)  # all queued reads are being sent: this one is the one dropped
+                    return
             self._seq += 1
             self._queue.append(_Pending(self._seq, self._clock(), None, audit, size))
             self._queued_rows += size
@@ -121,16 +124,30 @@ class AuditRecorder:
                     return f"the oldest unsent record is {age:.1f} s old (bound {self.config.max_unsent_age_s} s)"
         return None
 
-    def _drop_oldest(self, room: int) -> None:
-        """Not fail-closed and full: make room by dropping the oldest reads, counted and logged."""
+    def _drop_oldest(self, room: int) -> bool:
+        """Not fail-closed and full: make room by dropping the oldest reads, counted and logged; False if it cannot.
+
+        A read the sender is publishing right now is never dropped: it may already be in the sink, and
+        a row counted as dropped must never reach the trail.
+        """
         dropped = 0
+        busy: list[_Pending] = []
         while self._queue and self._queued_rows + room > self.config.queue_rows:
             oldest = self._queue.popleft()
+            if oldest.seq in self._in_flight:
+                busy.append(oldest)
+                continue
             self._queued_rows -= oldest.size
             dropped += oldest.size
-        self.dropped += dropped
+        self._queue.extendleft(reversed(busy))
+        if dropped:
+            self._count_dropped(dropped)
+        return self._queued_rows + room <= self.config.queue_rows
+
+    def _count_dropped(self, rows: int) -> None:
+        self.dropped += rows
         log.error("audit rows dropped: the queue overflowed while the sink was unavailable",
-                  extra={"fields": {"audit_dropped": dropped, "audit_dropped_total": self.dropped}})
+                  extra={"fields": {"audit_dropped": rows, "audit_dropped_total": self.dropped}})
 
     # --- the sender's side ----------------------------------------------------------------------
 
@@ -166,6 +183,7 @@ class AuditRecorder:
                     break
                 taken.append(pending)
                 rows += pending.size
+            self._in_flight = {p.seq for p in taken}
             return taken
 
     def send_once(self) -> bool:
@@ -199,8 +217,8 @@ class AuditRecorder:
                 if left:
                     keep[pending.seq] = left
         with self._lock:
-            # Reads queued meanwhile are behind these; none of these can have been dropped (the sender holds them
-            # only between _take and here, and dropping pops from the left under the same lock: skip missing ones).
+            # Reads queued meanwhile are behind these; none of these was dropped meanwhile (_drop_oldest skips the
+            # reads in flight), so each is still in the queue.
             survivors: deque[_Pending] = deque()
             for pending in self._queue:
                 if pending.seq in sent_seqs:
@@ -214,6 +232,7 @@ class AuditRecorder:
                 else:
                     survivors.append(pending)
             self._queue = survivors
+            self._in_flight = set()
             sent = sum(p.size for p in taken) - sum(len(v) for v in keep.values())
             self.sent += sent
         if unsent:
