@@ -394,7 +394,9 @@ def main() -> int:
         READ_HEADERS["X-API-Key"] = bench_client(lag_env)  # read_features needs credentials (docs/security.md)
         ingest_port, read_port = free_port(), free_port()
         children.append(serve("ingest_changes", ingest_port, lag_env, logs))
-        children.append(serve("read_features", read_port, lag_env, logs))
+        # read_features is the lag's instrument here, polled every 2 ms: its audit trail is off, or its rows would
+        # queue behind the changelog's on the one BigQuery emulator and fail its reads closed (503 audit_unavailable).
+        children.append(serve("read_features", read_port, {**lag_env, "FS_AUDIT_SINK": "disabled"}, logs))
         children.append(Child([str(BIN / "python"), str(ROOT / "emulators" / "cdc_relay.py"), "--target-url",
                                f"http://127.0.0.1:{ingest_port}/"], lag_env, logs / "relay.log"))
         # Changes are decoded from the moment the slot is consistent: its creation waits for older transactions.
