@@ -130,7 +130,14 @@ def main() -> int:
         raise SystemExit("bench/grpc_serving.py drives both transports with h2load: apt-get install nghttp2-client "
                          "(make h2load does it)")
     levels = [int(c) for c in args.concurrency.split(",")]
-    env = env_for(args)
+    sys.path.insert(0, str(ROOT / "tests"))
+    from audit.pubsub_standin import PubSubStandIn
+
+    # Both transports audit every read as production does: through google-cloud-pubsub's publisher, here to a
+    # local Publish stand-in that only counts (bench/serving.py does the same).
+    standin = PubSubStandIn(keep=False).start()
+    env = {**env_for(args), "FS_AUDIT_SINK": "pubsub", "FS_PUBSUB_PROJECT": "bench",
+           "FS_PUBSUB_EMULATOR_HOST": standin.address}
     ensure_data(env, args.database, args.users)
     key = bench_client(env)  # the read functions and fs-grpc need credentials (docs/security.md)
     rows = describe(env, args.database)
@@ -190,6 +197,7 @@ def main() -> int:
                 os.killpg(p.pid, signal.SIGTERM)
             for p in procs:
                 p.wait(15)
+            standin.stop()
             clear_cache(env["FS_REDIS_URL"])
     print(f"\ngRPC benchmark: {size_line(args.database, rows)}; the same cached user (single) and the same 100 "
           f"cached users (batch) in every request; WORKERS={args.workers} THREADS={args.threads} for the functions, "
