@@ -35,7 +35,7 @@ from typing import Any
 
 import urllib3
 from dataset import describe, ensure_data, size_line
-from serving import ROOT, bench_client, clear_cache, env_for, free_port, serve, warm
+from serving import ROOT, audited_env, bench_client, clear_cache, env_for, free_port, serve, warm
 
 sys.path.insert(0, str(ROOT / "shared"))
 from feature_store_client import FeatureStoreClient
@@ -130,14 +130,7 @@ def main() -> int:
         raise SystemExit("bench/grpc_serving.py drives both transports with h2load: apt-get install nghttp2-client "
                          "(make h2load does it)")
     levels = [int(c) for c in args.concurrency.split(",")]
-    sys.path.insert(0, str(ROOT / "tests"))
-    from audit.pubsub_standin import PubSubStandIn
-
-    # Both transports audit every read as production does: through google-cloud-pubsub's publisher, here to a
-    # local Publish stand-in that only counts (bench/serving.py does the same).
-    standin = PubSubStandIn(keep=False).start()
-    env = {**env_for(args), "FS_AUDIT_SINK": "pubsub", "FS_PUBSUB_PROJECT": "bench",
-           "FS_PUBSUB_EMULATOR_HOST": standin.address}
+    standin, env = audited_env(env_for(args))  # both transports audit every read as production does
     ensure_data(env, args.database, args.users)
     key = bench_client(env)  # the read functions and fs-grpc need credentials (docs/security.md)
     rows = describe(env, args.database)

@@ -135,6 +135,17 @@ def wrk(url: str, scenario: str, concurrency: int, duration: int, extra: dict[st
             "cpu_ms_per_2xx": None if cpu_s is None or not raw["ok"] else cpu_s * 1000 / raw["ok"]}
 
 
+def audited_env(env: dict[str, str]) -> tuple[Any, dict[str, str]]:
+    """A started Publish stand-in and ``env`` auditing every read through it, as production does (the
+    production sink, google-cloud-pubsub's publisher). The stand-in only counts: Pub/Sub's CPU is not ours."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from audit.pubsub_standin import PubSubStandIn
+
+    standin = PubSubStandIn(keep=False).start()
+    return standin, {**env, "FS_AUDIT_SINK": "pubsub", "FS_PUBSUB_PROJECT": "bench",
+                     "FS_PUBSUB_EMULATOR_HOST": standin.address}
+
+
 def bench_client(env: dict[str, str]) -> str:
     """A client for the run (every scope, limits no run reaches) and its key, made with fs-keys."""
     py = str(Path(sys.executable))
@@ -238,12 +249,8 @@ def main() -> int:
     clear_cache(env["FS_REDIS_URL"], args.prefix)
     procs = []
     results: dict[str, dict[str, dict[str, Any]]] = {}
-    sys.path.insert(0, str(ROOT / "tests"))
-    from audit.pubsub_standin import PubSubStandIn
-
-    standin = PubSubStandIn(keep=False).start()  # counts what it accepts: Pub/Sub's CPU is not ours
-    audited = {**env, "FS_AUDIT_SINK": args.audit_sink, "FS_PUBSUB_PROJECT": "bench",
-               "FS_PUBSUB_EMULATOR_HOST": standin.address}
+    standin, audited = audited_env(env)
+    audited["FS_AUDIT_SINK"] = args.audit_sink
     bare_env = {**env, "FS_AUDIT_SINK": "disabled"}
     try:
         noop, noop_url = serve("noop", ROOT / "bench" / "noop" / "main.py", env)

@@ -15,11 +15,11 @@ rounding to the microsecond, then ``isoformat(timespec="milliseconds")``).
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Iterable
 from typing import Any
 
+from feature_store.domain.audit import epoch_micros
 from feature_store.domain.catalog import FeatureSet, Selection
 from feature_store.services.reader import ReadOutcome, VectorResult
 
@@ -75,13 +75,8 @@ def value(v: Any) -> bytes:
 
 def epoch_ms(epoch: float) -> int:
     """Milliseconds since the epoch, as the REST edge's ISO string states the instant."""
-    frac, whole = math.modf(epoch)
-    us = round(frac * 1e6)
-    if us >= 1_000_000:
-        whole, us = whole + 1, us - 1_000_000
-    elif us < 0:
-        whole, us = whole - 1, us + 1_000_000
-    return int(whole) * 1000 + us // 1000
+    second, micros = epoch_micros(epoch)
+    return second * 1000 + micros // 1000
 
 
 def timestamp(epoch: float) -> bytes:
