@@ -94,3 +94,22 @@ def test_an_outage_refuses_reads_past_the_bound_keeps_every_row_and_delivers_eac
     recorder.check()
     keys = [(r["request_id"], r["position"]) for r in standin.rows()]
     assert len(keys) == len(set(keys)) == 8
+
+
+@pytest.mark.parametrize("sizes", [[0], [1, 127, 128], [300, 16_384, 2_000_000]])
+def test_the_hand_written_publish_request_is_the_librarys_publish_request_byte_for_byte(sizes: list[int]) -> None:
+    """publish_request writes the protobuf itself (the generated client's per-row cost); it must be the
+    message google-cloud-pubsub would send, varint length boundaries (127/128, 16,384, megabytes) included."""
+    from google.pubsub_v1.types import PublishRequest, PubsubMessage
+
+    from feature_store.stores.audit_sinks import publish_request
+
+    topic = "projects/audit-project/topics/" + "a" * 200  # a name whose length takes two varint bytes
+    datas = [bytes([65 + i % 26]) * size for i, size in enumerate(sizes)]
+
+    ours = publish_request(topic, datas)
+
+    theirs = PublishRequest.serialize(PublishRequest(topic=topic, messages=[PubsubMessage(data=d) for d in datas]))
+    assert ours == theirs
+    decoded = PublishRequest.deserialize(ours)
+    assert decoded.topic == topic and [m.data for m in decoded.messages] == datas

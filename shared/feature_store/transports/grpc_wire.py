@@ -21,6 +21,8 @@ from typing import Any
 
 from feature_store.domain.audit import epoch_micros
 from feature_store.domain.catalog import FeatureSet, Selection
+from feature_store.protowire import field as _field
+from feature_store.protowire import varint
 from feature_store.services.reader import ReadOutcome, VectorResult
 
 _DOUBLE = struct.Struct("<d").pack
@@ -29,25 +31,6 @@ STATUS = {"ok": 1, "unknown_user": 2, "unavailable": 3}  # VectorStatus
 _SMALL_INT = tuple(b"\x1a\x02\x18" + bytes([i]) for i in range(128))
 _NULL = b"\x1a\x02\x08\x00"
 _TRUE, _FALSE = b"\x1a\x02\x28\x01", b"\x1a\x02\x28\x00"
-
-
-def varint(n: int) -> bytes:
-    """A base-128 varint; a negative int64 as its 64-bit two's complement (ten bytes)."""
-    if n < 0:
-        n += 1 << 64
-    if n < 0x80:
-        return bytes((n,))
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _field(key: bytes, body: bytes) -> bytes:
-    """A length-delimited field."""
-    return key + varint(len(body)) + body
 
 
 def _text(key: bytes, text: str) -> bytes:
