@@ -11,12 +11,14 @@ Builds a throw-away database (migrated, seeded with --users users; its size is p
    posts pre-built Pub/Sub push requests (Debezium transaction inserts for random users, CloudEvent
    binary mode) over keep-alive connections for --duration seconds, at every --concurrency level.
    Rows, each at every level: the floor (a no-op CloudEvent function served the same way: HTTP,
-   gunicorn and CloudEvent parsing), then the production default, the changelog ON (Redis and the
-   BigQuery emulator's changelog), then, labelled as such, the changelog off. Events/s counts
+   gunicorn and CloudEvent parsing), then the changelog on as deployed (FS_CDC_CHANGELOG_SINK=pubsub:
+   Redis, and one Publish per batch to a stand-in of Pub/Sub's Publisher in this script, whose BigQuery
+   subscriptions write the tables with no code of ours), then the changelog streamed into the BigQuery
+   emulator (the local stack's sink), then, labelled as such, the changelog off. Events/s counts
    acknowledged (2xx) pushes only; the others, which Pub/Sub would redeliver, are counted apart.
    Beside each row, the CPU per acknowledged event of the function's processes and of the BigQuery
    emulator (when this script started it), from /proc: they share the machine's cores;
-2. lag: runs the relay on a fresh slot, the production-default ingest_changes and read_features;
+2. lag: runs the relay on a fresh slot, ingest_changes as deployed and read_features;
    commits a completed order for a user and polls read_features until it serves the new
    total_orders; p50/p95/max of commit -> servable, first on an idle instance, then while wrk
    pushes the throughput load into the same instance (its events/s during the samples printed).
@@ -54,7 +56,8 @@ BQ_PROJECT = "local-project"
 WRK_THREADS = 2
 LAG_TIMEOUT_S = 10.0
 READ_HEADERS: dict[str, str] = {}  # the read function's credentials, set once the database is ready
-PRODUCTION = "changelog on (production default): Redis + BigQuery emulator"
+PRODUCTION = "changelog on, as deployed (SINK=pubsub): Redis + Publish"
+STREAMED = "changelog streamed (SINK=bigquery): Redis + BigQuery emulator"
 CHANGELOG_OFF = "changelog off (FS_CDC_CHANGELOG_ENABLED=false): Redis only"
 FLOOR = "floor: a no-op CloudEvent function"
 
@@ -167,6 +170,16 @@ def group_cpu(pgid: int | None) -> float:
         if int(fields[2]) == pgid:
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
+
+
+def published_env() -> tuple[Any, dict[str, str]]:
+    """A started Publish stand-in (counting only) and the settings publishing the changelog to it, as deployed."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from pubsub_standin import PubSubStandIn
+
+    standin = PubSubStandIn(keep=False).start()
+    return standin, {"FS_CDC_CHANGELOG_ENABLED": "true", "FS_CDC_CHANGELOG_SINK": "pubsub",
+                     "FS_PUBSUB_PROJECT": "bench", "FS_PUBSUB_EMULATOR_HOST": standin.address}
 
 
 def throughput(label: str, port: int, pushes: Path, concurrency: int, duration: int, function: int,
@@ -358,6 +371,7 @@ def main() -> int:
         raise SystemExit("wal_level is not logical: run `make up` or .ci/run's switch first")
     admin.run(f'CREATE DATABASE "{database}"')
     children: list[Child] = []
+    standin, published = published_env()
     results: dict[str, Any] = {"users": args.users, "workers": args.workers, "threads": args.threads,
                                "concurrency": levels, "throughput": []}
     try:
@@ -369,9 +383,10 @@ def main() -> int:
         emulator = None if args.no_bigquery else start_bigquery(env, dataset, logs, children, args.shared_bigquery)
         print(f"ingest_changes: one instance, WORKERS={args.workers} THREADS={args.threads}; "
               f"{size_line(database, results['rows'])}; concurrency {', '.join(map(str, levels))}", flush=True)
-        scenarios = [(FLOOR, "noop_event", {})]
+        scenarios = [(FLOOR, "noop_event", {}), (PRODUCTION, "ingest_changes", published)]
         if not args.no_bigquery:
-            scenarios.append((PRODUCTION, "ingest_changes", {"FS_CDC_CHANGELOG_ENABLED": "true"}))
+            scenarios.append((STREAMED, "ingest_changes", {"FS_CDC_CHANGELOG_ENABLED": "true",
+                                                           "FS_CDC_CHANGELOG_SINK": "bigquery"}))
         scenarios.append((CHANGELOG_OFF, "ingest_changes", {"FS_CDC_CHANGELOG_ENABLED": "false"}))
         pushes = logs / "pushes.tsv"
         pushes.write_text("\n".join(push_requests(args.users, args.events)) + "\n")
@@ -386,19 +401,24 @@ def main() -> int:
             fn.stop()
         print_throughput(results["throughput"])
         if args.no_bigquery:
-            print(f"  ({PRODUCTION}: not measured, --no-bigquery)")
+            print(f"  ({STREAMED}: not measured, --no-bigquery)")
+        print(f"  (Publish: to a stand-in of Pub/Sub's Publisher in this script's process, {standin.received:,} "
+              f"messages received; its CPU, Pub/Sub's in production, is not in the columns but shares the cores)")
 
-        lag_env = {**env, "FS_CDC_CHANGELOG_ENABLED": "false" if args.no_bigquery else "true"}
+        lag_env = {**env, **published}
         from serving import bench_client
 
         READ_HEADERS["X-API-Key"] = bench_client(lag_env)  # read_features needs credentials (docs/security.md)
         ingest_port, read_port = free_port(), free_port()
         children.append(serve("ingest_changes", ingest_port, lag_env, logs))
-        # read_features is the lag's instrument here, polled every 2 ms: its audit trail is off, or its rows would
-        # queue behind the changelog's on the one BigQuery emulator and fail its reads closed (503 audit_unavailable).
+        # read_features is the lag's instrument here, polled every 2 ms: its audit trail is off (it measures
+        # ingestion, not reads; its audit rows would add to the load of the one machine).
         children.append(serve("read_features", read_port, {**lag_env, "FS_AUDIT_SINK": "disabled"}, logs))
         children.append(Child([str(BIN / "python"), str(ROOT / "emulators" / "cdc_relay.py"), "--target-url",
-                               f"http://127.0.0.1:{ingest_port}/"], lag_env, logs / "relay.log"))
+                               f"http://127.0.0.1:{ingest_port}/"],
+                              # FS_PUBSUB_PROJECT would make the relay publish to cdc-changes, not push
+                              {k: v for k, v in lag_env.items() if not k.startswith("FS_PUBSUB_")},
+                              logs / "relay.log"))
         # Changes are decoded from the moment the slot is consistent: its creation waits for older transactions.
         deadline = time.monotonic() + 120
         while not admin.run("SELECT 1 FROM pg_replication_slots WHERE slot_name = :s AND confirmed_flush_lsn "
@@ -406,8 +426,8 @@ def main() -> int:
             if time.monotonic() > deadline:
                 raise SystemExit(f"the relay's slot {slot} was not ready within 120 s (see {logs / 'relay.log'})")
             time.sleep(0.2)
-        which = CHANGELOG_OFF if args.no_bigquery else PRODUCTION
-        print(f"\ncommit -> servable lag through the relay, ingest_changes ({which}) and read_features:", flush=True)
+        print(f"\ncommit -> servable lag through the relay, ingest_changes ({PRODUCTION}) and read_features:",
+              flush=True)
         results["lag_idle"] = lag(lag_env, read_port, args.users, args.lag_samples, seed=11)
         print_lag("idle", results["lag_idle"])
         results["lag_under_load"] = lag_under_load(lag_env, ingest_port, read_port, pushes, max(levels), args.users,
@@ -422,6 +442,7 @@ def main() -> int:
                 print(f"could not drop the BigQuery dataset {dataset}: {exc}", file=sys.stderr)
         for child in reversed(children):
             child.stop()
+        standin.stop()
         admin.run("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = :s", s=slot)
         admin.run("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d", d=database)
         admin.run(f'DROP DATABASE IF EXISTS "{database}"')

@@ -139,7 +139,7 @@ def audited_env(env: dict[str, str]) -> tuple[Any, dict[str, str]]:
     """A started Publish stand-in and ``env`` auditing every read through it, as production does (the
     production sink, google-cloud-pubsub's publisher). The stand-in only counts: Pub/Sub's CPU is not ours."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from audit.pubsub_standin import PubSubStandIn
+    from pubsub_standin import PubSubStandIn
 
     standin = PubSubStandIn(keep=False).start()
     return standin, {**env, "FS_AUDIT_SINK": "pubsub", "FS_PUBSUB_PROJECT": "bench",

@@ -145,6 +145,11 @@ class CdcSettings(_Section):
 
     # Land every change in BigQuery's changelog_<table> as well as refreshing Redis.
     changelog_enabled: bool = True
+    # pubsub: publish each change's row to changelog_topic, which one BigQuery subscription per table
+    # writes (production: terraform sets it; stores/pubsub_changelog.py); bigquery: stream the rows into
+    # the tables (insertAll: the local stack, which has no Pub/Sub, and the BigQuery emulator's tests).
+    changelog_sink: Literal["bigquery", "pubsub"] = "bigquery"
+    changelog_topic: str = Field("cdc-changelog", pattern=r"^[A-Za-z][A-Za-z0-9._~%+-]{2,254}$")
     # Debezium's decimal.handling.mode: how a NUMERIC string is read when a message has no schema part.
     decimal_handling_mode: Literal["precise", "string", "double"] = "precise"
     # Messages applied together by one instance (one source query, one Redis pipeline, one insert per table).

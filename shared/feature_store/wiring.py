@@ -31,7 +31,7 @@ from feature_store.stores.api_clients import ApiClientStore
 from feature_store.stores.bigquery_bulk import BigQueryBulkSource
 from feature_store.stores.bigquery_changelog import BigQueryChangelog
 from feature_store.stores.dialect import DIALECTS, Dialect
-from feature_store.stores.ports import Source
+from feature_store.stores.ports import Changelog, Source
 from feature_store.stores.postgres import PostgresPool
 from feature_store.stores.postgres_bulk import BulkSource
 from feature_store.stores.redis_admin import RedisAdmin
@@ -192,8 +192,8 @@ class Services:
         if cfg.sink == "pubsub":
             from feature_store.stores.audit_sinks import PubSubAuditSink
 
-            sink = PubSubAuditSink(self.audit_publisher, self.audit_publisher.topic_path(
-                self._require_project("FS_PUBSUB_PROJECT", self.settings.pubsub.project), cfg.topic),
+            sink = PubSubAuditSink(self.pubsub_publisher, self.pubsub_publisher.topic_path(
+                self._require_project("FS_PUBSUB_PROJECT", self.settings.pubsub.project, "FS_AUDIT_SINK"), cfg.topic),
                 cfg.publish_timeout_s)
         else:
             from feature_store.stores.audit_sinks import BigQueryAuditSink
@@ -209,8 +209,9 @@ class Services:
         return recorder
 
     @once
-    def audit_publisher(self) -> Any:
-        """google-cloud-pubsub's generated Publisher client: the recorder batches, one Publish RPC per batch."""
+    def pubsub_publisher(self) -> Any:
+        """google-cloud-pubsub's generated Publisher client, whose channel the audit trail and the changelog
+        publish on (stores/pubsub_topic.py: their callers batch, one Publish RPC per batch)."""
         from google.pubsub_v1 import PublisherClient
 
         host = self.settings.pubsub.emulator_host
@@ -225,9 +226,9 @@ class Services:
         return client
 
     @staticmethod
-    def _require_project(var: str, value: str | None) -> str:
+    def _require_project(var: str, value: str | None, by: str) -> str:
         if not value:
-            raise SettingsError([f"{var}: required by FS_AUDIT_SINK=pubsub but not set"])
+            raise SettingsError([f"{var}: required by {by}=pubsub but not set"])
         return value
 
     # --- CDC ----------------------------------------------------------------------------------------
@@ -238,9 +239,23 @@ class Services:
         cdc, cfg = self.settings.cdc, self.settings.require_redis()
         online = RedisOnlineStore(self.redis_client(cdc.redis_timeout_ms, cfg.max_connections), self.layout,
                                   cfg.ttl_seconds, cfg.tombstone_ttl_seconds)
-        changelog = (BigQueryChangelog(self.bigquery, self.settings.bigquery.dataset, self.dialect,
-                                       self.settings.bigquery.timeout_s) if cdc.changelog_enabled else None)
-        return Ingestor(online, self.source, changelog, cdc.decimal_handling_mode, cdc.max_batch, cdc.max_inflight)
+        return Ingestor(online, self.source, self.changelog, cdc.decimal_handling_mode, cdc.max_batch,
+                        cdc.max_inflight)
+
+    @once
+    def changelog(self) -> Changelog | None:
+        """Where ingest_changes lands the changes offline (FS_CDC_CHANGELOG_SINK), None when disabled."""
+        cdc = self.settings.cdc
+        if not cdc.changelog_enabled:
+            return None
+        if cdc.changelog_sink == "pubsub":
+            from feature_store.stores.pubsub_changelog import PubSubChangelog
+
+            project = self._require_project("FS_PUBSUB_PROJECT", self.settings.pubsub.project, "FS_CDC_CHANGELOG_SINK")
+            topic = self.pubsub_publisher.topic_path(project, cdc.changelog_topic)
+            return PubSubChangelog(self.pubsub_publisher, topic, self.dialect, self.settings.bigquery.timeout_s)
+        return BigQueryChangelog(self.bigquery, self.settings.bigquery.dataset, self.dialect,
+                                 self.settings.bigquery.timeout_s)
 
     # --- bulk refresh and cache administration ------------------------------------------------------
 

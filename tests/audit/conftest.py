@@ -7,8 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-from .pubsub_standin import PubSubStandIn
+from pubsub_standin import PubSubStandIn
 
 
 @pytest.fixture

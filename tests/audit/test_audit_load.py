@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pubsub_standin import PubSubStandIn
 
 from conftest import AUTH_HEADERS, base_env
 from feature_store.domain.synthetic import user_id
 from served import Served
 
 from .conftest import audit_env, wait_for
-from .pubsub_standin import PubSubStandIn
 
 pytestmark = pytest.mark.slow
 

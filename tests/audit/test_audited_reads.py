@@ -13,13 +13,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from pubsub_standin import PubSubStandIn
 
 from conftest import TEST_CLIENT, TEST_KEY, function_client
 from feature_store.domain.audit import is_request_id, vector_digest
 from feature_store.domain.synthetic import user_id
 
 from .conftest import audit_env, wait_for
-from .pubsub_standin import PubSubStandIn
 
 
 @pytest.fixture

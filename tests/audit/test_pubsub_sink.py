@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from pubsub_standin import PubSubStandIn
 
 from conftest import ROOT
 from feature_store.domain.audit import ReadAudit, VectorAudit, vector_digest
@@ -20,7 +21,6 @@ from feature_store.settings import Settings
 from feature_store.wiring import Services
 
 from .conftest import wait_for
-from .pubsub_standin import PubSubStandIn
 
 SCHEMA = json.loads((ROOT / "terraform" / "modules" / "bigquery" / "schemas" / "audit_reads.json").read_text())
 JSON_TYPES = {"STRING": str, "INTEGER": int, "BOOLEAN": bool, "TIMESTAMP": str}
@@ -95,21 +95,3 @@ def test_an_outage_refuses_reads_past_the_bound_keeps_every_row_and_delivers_eac
     keys = [(r["request_id"], r["position"]) for r in standin.rows()]
     assert len(keys) == len(set(keys)) == 8
 
-
-@pytest.mark.parametrize("sizes", [[0], [1, 127, 128], [300, 16_384, 2_000_000]])
-def test_the_hand_written_publish_request_is_the_librarys_publish_request_byte_for_byte(sizes: list[int]) -> None:
-    """publish_request writes the protobuf itself (the generated client's per-row cost); it must be the
-    message google-cloud-pubsub would send, varint length boundaries (127/128, 16,384, megabytes) included."""
-    from google.pubsub_v1.types import PublishRequest, PubsubMessage
-
-    from feature_store.stores.audit_sinks import publish_request
-
-    topic = "projects/audit-project/topics/" + "a" * 200  # a name whose length takes two varint bytes
-    datas = [bytes([65 + i % 26]) * size for i, size in enumerate(sizes)]
-
-    ours = publish_request(topic, datas)
-
-    theirs = PublishRequest.serialize(PublishRequest(topic=topic, messages=[PubsubMessage(data=d) for d in datas]))
-    assert ours == theirs
-    decoded = PublishRequest.deserialize(ours)
-    assert decoded.topic == topic and [m.data for m in decoded.messages] == datas

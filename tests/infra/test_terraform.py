@@ -331,6 +331,32 @@ def test_cdc_push_subscription_has_dead_letter_and_retry_policy() -> None:
     assert call["topic"] == "cdc-changes"
 
 
+def test_every_changelog_table_has_a_bigquery_subscription_filtered_on_its_table() -> None:
+    """stores/pubsub_changelog.py publishes every change with attribute table = its source table; each
+    changelog_<table> of sql/bigquery/changelog.sql needs the subscription that writes it, or rows pile up."""
+    from feature_store.stores.pubsub_changelog import TABLE_ATTRIBUTE
+
+    variables = {name: args for block in blocks(parsed_terraform()["modules/pubsub/variables.tf"], "variable")
+                 for name, args in block.items()}
+    tables = set(variables["changelog_tables"]["default"])
+    ddl = {name.removeprefix("changelog_") for name in ddl_tables([ROOT / "sql" / "bigquery" / "changelog.sql"])
+           if name.startswith("changelog_")}
+    assert tables == ddl
+    call = next(args for block in blocks(parsed_terraform()["modules/pubsub/main.tf"], "module")
+                for name, args in block.items() if name == "changelog")
+    assert call["source"] == "../bigquery_topic"
+    subscriptions = call["subscriptions"]
+    assert subscriptions.startswith("${{for table in var.changelog_tables") and '"changelog_${table}"' in subscriptions
+    assert f'attributes.{TABLE_ATTRIBUTE} = \\"${{table}}\\"' in subscriptions
+    sub = resource("modules/bigquery_topic/main.tf", "google_pubsub_subscription", "bigquery")
+    assert sub["filter"] == "${each.value.filter}" and sub["bigquery_config"][0]["use_table_schema"] is True
+    assert sub["bigquery_config"][0]["table"] == "${var.project_id}.${var.dataset}.${each.value.table}"
+    assert sub["dead_letter_policy"][0]["dead_letter_topic"] == "${google_pubsub_topic.dead_letter.id}"
+    ingest = functions_map()["ingest_changes"]
+    assert "changelog" in ingest["access"] and "bigquery" not in ingest["access"], \
+        "in production ingest_changes publishes its changelog and needs no BigQuery access"
+
+
 # ---- workflows ------------------------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from feature_store.logs import get_logger
-from feature_store.protowire import field
+from feature_store.stores.pubsub_topic import MAX_MESSAGES, TopicPublisher
 
 log = get_logger(__name__)
 
@@ -31,47 +31,26 @@ def row_key(row: Row) -> str:
     return f"{row['request_id']}:{row['position']}"
 
 
-PUBLISH_METHOD = "/google.pubsub.v1.Publisher/Publish"
-
-
-def publish_request(topic: str, datas: Sequence[bytes]) -> bytes:
-    """A serialized ``google.pubsub.v1.PublishRequest``: ``topic`` (field 1) and one ``PubsubMessage``
-    (field 2) per data, each holding only its ``data`` (field 1); the protobuf wire format, written out."""
-    parts = [field(b"\x0a", topic.encode())]
-    for data in datas:
-        parts.append(field(b"\x12", field(b"\x0a", data) if data else b""))  # proto3 leaves an empty field out
-    return b"".join(parts)
-
-
 class PubSubAuditSink:
-    """Publishes the rows of one recorder batch as one Publish request of the audit topic.
+    """Publishes the rows of one recorder batch as Publish requests of the audit topic (stores/pubsub_topic.py).
 
-    The recorder already batches, so this makes one Publish RPC per call on the channel of
-    google-cloud-pubsub's generated client (``google.pubsub_v1.PublisherClient``: its credentials,
-    endpoint and TLS) and writes the request's protobuf itself (``publish_request``): the generated
-    client's own call (proto-plus messages, retry and logging wrappers) cost 16 µs of CPU per row
-    measured in the serving process, this about 2. A Publish request is all or nothing: on any error
-    every row of the call is kept for a retry (the recorder's, after ``retry_backoff_s``).
+    A request is all or nothing: on an error its rows and every later one are kept for a retry (the
+    recorder's, after ``retry_backoff_s``).
     """
 
-    def __init__(self, publisher: Any, topic_path: str, timeout_s: float, max_rows: int = 1000) -> None:
+    def __init__(self, publisher: Any, topic_path: str, timeout_s: float, max_rows: int = MAX_MESSAGES) -> None:
         self.topic_path = topic_path
-        self._timeout_s = timeout_s
-        self._max_rows = max_rows  # Pub/Sub takes at most 1,000 messages (and 10 MB) per request
-        # bytes in, bytes out: no (de)serializer
-        self._call = publisher.transport.grpc_channel.unary_unary(PUBLISH_METHOD)
-        self._metadata = (("x-goog-request-params", f"topic={topic_path}"),)  # the generated client's routing header
+        self._topic = TopicPublisher(publisher, topic_path, timeout_s, max_rows)
 
     def publish(self, rows: Sequence[Row]) -> Sequence[Row]:
-        for first in range(0, len(rows), self._max_rows):
-            chunk = rows[first:first + self._max_rows]
-            body = publish_request(self.topic_path, [orjson.dumps(r) for r in chunk])
+        datas = [orjson.dumps(r) for r in rows]
+        for start, end in self._topic.chunks(datas):
             try:
-                self._call(body, timeout=self._timeout_s, metadata=self._metadata)
+                self._topic.send(datas[start:end])
             except Exception as exc:  # UNAVAILABLE, DEADLINE_EXCEEDED, ...: keep these and later rows
-                log.warning("audit messages not published", extra={"fields": {"audit_unsent": len(rows) - first,
+                log.warning("audit messages not published", extra={"fields": {"audit_unsent": len(rows) - start,
                                                                               "error": type(exc).__name__}})
-                return rows[first:]
+                return rows[start:]
         return []
 
 

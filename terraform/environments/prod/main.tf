@@ -177,6 +177,13 @@ locals {
       FS_AUDIT_FAIL_CLOSED = tostring(var.audit_fail_closed)
       FS_PUBSUB_PROJECT    = var.project_id
     }
+    # The CDC changelog: one message per change on cdc-changelog, written to changelog_<table> by one
+    # BigQuery subscription per table (modules/pubsub); no streaming insert on the acknowledgement's path.
+    changelog = {
+      FS_CDC_CHANGELOG_SINK  = "pubsub"
+      FS_CDC_CHANGELOG_TOPIC = local.changelog_topic
+      FS_PUBSUB_PROJECT      = var.project_id
+    }
     # The migration's target: set only while a migration runs (var.migration_target_host); every function
     # that reads the source then routes each user's reads by the pointer in Redis (docs/migration.md).
     migration = local.migrating ? {
@@ -195,6 +202,7 @@ locals {
     bigquery  = {}
     serving   = { FS_AUTH_KEY_PEPPER = module.secrets.ids["fs-auth-key-pepper"] }
     audit     = {}
+    changelog = {}
     migration = local.migrating ? { FS_MIGRATION_TARGET_PASSWORD = module.secrets.ids["fs-migration-target-password"] } : {}
   }
 
@@ -205,6 +213,7 @@ locals {
     bigquery  = ["roles/bigquery.jobUser"]
     serving   = []
     audit     = []
+    changelog = []
     migration = []
   }
 
@@ -214,6 +223,7 @@ locals {
     bigquery  = { (module.bigquery.dataset_id) = "roles/bigquery.dataEditor" }
     serving   = {}
     audit     = {}
+    changelog = {}
     migration = {}
   }
 
@@ -228,7 +238,8 @@ locals {
 
   # Named here, not read from module.pubsub: every function's environment names it, and the pubsub module
   # needs the ingest function's URL.
-  audit_topic = "audit-reads"
+  audit_topic     = "audit-reads"
+  changelog_topic = "cdc-changelog"
 
   # The two push subscriptions of cdc-changes: ingestion, and the migration's replication.
   ingest_function    = "ingest_changes"
@@ -367,14 +378,17 @@ module "pubsub" {
   publishers                     = { for member in var.cdc_publishers : member => member }
   labels                         = local.labels
   # The audit trail: topic audit-reads and its BigQuery subscription into audit_reads.
-  audit_topic   = local.audit_topic
-  audit_dataset = module.bigquery.dataset_id
-  audit_table   = module.bigquery.audit_table
+  audit_topic = local.audit_topic
+  dataset     = module.bigquery.dataset_id
+  audit_table = module.bigquery.audit_table
+  # The CDC changelog: topic cdc-changelog and one BigQuery subscription per changelog_<table>.
+  changelog_topic = local.changelog_topic
 }
 
 locals {
-  function_members = { for name, fn in module.function : name => "serviceAccount:${fn.service_account_email}" }
-  audit_functions  = { for name, fn in var.functions : name => fn.access if contains(fn.access, "audit") }
+  function_members    = { for name, fn in module.function : name => "serviceAccount:${fn.service_account_email}" }
+  audit_functions     = { for name, fn in var.functions : name => fn.access if contains(fn.access, "audit") }
+  changelog_functions = { for name, fn in var.functions : name => fn.access if contains(fn.access, "changelog") }
 }
 
 # Functions with "audit" access publish their reads' audit rows (the gRPC service shares read_features' account).
@@ -383,6 +397,16 @@ resource "google_pubsub_topic_iam_member" "audit_publishers" {
 
   project = var.project_id
   topic   = module.pubsub.audit_topic
+  role    = "roles/pubsub.publisher"
+  member  = local.function_members[each.key]
+}
+
+# Functions with "changelog" access publish the changes they apply to the changelog topic (ingest_changes).
+resource "google_pubsub_topic_iam_member" "changelog_publishers" {
+  for_each = local.changelog_functions
+
+  project = var.project_id
+  topic   = module.pubsub.changelog_topic
   role    = "roles/pubsub.publisher"
   member  = local.function_members[each.key]
 }

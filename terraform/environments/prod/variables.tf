@@ -164,6 +164,7 @@ variable "etl_workflow" {
 #   access   what it talks to; sets its environment, secrets and IAM (locals in main.tf):
 #            postgres | redis | bigquery | serving | migration (the migration's target, while one runs)
 #            | audit (publishes the audit trail of its reads to the audit-reads topic)
+#            | changelog (publishes the changes it applies to the cdc-changelog topic)
 #   invokers who may call it: clients (var.read_clients) | auditors (var.receipt_clients) | deployer | pubsub_push
 #            | scheduler | workflows
 #   p95_target_ms  alert when its P95 latency is above this (read path only)
@@ -229,9 +230,9 @@ variable "functions" {
       }
     }
     ingest_changes = {
-      description   = "Apply change events from cdc-changes to Redis (compare-and-set on the watermark) and stream them to the BigQuery changelogs."
+      description   = "Apply change events from cdc-changes to Redis (compare-and-set on the watermark) and publish them to cdc-changelog, whose BigQuery subscriptions write the changelogs."
       trigger       = "pubsub"
-      access        = ["postgres", "redis", "bigquery", "migration"]
+      access        = ["postgres", "redis", "migration", "changelog"]
       invokers      = ["pubsub_push"]
       min_instances = 0
       max_instances = 20
@@ -336,10 +337,10 @@ variable "functions" {
     condition = alltrue([
       for name, fn in var.functions : contains(["http", "pubsub"], fn.trigger)
       && contains(fn.access, "postgres")
-      && alltrue([for a in fn.access : contains(["postgres", "redis", "bigquery", "serving", "migration", "audit"], a)])
+      && alltrue([for a in fn.access : contains(["postgres", "redis", "bigquery", "serving", "migration", "audit", "changelog"], a)])
       && alltrue([for i in fn.invokers : contains(["clients", "auditors", "deployer", "pubsub_push", "scheduler", "workflows"], i)])
     ])
-    error_message = "Each function needs trigger http|pubsub, access including postgres (Settings requires it) and from postgres|redis|bigquery|serving|migration|audit and invokers from clients|auditors|deployer|pubsub_push|scheduler|workflows."
+    error_message = "Each function needs trigger http|pubsub, access including postgres (Settings requires it) and from postgres|redis|bigquery|serving|migration|audit|changelog and invokers from clients|auditors|deployer|pubsub_push|scheduler|workflows."
   }
 
   validation {

@@ -175,92 +175,75 @@ resource "google_pubsub_topic_iam_member" "publishers" {
 }
 
 # ---- the audit trail of reads (docs/security.md) ----------------------------------------------
-# The read functions publish one message per (read, user), its data one audit_reads row as JSON; this
-# BigQuery subscription writes each message as a row with the table's own schema (use_table_schema), so
-# no code of ours runs between the topic and the table. A message the table refuses (a schema drift)
-# goes to the dead-letter topic after max_delivery_attempts and is held there for inspection and replay.
+# The read functions publish one message per (read, user), its data one audit_reads row as JSON; one
+# BigQuery subscription writes each as a row of audit_reads (modules/bigquery_topic).
 
-resource "google_pubsub_topic" "audit" {
-  #checkov:skip=CKV_GCP_83:Google-managed encryption at rest. Customer-managed keys would add a KMS key ring whose loss or disabling makes the data unreadable, and the project has no key custodian yet; adopting CMEK is a separate decision for the whole stack.
-  project = var.project_id
-  name    = var.audit_topic
-  labels  = var.labels
-  # Kept a week, so a subscription paused by an outage of BigQuery or a permission error loses nothing.
-  message_retention_duration = "604800s"
+module "audit" {
+  source = "../bigquery_topic"
+
+  project_id            = var.project_id
+  name                  = var.audit_topic
+  dataset               = var.dataset
+  subscriptions         = { bigquery = { table = var.audit_table, filter = "" } }
+  pubsub_agent          = local.pubsub_agent
+  max_delivery_attempts = var.max_delivery_attempts
+  labels                = var.labels
 }
 
-resource "google_pubsub_topic" "audit_dead_letter" {
-  #checkov:skip=CKV_GCP_83:Google-managed encryption at rest. Customer-managed keys would add a KMS key ring whose loss or disabling makes the data unreadable, and the project has no key custodian yet; adopting CMEK is a separate decision for the whole stack.
-  project = var.project_id
-  name    = "${var.audit_topic}-dead-letter"
-  labels  = var.labels
+# Resources of this module before modules/bigquery_topic held them: moved, not replaced.
+moved {
+  from = google_pubsub_topic.audit
+  to   = module.audit.google_pubsub_topic.this
 }
 
-resource "google_pubsub_subscription" "audit_dead_letter" {
-  project                    = var.project_id
-  name                       = "${var.audit_topic}-dead-letter-hold"
-  topic                      = google_pubsub_topic.audit_dead_letter.id
-  labels                     = var.labels
-  message_retention_duration = "604800s"
-  ack_deadline_seconds       = 60
-
-  expiration_policy {
-    ttl = ""
-  }
+moved {
+  from = google_pubsub_topic.audit_dead_letter
+  to   = module.audit.google_pubsub_topic.dead_letter
 }
 
-# The Pub/Sub service agent writes the rows (no service_account_email): it needs to read the table's
-# schema and insert into it. Granted on the table alone, not the dataset.
-resource "google_bigquery_table_iam_member" "audit_writer" {
-  project    = var.project_id
-  dataset_id = var.audit_dataset
-  table_id   = var.audit_table
-  role       = "roles/bigquery.dataEditor"
-  member     = local.pubsub_agent
+moved {
+  from = google_pubsub_subscription.audit_dead_letter
+  to   = module.audit.google_pubsub_subscription.dead_letter
 }
 
-resource "google_pubsub_subscription" "audit_bigquery" {
-  project                    = var.project_id
-  name                       = "${var.audit_topic}-bigquery"
-  topic                      = google_pubsub_topic.audit.id
-  labels                     = var.labels
-  message_retention_duration = "604800s"
-  ack_deadline_seconds       = 60
-
-  bigquery_config {
-    table               = "${var.project_id}.${var.audit_dataset}.${var.audit_table}"
-    use_table_schema    = true
-    write_metadata      = false
-    drop_unknown_fields = false
-  }
-
-  retry_policy {
-    minimum_backoff = "10s"
-    maximum_backoff = "600s"
-  }
-
-  dead_letter_policy {
-    dead_letter_topic     = google_pubsub_topic.audit_dead_letter.id
-    max_delivery_attempts = var.max_delivery_attempts
-  }
-
-  expiration_policy {
-    ttl = ""
-  }
-
-  depends_on = [google_bigquery_table_iam_member.audit_writer]
+moved {
+  from = google_bigquery_table_iam_member.audit_writer
+  to   = module.audit.google_bigquery_table_iam_member.writer["bigquery"]
 }
 
-resource "google_pubsub_topic_iam_member" "audit_dead_letter_publisher" {
-  project = var.project_id
-  topic   = google_pubsub_topic.audit_dead_letter.name
-  role    = "roles/pubsub.publisher"
-  member  = local.pubsub_agent
+moved {
+  from = google_pubsub_subscription.audit_bigquery
+  to   = module.audit.google_pubsub_subscription.bigquery["bigquery"]
 }
 
-resource "google_pubsub_subscription_iam_member" "audit_dead_letter_subscriber" {
-  project      = var.project_id
-  subscription = google_pubsub_subscription.audit_bigquery.name
-  role         = "roles/pubsub.subscriber"
-  member       = local.pubsub_agent
+moved {
+  from = google_pubsub_topic_iam_member.audit_dead_letter_publisher
+  to   = module.audit.google_pubsub_topic_iam_member.dead_letter_publisher
+}
+
+moved {
+  from = google_pubsub_subscription_iam_member.audit_dead_letter_subscriber
+  to   = module.audit.google_pubsub_subscription_iam_member.dead_letter_subscriber["bigquery"]
+}
+
+# ---- the CDC changelog (docs/cdc.md) ----------------------------------------------------------
+# ingest_changes publishes one message per change, its data one changelog_<table> row as JSON and its
+# attribute `table` the source table, and acknowledges the change only once Pub/Sub has stored it. One
+# BigQuery subscription per table, filtered on that attribute, writes the rows: no BigQuery call on the
+# acknowledgement's path. Delivery is at least once (no insertId): readers use the changelog_<table>_dedup
+# views.
+
+module "changelog" {
+  source = "../bigquery_topic"
+
+  project_id = var.project_id
+  name       = var.changelog_topic
+  dataset    = var.dataset
+  subscriptions = { for table in var.changelog_tables : "${replace(table, "_", "-")}-bigquery" => {
+    table  = "changelog_${table}"
+    filter = "attributes.table = \"${table}\""
+  } }
+  pubsub_agent          = local.pubsub_agent
+  max_delivery_attempts = var.max_delivery_attempts
+  labels                = var.labels
 }

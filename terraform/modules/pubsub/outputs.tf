@@ -20,5 +20,10 @@ output "replicate_subscription" {
 
 output "audit_topic" {
   description = "Name of the audit topic."
-  value       = google_pubsub_topic.audit.name
+  value       = module.audit.topic
+}
+
+output "changelog_topic" {
+  description = "Name of the CDC changelog topic."
+  value       = module.changelog.topic
 }

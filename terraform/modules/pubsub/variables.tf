@@ -56,12 +56,24 @@ variable "audit_topic" {
   default     = "audit-reads"
 }
 
-variable "audit_dataset" {
-  description = "Dataset of the audit_reads table the BigQuery subscription writes."
+variable "dataset" {
+  description = "Dataset of the tables the BigQuery subscriptions write: audit_reads and the changelog_<table>s."
   type        = string
 }
 
 variable "audit_table" {
   description = "Table id the audit topic's BigQuery subscription writes (audit_reads)."
   type        = string
+}
+
+variable "changelog_topic" {
+  description = "Topic of the CDC changelog rows (FS_CDC_CHANGELOG_TOPIC): one message per change, attribute table = its source table."
+  type        = string
+  default     = "cdc-changelog"
+}
+
+variable "changelog_tables" {
+  description = "Source tables whose changelog_<table> a BigQuery subscription of the changelog topic writes."
+  type        = list(string)
+  default     = ["users", "transactions", "risk_scores", "installment_plans", "installments"]
 }

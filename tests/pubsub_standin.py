@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from concurrent import futures
 from typing import Any
 
@@ -28,6 +29,7 @@ class PubSubStandIn:
         self.received = 0  # messages accepted, kept or not
         self.requests = 0
         self.fail = False
+        self._delivered = 0  # messages written by as_bigquery_subscription so far
         self._lock = threading.Lock()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         handler = grpc.unary_unary_rpc_method_handler(
@@ -49,6 +51,26 @@ class PubSubStandIn:
                 for m in request.messages:
                     self.messages.append((request.topic, bytes(m.data), dict(m.attributes)))
             return PublishResponse.pb()(message_ids=[str(first + i) for i in range(count)])
+
+    def as_bigquery_subscription(self, client: Any, table_of: Callable[[str, dict[str, str]], str | None]) -> int:
+        """Write the messages kept since the last call as a BigQuery subscription with ``use_table_schema``
+        would: each message's data (a JSON object) as one row of ``table_of(topic, attributes)`` (None: no
+        subscription takes it), no insertId (a subscription delivers at least once). Returns rows written.
+
+        No Pub/Sub emulator runs here; the BigQuery emulator's streaming insert is the nearest thing to the
+        Storage Write API the subscription uses (callers check the rows against the table's schema).
+        """
+        with self._lock:
+            taken, self._delivered = self.messages[self._delivered:], len(self.messages)
+        by_table: dict[str, list[dict[str, Any]]] = {}
+        for topic, data, attributes in taken:
+            table = table_of(topic, attributes)
+            if table is not None:
+                by_table.setdefault(table, []).append(json.loads(data))
+        for table, rows in by_table.items():
+            errors = client.insert_rows_json(table, rows, row_ids=[None] * len(rows))
+            assert not errors, f"{table} refused rows a subscription would write: {errors[:2]}"
+        return sum(len(rows) for rows in by_table.values())
 
     def rows(self) -> list[dict[str, Any]]:
         with self._lock:
