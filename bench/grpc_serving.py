@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -81,19 +82,16 @@ def grpc_failures(log: Path) -> int:
 
 
 def client_overhead(single_url: str, grpc_target: str, uid: str, calls: int, key: str) -> dict[str, float]:
-    """p50 per call: the client against a bare urllib3 request + json.loads, and against a bare gRPC stub."""
+    """p50 per call: the client against a bare urllib3 request + json.loads, and against a bare gRPC stub.
+
+    The four are called in rounds, each round in a new random order, so each sees the same server and
+    machine in every position: measured one after the other, drift between the phases showed up as
+    "overhead" of whichever ran second, and in a fixed order the first call of a transport after the
+    other's paid for waking its connection. Runs in a process of its own (``measured_apart``): this
+    script's process also serves the audit trail's Pub/Sub stand-in, whose threads would compete with it.
+    """
     pool = urllib3.PoolManager(maxsize=1, retries=False)
     url = f"{single_url}/api/v1/features/user/{uid}"
-
-    def timed(fn: Any) -> float:
-        for _ in range(50):
-            fn()
-        samples = []
-        for _ in range(calls):
-            t = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - t)
-        return statistics.median(samples) * 1000
 
     import grpc
 
@@ -103,15 +101,33 @@ def client_overhead(single_url: str, grpc_target: str, uid: str, calls: int, key
                                response_deserializer=pb.GetUserFeaturesResponse.FromString)
     with FeatureStoreClient.over_rest(single_url, api_key=key) as rest, \
             FeatureStoreClient.over_grpc(grpc_target, api_key=key) as over_grpc:
-        figures = {
-            "raw_http_ms": timed(lambda: json.loads(pool.request("GET", url, headers={"X-API-Key": key}).data)),
-            "client_rest_ms": timed(lambda: rest.get_online_features(uid)),
-            "raw_grpc_ms": timed(lambda: stub(pb.GetUserFeaturesRequest(user_id=uid), timeout=5,
-                                              metadata=(("x-api-key", key),))),
-            "client_grpc_ms": timed(lambda: over_grpc.get_online_features(uid)),
+        calls_of = {
+            "raw_http_ms": lambda: json.loads(pool.request("GET", url, headers={"X-API-Key": key}).data),
+            "client_rest_ms": lambda: rest.get_online_features(uid),
+            "raw_grpc_ms": lambda: stub(pb.GetUserFeaturesRequest(user_id=uid), timeout=5,
+                                        metadata=(("x-api-key", key),)),
+            "client_grpc_ms": lambda: over_grpc.get_online_features(uid),
         }
+        samples: dict[str, list[float]] = {name: [] for name in calls_of}
+        order = list(calls_of.items())
+        shuffle = random.Random(7).shuffle
+        for n in range(50 + calls):
+            shuffle(order)
+            for name, fn in order:
+                t = time.perf_counter()
+                fn()
+                if n >= 50:  # the first 50 rounds warm up
+                    samples[name].append(time.perf_counter() - t)
     channel.close()
-    return figures
+    return {name: statistics.median(s) * 1000 for name, s in samples.items()}
+
+
+def measured_apart(*args: Any) -> dict[str, float]:
+    """``client_overhead(*args)`` in a fresh process (spawned: nothing of this one's threads in it)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(client_overhead, args)  # type: ignore[no-any-return]
 
 
 def main() -> int:
@@ -125,6 +141,8 @@ def main() -> int:
     parser.add_argument("--grpc-threads", type=int, default=8)
     parser.add_argument("--redis-url", default=None)
     parser.add_argument("--overhead-calls", type=int, default=2000)
+    parser.add_argument("--overhead-only", action="store_true",
+                        help="only the client's overhead (no h2load runs): for working on the client")
     args = parser.parse_args()
     if shutil.which("h2load") is None:
         raise SystemExit("bench/grpc_serving.py drives both transports with h2load: apt-get install nghttp2-client "
@@ -175,7 +193,7 @@ def main() -> int:
                 "gRPC batch 100, hit": (f"http://{target}/featurestore.v1.FeatureStore/BatchGetUserFeatures", batch,
                                         grpc_headers, False),
             }
-            for c in levels:
+            for c in [] if args.overhead_only else levels:
                 for label, (url, body, headers, h1) in plan.items():
                     before = grpc_failures(grpc_log)
                     r = h2load(url, c, args.duration, body, headers, h1, tmp)
@@ -184,7 +202,7 @@ def main() -> int:
                         r["rps"] = (r["ok"] - r["not_ok"]) / args.duration
                     results.setdefault(label, {})[c] = r
                     print(f"  measured {label} at concurrency {c}", file=sys.stderr, flush=True)
-            overhead = client_overhead(single_url, target, ids[0], args.overhead_calls, key)
+            overhead = measured_apart(single_url, target, ids[0], args.overhead_calls, key)
         finally:
             for p in procs:
                 os.killpg(p.pid, signal.SIGTERM)
@@ -202,7 +220,7 @@ def main() -> int:
         for c, r in by_level.items():
             print(f"{label:<22}{c:>5}{r['rps']:>9.0f}{r['p50_ms']:>9.2f}{r['p95_ms']:>9.2f}{r['p99_ms']:>9.2f}"
                   f"{r['non_200']:>9}{r.get('not_ok', '-'):>8}{r['failed']:>8}")
-    for kind in ("single", "batch 100"):
+    for kind in () if args.overhead_only else ("single", "batch 100"):
         for c in levels:
             rest, grpc_r = results[f"REST {kind}, hit"][c], results[f"gRPC {kind}, hit"][c]
             print(f"gRPC / REST p95, {kind} at {c}: {grpc_r['p95_ms'] / rest['p95_ms']:.2f}x")
