@@ -28,7 +28,7 @@ What the figures are made of:
 The read guard (docs/security.md) as production runs it: every read function request carries the API
 key of a client made for the run (every scope, a rate no run reaches, so its limiter runs on every
 request and never refuses), and every read is audited through the production sink (google-cloud-pubsub's
-publisher) to a local Publish stand-in (tests/audit/pubsub_standin.py; no Pub/Sub emulator exists here).
+publisher) to a local Publish stand-in (tests/pubsub_standin.py; no Pub/Sub emulator exists here).
 ``hit_unguarded`` and ``batch_hit_unguarded`` read the same cached users through bench/unguarded (the
 same edge and reader without credentials, scope, limiter or audit: benchmark code, never deployed), and
 the last lines print what the guard (authentication + scope + rate limit + audit) adds to p95 and p50

@@ -1,6 +1,6 @@
 """The production sink on the wire: google-cloud-pubsub's PublisherClient against a Publish stand-in.
 
-No Pub/Sub emulator exists here; tests/audit/pubsub_standin.py implements google.pubsub.v1.Publisher/Publish
+No Pub/Sub emulator exists here; tests/pubsub_standin.py implements google.pubsub.v1.Publisher/Publish
 with the library's own messages, so what is checked is exactly what the client sends: the topic, one
 message per audit row, its data the row as JSON with the columns and modes of audit_reads.
 """
