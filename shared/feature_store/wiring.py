@@ -192,9 +192,10 @@ class Services:
         if cfg.sink == "pubsub":
             from feature_store.stores.audit_sinks import PubSubAuditSink
 
-            sink = PubSubAuditSink(self.pubsub_publisher, self.pubsub_publisher.topic_path(
-                self._require_project("FS_PUBSUB_PROJECT", self.settings.pubsub.project, "FS_AUDIT_SINK"), cfg.topic),
-                cfg.publish_timeout_s)
+            # the project first: without it the client would look for credentials and fail on those instead
+            project = self._require_project("FS_PUBSUB_PROJECT", self.settings.pubsub.project, "FS_AUDIT_SINK")
+            sink = PubSubAuditSink(self.pubsub_publisher, self.pubsub_publisher.topic_path(project, cfg.topic),
+                                   cfg.publish_timeout_s)
         else:
             from feature_store.stores.audit_sinks import BigQueryAuditSink
 

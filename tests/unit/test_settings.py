@@ -83,3 +83,25 @@ def test_cloud_sql_connector_dials_the_private_address_by_default() -> None:
     assert IPTypes._from_str(settings.postgres.ip_type) is IPTypes.PRIVATE
     public = Settings.from_env({"FS_POSTGRES_INSTANCE_CONNECTION_NAME": "p:r:i", "FS_POSTGRES_IP_TYPE": "public"})
     assert IPTypes._from_str(public.postgres.ip_type) is IPTypes.PUBLIC
+
+
+@pytest.mark.parametrize(("setting", "build"), [("FS_CDC_CHANGELOG_SINK", "changelog"), ("FS_AUDIT_SINK", "audit")])
+def test_a_pubsub_sink_without_its_project_names_both_variables(setting: str, build: str) -> None:
+    from feature_store.wiring import Services
+
+    services = Services(Settings.from_env({**GOOD, setting: "pubsub"}))
+    with pytest.raises(SettingsError) as caught:
+        getattr(services, build)
+    (problem,) = caught.value.problems
+    assert "FS_PUBSUB_PROJECT" in problem and f"{setting}=pubsub" in problem
+    services.close()
+
+
+def test_the_changelog_sink_and_topic_are_checked() -> None:
+    assert Settings.from_env(GOOD).cdc.changelog_sink == "bigquery"  # the local stack's: no Pub/Sub here
+    assert Settings.from_env({**GOOD, "FS_CDC_CHANGELOG_TOPIC": "cdc-changelog-2"}).cdc.changelog_topic == \
+        "cdc-changelog-2"
+    (problem,) = problems({**GOOD, "FS_CDC_CHANGELOG_SINK": "kafka"})
+    assert "FS_CDC_CHANGELOG_SINK" in problem
+    (problem,) = problems({**GOOD, "FS_CDC_CHANGELOG_TOPIC": "1 bad topic"})
+    assert "FS_CDC_CHANGELOG_TOPIC" in problem
