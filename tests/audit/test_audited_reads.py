@@ -106,8 +106,8 @@ def test_grpc_answers_carry_the_request_id_in_trailing_metadata_and_are_audited(
             m = METHODS["GetUserFeatures"]
             stub = channel.unary_unary(m.path, request_serializer=m.request.SerializeToString,
                                        response_deserializer=m.response.FromString)
-            _, call = stub.with_call(feature_store_pb2.GetUserFeaturesRequest(user_id=user_id(5)), timeout=10,
-                                     metadata=(("x-purpose", "dispute"), ("x-api-key", TEST_KEY)))
+            answer, call = stub.with_call(feature_store_pb2.GetUserFeaturesRequest(user_id=user_id(5)), timeout=10,
+                                          metadata=(("x-purpose", "dispute"), ("x-api-key", TEST_KEY)))
             ok_id = dict(call.trailing_metadata())["x-request-id"]
             with pytest.raises(grpc.RpcError) as failed:
                 stub(feature_store_pb2.GetUserFeaturesRequest(user_id="nobody-here"), timeout=10,
@@ -119,6 +119,15 @@ def test_grpc_answers_carry_the_request_id_in_trailing_metadata_and_are_audited(
     assert is_request_id(ok_id) and is_request_id(failed_id) and ok_id != failed_id
     [row] = rows_of(standin, ok_id, 1)
     assert (row["transport"], row["purpose"], row["status"]) == ("grpc", "dispute", "ok")
+    # The row's served instant and digest are those of what gRPC answered (its text made on the sender thread).
+    from datetime import datetime
+
+    from feature_store.domain.audit import vector_digest
+    from feature_store_client.grpc_transport import _vector
+
+    served = _vector(answer.vector, [(f.group, f.name) for f in answer.features])
+    assert datetime.fromisoformat(row["computed_at_served"]) == served.computed_at
+    assert row["digest"] == vector_digest(served.features or {}, served.source_watermark, row["computed_at_served"])
     [missing] = rows_of(standin, failed_id, 1)
     assert missing["status"] == "unknown_user"
 

@@ -160,3 +160,20 @@ def test_a_read_is_the_same_read_back_from_its_rows() -> None:
     assert [v.user_id for v in back.vectors] == ["u1", "u2"]
     assert back.vectors[0].digest == audit.vectors[0].digest_of()
     assert back.vectors[0].computed_at_epoch == pytest.approx(1_764_680_400.123456, abs=1e-6)
+
+
+def test_a_vector_served_without_its_text_records_the_text_rest_serves() -> None:
+    """gRPC hands the audit the state's instant, not the ISO text: the row and the digest are REST's."""
+    from feature_store.domain.audit import ReadAudit, VectorAudit, iso
+
+    epoch = 1_764_680_400.1239
+    features = {"velocity": {"orders_1h": 2}}
+    given = VectorAudit("u1", "ok", True, "0/16B3748", iso(epoch), epoch, features=features)
+    lazy = VectorAudit("u1", "ok", True, "0/16B3748", None, epoch, features=features)
+
+    def rows(vector: VectorAudit) -> list[dict[str, object]]:
+        return ReadAudit("01HF7YAT0060RK4CSM6MV00001", "c", "single", "grpc", "credit_decision", 2, ("orders_1h",),
+                         epoch + 1, epoch + 1.1, (vector,)).rows()
+
+    assert rows(lazy) == rows(given)
+    assert rows(lazy)[0]["computed_at_served"] == iso(epoch) and rows(lazy)[0]["digest"] == given.digest_of()

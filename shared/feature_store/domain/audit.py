@@ -153,15 +153,22 @@ class VectorAudit:
     status: str  # ok | unknown_user | unavailable
     cache_hit: bool
     source_watermark: str | None = None
-    computed_at: str | None = None  # as served (ISO 8601, milliseconds)
+    computed_at: str | None = None  # as served (ISO 8601, milliseconds); None: made from computed_at_epoch
     computed_at_epoch: float | None = None  # the state's own instant, to recompute it from
     digest: str | None = None  # as recorded; else computed from ``features`` when the row is made
     features: Mapping[str, Mapping[str, Any]] | None = None  # what was served: digested, never recorded
 
+    def served_computed_at(self) -> str | None:
+        """``computed_at`` as served: given, or (served without the text: gRPC) ``iso`` of the state's own
+        instant, the very string REST serves for it, made here on the sender thread, not on the request's."""
+        if self.computed_at is None and self.computed_at_epoch is not None:
+            self.computed_at = iso(self.computed_at_epoch)
+        return self.computed_at
+
     def digest_of(self) -> str | None:
         if self.digest is not None or self.features is None:
             return self.digest
-        return vector_digest(self.features, self.source_watermark, self.computed_at)
+        return vector_digest(self.features, self.source_watermark, self.served_computed_at())
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +203,7 @@ class ReadAudit:
         return [{**head, "position": i, "user_id": v.user_id, "status": v.status, "cache_hit": v.cache_hit,
                  "source_watermark": v.source_watermark,
                  "computed_at": None if v.computed_at_epoch is None else iso_micros(v.computed_at_epoch),
-                 "computed_at_served": v.computed_at, "digest": v.digest_of()}
+                 "computed_at_served": v.served_computed_at(), "digest": v.digest_of()}
                 for i, v in enumerate(self.vectors)]
 
 

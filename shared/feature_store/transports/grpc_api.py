@@ -42,7 +42,7 @@ from feature_store.stores.dialect import format_watermark
 from feature_store.transports import grpc_wire
 from feature_store.transports.access import authorize
 from feature_store.transports.features_api import feature_set_for, parse_batch, scoped_read
-from feature_store.transports.read_audit import begin, check_audit, read_context, record_read, served_vector
+from feature_store.transports.read_audit import begin, check_audit, read_context, record_read
 from feature_store.transports.requests import ReadQuery, check_user_id
 from feature_store.wiring import Services, services
 from feature_store_client.v1 import ERROR_DOMAIN, METHODS, SERVICE_NAME, feature_store_pb2
@@ -96,6 +96,15 @@ def _watermark(svc: Services, result: VectorResult) -> str | None:
     return None if result.watermark is None else format_watermark(svc.dialect, result.watermark)
 
 
+def _audited(result: VectorResult, watermark: str | None) -> dict[str, Any] | None:
+    """What the audit records of a served vector: REST's ``served_vector`` with its ``computed_at`` left
+    to the audit's sender thread (the same ``iso`` text, domain/audit.VectorAudit.served_computed_at)."""
+    if result.status != "ok":
+        return None
+    return {"features": result.features, "computed_at": None, "source_watermark": watermark,
+            "cache_hit": result.cache_hit}
+
+
 def get_user_features(request: Any, metadata: Mapping[str, str]) -> bytes:
     """GetUserFeatures: the rules of ``GET /api/v1/features/user/{user_id}``."""
     started = time.perf_counter()
@@ -115,14 +124,14 @@ def get_user_features(request: Any, metadata: Mapping[str, str]) -> bytes:
     outcome, names, _ = scoped_read(svc, caller, fs, [user_id], query.features)
     result = outcome.results[0]
     selection = fs.select(names)
-    record_read(svc, ctx, caller, "single", fs, selection.names, outcome,
-                [served_vector(svc, result) if result.status == "ok" else None])
+    watermark = _watermark(svc, result)
+    record_read(svc, ctx, caller, "single", fs, selection.names, outcome, [_audited(result, watermark)])
     if result.status == "unknown_user":
         raise UnknownUser(f"no user with id {user_id!r}")
     if result.status == "unavailable":
         raise DependencyUnavailable("postgres", "the vector is not cached and the source cannot be read")
     head = grpc_wire.envelope(fs, outcome, selection)
-    vector = grpc_wire.user_vector(result, _watermark(svc, result))
+    vector = grpc_wire.user_vector(result, watermark)
     return grpc_wire.single_response(head, vector, round((time.perf_counter() - started) * 1000, 3))
 
 
@@ -146,12 +155,13 @@ def batch_get_user_features(request: Any, metadata: Mapping[str, str]) -> bytes:
     outcome, names, _ = scoped_read(svc, caller, fs, body.user_ids, body.features)
     selection = fs.select(names)
     counts = {"ok": 0, "unknown_user": 0, "unavailable": 0}
-    vectors = []
+    vectors, served = [], []
     for r in outcome.results:
         counts[r.status] += 1
-        vectors.append(grpc_wire.user_vector(r, _watermark(svc, r)))
-    record_read(svc, ctx, caller, "batch", fs, selection.names, outcome,
-                [served_vector(svc, r) if r.status == "ok" else None for r in outcome.results])
+        watermark = _watermark(svc, r)
+        vectors.append(grpc_wire.user_vector(r, watermark))
+        served.append(_audited(r, watermark))
+    record_read(svc, ctx, caller, "batch", fs, selection.names, outcome, served)
     head = grpc_wire.envelope(fs, outcome, selection)
     return grpc_wire.batch_response(head, vectors, counts, round((time.perf_counter() - started) * 1000, 3))
 
