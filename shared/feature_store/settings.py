@@ -148,6 +148,7 @@ class CdcSettings(_Section):
     # pubsub: publish each change's row to changelog_topic, which one BigQuery subscription per table
     # writes (production: terraform sets it; stores/pubsub_changelog.py); bigquery: stream the rows into
     # the tables (insertAll: the local stack, which has no Pub/Sub, and the BigQuery emulator's tests).
+    # Either sink's call has FS_BIGQUERY_TIMEOUT_S as its deadline; past it the changes are redelivered.
     changelog_sink: Literal["bigquery", "pubsub"] = "bigquery"
     changelog_topic: str = Field("cdc-changelog", pattern=r"^[A-Za-z][A-Za-z0-9._~%+-]{2,254}$")
     # Debezium's decimal.handling.mode: how a NUMERIC string is read when a message has no schema part.
