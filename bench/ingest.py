@@ -174,12 +174,10 @@ def group_cpu(pgid: int | None) -> float:
 
 def published_env() -> tuple[Any, dict[str, str]]:
     """A started Publish stand-in (counting only) and the settings publishing the changelog to it, as deployed."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from pubsub_standin import PubSubStandIn
+    from serving import pubsub_standin
 
-    standin = PubSubStandIn(keep=False).start()
-    return standin, {"FS_CDC_CHANGELOG_ENABLED": "true", "FS_CDC_CHANGELOG_SINK": "pubsub",
-                     "FS_PUBSUB_PROJECT": "bench", "FS_PUBSUB_EMULATOR_HOST": standin.address}
+    standin, pubsub = pubsub_standin()
+    return standin, {"FS_CDC_CHANGELOG_ENABLED": "true", "FS_CDC_CHANGELOG_SINK": "pubsub", **pubsub}
 
 
 def throughput(label: str, port: int, pushes: Path, concurrency: int, duration: int, function: int,

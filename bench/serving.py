@@ -135,15 +135,20 @@ def wrk(url: str, scenario: str, concurrency: int, duration: int, extra: dict[st
             "cpu_ms_per_2xx": None if cpu_s is None or not raw["ok"] else cpu_s * 1000 / raw["ok"]}
 
 
-def audited_env(env: dict[str, str]) -> tuple[Any, dict[str, str]]:
-    """A started Publish stand-in and ``env`` auditing every read through it, as production does (the
-    production sink, google-cloud-pubsub's publisher). The stand-in only counts: Pub/Sub's CPU is not ours."""
+def pubsub_standin() -> tuple[Any, dict[str, str]]:
+    """A started Publish stand-in (tests/pubsub_standin.py) that only counts, and the settings pointing
+    google-cloud-pubsub's publisher at it: no Pub/Sub emulator exists here, and Pub/Sub's CPU is not ours."""
     sys.path.insert(0, str(ROOT / "tests"))
     from pubsub_standin import PubSubStandIn
 
     standin = PubSubStandIn(keep=False).start()
-    return standin, {**env, "FS_AUDIT_SINK": "pubsub", "FS_PUBSUB_PROJECT": "bench",
-                     "FS_PUBSUB_EMULATOR_HOST": standin.address}
+    return standin, {"FS_PUBSUB_PROJECT": "bench", "FS_PUBSUB_EMULATOR_HOST": standin.address}
+
+
+def audited_env(env: dict[str, str]) -> tuple[Any, dict[str, str]]:
+    """A started Publish stand-in and ``env`` auditing every read through it, as production does."""
+    standin, pubsub = pubsub_standin()
+    return standin, {**env, "FS_AUDIT_SINK": "pubsub", **pubsub}
 
 
 def bench_client(env: dict[str, str]) -> str:

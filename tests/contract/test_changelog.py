@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import secrets
 from collections.abc import Callable, Iterator
@@ -80,9 +81,7 @@ def _pubsub_backend(request: pytest.FixtureRequest) -> Backend:
 
     def landed(table: str) -> list[tuple[str, str]]:
         for _, data, attributes in standin.messages:
-            columns = SCHEMAS.setdefault(attributes["table"], {c["name"]: c for c in json.loads(
-                (ROOT / "terraform" / "modules" / "bigquery" / "schemas" / f"changelog_{attributes['table']}.json")
-                .read_text())})
+            columns = table_schema(f"changelog_{attributes['table']}")
             row = json.loads(data)
             assert set(row) <= set(columns), f"columns the table lacks: {set(row) - set(columns)}"
             assert {n for n, c in columns.items() if c["mode"] == "REQUIRED"} <= {n for n, v in row.items()
@@ -96,7 +95,11 @@ def _pubsub_backend(request: pytest.FixtureRequest) -> Backend:
                    lambda: pubsub_changelog(f"127.0.0.1:{closed_port()}", timeout_s="1"), "pubsub")
 
 
-SCHEMAS: dict[str, dict[str, Any]] = {}
+@functools.cache
+def table_schema(table: str) -> dict[str, Any]:
+    """The columns of ``table`` by name, from its schema file in terraform (read once per table)."""
+    path = ROOT / "terraform" / "modules" / "bigquery" / "schemas" / f"{table}.json"
+    return {c["name"]: c for c in json.loads(path.read_text())}
 
 
 @pytest.fixture(params=["bigquery", "pubsub", "memory"])

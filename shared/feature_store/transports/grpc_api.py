@@ -42,7 +42,7 @@ from feature_store.stores.dialect import format_watermark
 from feature_store.transports import grpc_wire
 from feature_store.transports.access import authorize
 from feature_store.transports.features_api import feature_set_for, parse_batch, scoped_read
-from feature_store.transports.read_audit import begin, check_audit, read_context, record_read
+from feature_store.transports.read_audit import audited_vector, begin, check_audit, read_context, record_read
 from feature_store.transports.requests import ReadQuery, check_user_id
 from feature_store.wiring import Services, services
 from feature_store_client.v1 import ERROR_DOMAIN, METHODS, SERVICE_NAME, feature_store_pb2
@@ -96,15 +96,6 @@ def _watermark(svc: Services, result: VectorResult) -> str | None:
     return None if result.watermark is None else format_watermark(svc.dialect, result.watermark)
 
 
-def _audited(result: VectorResult, watermark: str | None) -> dict[str, Any] | None:
-    """What the audit records of a served vector: REST's ``served_vector`` with its ``computed_at`` left
-    to the audit's sender thread (the same ``iso`` text, domain/audit.VectorAudit.served_computed_at)."""
-    if result.status != "ok":
-        return None
-    return {"features": result.features, "computed_at": None, "source_watermark": watermark,
-            "cache_hit": result.cache_hit}
-
-
 def get_user_features(request: Any, metadata: Mapping[str, str]) -> bytes:
     """GetUserFeatures: the rules of ``GET /api/v1/features/user/{user_id}``."""
     started = time.perf_counter()
@@ -125,7 +116,7 @@ def get_user_features(request: Any, metadata: Mapping[str, str]) -> bytes:
     result = outcome.results[0]
     selection = fs.select(names)
     watermark = _watermark(svc, result)
-    record_read(svc, ctx, caller, "single", fs, selection.names, outcome, [_audited(result, watermark)])
+    record_read(svc, ctx, caller, "single", fs, selection.names, outcome, [audited_vector(result, watermark)])
     if result.status == "unknown_user":
         raise UnknownUser(f"no user with id {user_id!r}")
     if result.status == "unavailable":
@@ -160,7 +151,7 @@ def batch_get_user_features(request: Any, metadata: Mapping[str, str]) -> bytes:
         counts[r.status] += 1
         watermark = _watermark(svc, r)
         vectors.append(grpc_wire.user_vector(r, watermark))
-        served.append(_audited(r, watermark))
+        served.append(audited_vector(r, watermark))
     record_read(svc, ctx, caller, "batch", fs, selection.names, outcome, served)
     head = grpc_wire.envelope(fs, outcome, selection)
     return grpc_wire.batch_response(head, vectors, counts, round((time.perf_counter() - started) * 1000, 3))

@@ -75,6 +75,14 @@ def served_vector(svc: Services, result: VectorResult) -> dict[str, Any]:
     }
 
 
+def audited_vector(result: VectorResult, watermark: str | None) -> dict[str, Any] | None:
+    """What ``record_read`` needs of a vector served without its JSON (gRPC): ``served_vector``'s fields,
+    ``computed_at`` left to the audit's sender thread (the same ``iso`` text: VectorAudit.served_computed_at)."""
+    if result.status != "ok":
+        return None
+    return {"features": result.features, "computed_at": None, "source_watermark": watermark}
+
+
 def check_audit(svc: Services) -> None:
     """503 ``audit_unavailable`` before reading, when reads fail closed and the audit sink is behind."""
     recorder = svc.audit
