@@ -1,17 +1,11 @@
-"""Cloud Function read_features: GET /api/v1/features/user/{user_id} -> the credit_decision vector."""
+"""Cloud Function read_features: GET /api/v1/features/user/{user_id} -> the credit_decision vector.
 
-import flask
-import functions_framework
+Served on an event loop (functions-framework's ASGI mode), or threaded with FS_SERVING_MODE=threaded.
+"""
 
 from feature_store.transports.access import refuse_to_start_without_pepper
 from feature_store.transports.features_api import READ_ONE
-from feature_store.transports.http import http_edge
-from feature_store.transports.wsgi import json_app
+from feature_store.transports.functions import read_function
 
 refuse_to_start_without_pepper()  # a deployed read function never runs without its key pepper
-json_app()  # the framework's own answers (paths it routes itself, oversized bodies, bad HTTP) are JSON too
-
-
-@functions_framework.http
-def read_features(request: flask.Request) -> flask.Response:
-    return http_edge(request, READ_ONE)
+read_features = read_function("read_features", READ_ONE)

@@ -91,6 +91,11 @@ class ServingSettings(_Section):
     # ...failing for at least this long with no success in between: a burst is not an outage.
     breaker_min_failing_s: float = Field(1.0, ge=0)
     breaker_reset_s: float = Field(5.0, gt=0)
+    # async: the read functions answer on an event loop (functions-framework's ASGI mode; docs/serving.md,
+    # "Async serving"); threaded: on gunicorn's threads, as every other function. Read when the function loads.
+    mode: Literal["async", "threaded"] = "async"
+    # The async path's pool: what cannot run on the event loop (misses, write-backs, uncached credentials).
+    pool_threads: int = Field(8, ge=1, le=64)
 
 
 class AuditSettings(_Section):
@@ -341,6 +346,16 @@ class Settings(BaseModel):
         if self.redis is None:
             raise SettingsError([f"{env_var('redis', 'url')}: required but not set"])
         return self.redis
+
+
+def serving_mode(environ: Mapping[str, str] | None = None) -> str:
+    """FS_SERVING_MODE alone, checked: what a read function is registered as when it loads (async or threaded)."""
+    var = env_var("serving", "mode")
+    raw = (os.environ if environ is None else environ).get(var) or ServingSettings().mode
+    try:
+        return ServingSettings(mode=raw).mode
+    except ValidationError:
+        raise SettingsError([f"{var}: must be async or threaded, not {raw[:40]!r}"]) from None
 
 
 def deployed(environ: Mapping[str, str] | None = None) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import redis
@@ -36,6 +37,7 @@ from feature_store.stores.postgres import PostgresPool
 from feature_store.stores.postgres_bulk import BulkSource
 from feature_store.stores.redis_admin import RedisAdmin
 from feature_store.stores.redis_online import KeyLayout, RedisOnlineStore
+from feature_store.stores.redis_online_async import AsyncRedisReads
 from feature_store.stores.redis_refresh import BulkWriter, RefreshState
 from feature_store.stores.source import SourceStore
 
@@ -144,6 +146,20 @@ class Services:
         return RedisOnlineStore(self.redis, self.layout, cfg.ttl_seconds, cfg.tombstone_ttl_seconds)
 
     @once
+    def online_async(self) -> AsyncRedisReads:
+        """The online store's reads awaited on an event loop (the async read functions)."""
+        cfg = self.settings.require_redis()
+        return AsyncRedisReads(cfg.url, self.layout, cfg.socket_timeout_ms / 1000, cfg.connect_timeout_ms / 1000,
+                               cfg.max_connections)
+
+    @once
+    def serving_pool(self) -> ThreadPoolExecutor:
+        """The async read functions' threads for what blocks: the source, write-backs, uncached credentials."""
+        pool = ThreadPoolExecutor(self.settings.serving.pool_threads, thread_name_prefix="serving")
+        self._closers.append(lambda: pool.shutdown(wait=False, cancel_futures=True))
+        return pool
+
+    @once
     def source(self) -> Source:
         from feature_store.migration_wiring import routed_source  # split by the migration's pointer, if any
 
@@ -165,7 +181,7 @@ class Services:
                                      serving.breaker_min_failing_s),
                       counter=FlushingHitCounter(RedisAdmin(self.redis, self.layout),
                                                  self.settings.refresh.stats_flush_s),
-                      rate_fail_open=self.settings.auth.rate_limit_fail_open)
+                      rate_fail_open=self.settings.auth.rate_limit_fail_open, online_async=self.online_async)
 
     @once
     def access(self) -> AccessControl:

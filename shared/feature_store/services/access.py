@@ -23,6 +23,7 @@ from feature_store.domain.access import Caller
 from feature_store.domain.api_keys import parse_key, secret_matches
 from feature_store.errors import ClientDisabled, DependencyUnavailable, InvalidCredentials
 from feature_store.logs import get_logger
+from feature_store.services.blocking import may_block
 from feature_store.stores.api_clients import ClientRecord, KeyRecord
 
 log = get_logger(__name__)
@@ -60,6 +61,7 @@ class LastGoodCache(Generic[V]):
         entry = self._entries.get(key)
         if entry is not None and now - entry.at < self.ttl_s:
             return entry.value
+        may_block()  # on the event loop: the request goes to the serving pool, which loads it
         try:
             value = load()
         except DependencyUnavailable:

@@ -30,13 +30,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from feature_store.domain.access import Caller
+from feature_store.domain.access import Caller, Rate
 from feature_store.domain.catalog import FeatureSet, Instant, Selection
 from feature_store.domain.state import UserState
 from feature_store.errors import DependencyTimeout, DependencyUnavailable, RateLimited
 from feature_store.logs import get_logger
+from feature_store.services.blocking import Offload, inline
 from feature_store.services.breaker import CircuitBreaker
-from feature_store.stores.ports import Cached, OnlineStore, Source, Tombstone, Undecodable
+from feature_store.stores.ports import (
+    Admission,
+    AsyncOnlineReads,
+    Cached,
+    OnlineStore,
+    Source,
+    Tombstone,
+    Undecodable,
+)
 
 log = get_logger(__name__)
 
@@ -87,14 +96,29 @@ class HitCounter:
             return out
 
 
+class InlineReads:
+    """A threaded online store's reads as AsyncOnlineReads, run inline (the in-memory twin's async face)."""
+
+    def __init__(self, store: OnlineStore) -> None:
+        self.store = store
+
+    async def get_many(self, user_ids: Sequence[str]) -> list[Cached | None]:
+        return self.store.get_many(user_ids)
+
+    async def get_many_limited(self, user_ids: Sequence[str], client_id: str, rate: Rate,
+                               cost: int) -> tuple[Admission, list[Cached | None]]:
+        return self.store.get_many_limited(user_ids, client_id, rate, cost)
+
+
 class Reader:
     """Reads feature vectors of one or many users."""
 
     def __init__(self, online: OnlineStore, source: Source,
                  redis_breaker: CircuitBreaker, source_breaker: CircuitBreaker,
                  counter: HitCounter | None = None, clock: Callable[[], float] = time.time,
-                 rate_fail_open: bool = True) -> None:
+                 rate_fail_open: bool = True, online_async: AsyncOnlineReads | None = None) -> None:
         self._online = online
+        self._online_async = online_async or InlineReads(online)
         self._source = source
         self._redis_breaker = redis_breaker
         self._source_breaker = source_breaker
@@ -106,9 +130,25 @@ class Reader:
     def read(self, feature_set: FeatureSet, user_ids: Sequence[str],
              names: Sequence[str] | None = None, caller: Caller | None = None) -> ReadOutcome:
         """The vectors of ``user_ids``; with a ``caller``, its rate limit is charged first (RateLimited when over)."""
-        selected = feature_set.select(names)
         unique = list(dict.fromkeys(user_ids))
         cached, degraded = self._from_cache(unique, caller=caller)
+        return self._complete(feature_set, user_ids, names, unique, cached, degraded)
+
+    async def read_async(self, feature_set: FeatureSet, user_ids: Sequence[str], names: Sequence[str] | None,
+                         caller: Caller | None, offload: Offload) -> ReadOutcome:
+        """``read`` for a request served on an event loop: Redis awaited, the rest inline when every user is
+        cached (no I/O is left), else on the serving pool through ``offload`` (the source, the write-back)."""
+        unique = list(dict.fromkeys(user_ids))
+        cached, degraded = await self._from_cache_async(unique, caller)
+        if degraded is None and all(type(e) is UserState or type(e) is Tombstone for e in cached):
+            with inline():
+                return self._complete(feature_set, user_ids, names, unique, cached, degraded)
+        return await offload(self._complete, feature_set, user_ids, names, unique, cached, degraded)
+
+    def _complete(self, feature_set: FeatureSet, user_ids: Sequence[str], names: Sequence[str] | None,
+                  unique: list[str], cached: list[Cached | None], degraded: str | None) -> ReadOutcome:
+        """The read once Redis answered (or not): misses from the source, written back, every vector finished."""
+        selected = feature_set.select(names)
         misses = [u for u, e in zip(unique, cached, strict=True) if e is None or isinstance(e, Undecodable)]
         computed, source_failed = self._from_source(misses, last_resort=degraded is not None)
         if source_failed and degraded is not None:
@@ -148,34 +188,62 @@ class Reader:
         With a ``caller`` the limiter is charged in the same round trip; a refusal raises RateLimited.
         """
         if not forced and not self._redis_breaker.allow():
-            self._unlimited(caller, REDIS_CIRCUIT_OPEN)
-            return [None] * len(ids), REDIS_CIRCUIT_OPEN
+            return self._skipped(ids, caller)
         started = time.perf_counter()
         try:
             if caller is None:
                 entries = self._online.get_many(ids)
             else:
-                admission, entries = self._online.get_many_limited(ids, caller.client_id, caller.scope.rate, len(ids))
-                if not admission.admitted:
-                    self._redis_breaker.success()
-                    raise RateLimited(f"client {caller.client_id} is over its rate of {caller.scope.rate.per_s:g} "
-                                      f"users/s (burst {caller.scope.rate.burst}); this request would cost {len(ids)}",
-                                      max(1, math.ceil(admission.wait_s)))
+                entries = self._admitted(caller, ids, *self._online.get_many_limited(
+                    ids, caller.client_id, caller.scope.rate, len(ids)))
         except DependencyUnavailable as exc:
-            timed_out = isinstance(exc, DependencyTimeout)
-            if not forced:
-                if timed_out:
-                    self._redis_breaker.timed_out(time.perf_counter() - started)
-                else:
-                    self._redis_breaker.failure()
-            reason = "redis_timeout" if timed_out else "redis_unavailable"
-            log.warning("online store read failed; answering from the source",
-                        extra={"fields": {"reason": reason, "breaker": self._redis_breaker.state,
-                                          "forced": forced}})
-            self._unlimited(caller, reason)
-            return [None] * len(ids), reason
+            return self._failed(exc, ids, started, forced, caller)
         self._redis_breaker.success()
         return entries, None
+
+    async def _from_cache_async(self, ids: list[str], caller: Caller | None) -> tuple[list[Cached | None], str | None]:
+        """``_from_cache`` awaited on the async reads (never forced: the second chance runs on the pool)."""
+        if not self._redis_breaker.allow():
+            return self._skipped(ids, caller)
+        started = time.perf_counter()
+        try:
+            if caller is None:
+                entries = await self._online_async.get_many(ids)
+            else:
+                entries = self._admitted(caller, ids, *await self._online_async.get_many_limited(
+                    ids, caller.client_id, caller.scope.rate, len(ids)))
+        except DependencyUnavailable as exc:
+            return self._failed(exc, ids, started, False, caller)
+        self._redis_breaker.success()
+        return entries, None
+
+    def _admitted(self, caller: Caller, ids: list[str], admission: Admission,
+                  entries: list[Cached | None]) -> list[Cached | None]:
+        """The entries of an admitted read; RateLimited (Redis answered: the breaker hears a success) if refused."""
+        if not admission.admitted:
+            self._redis_breaker.success()
+            raise RateLimited(f"client {caller.client_id} is over its rate of {caller.scope.rate.per_s:g} "
+                              f"users/s (burst {caller.scope.rate.burst}); this request would cost {len(ids)}",
+                              max(1, math.ceil(admission.wait_s)))
+        return entries
+
+    def _skipped(self, ids: list[str], caller: Caller | None) -> tuple[list[Cached | None], str]:
+        self._unlimited(caller, REDIS_CIRCUIT_OPEN)
+        return [None] * len(ids), REDIS_CIRCUIT_OPEN
+
+    def _failed(self, exc: DependencyUnavailable, ids: list[str], started: float, forced: bool,
+                caller: Caller | None) -> tuple[list[Cached | None], str]:
+        timed_out = isinstance(exc, DependencyTimeout)
+        if not forced:
+            if timed_out:
+                self._redis_breaker.timed_out(time.perf_counter() - started)
+            else:
+                self._redis_breaker.failure()
+        reason = "redis_timeout" if timed_out else "redis_unavailable"
+        log.warning("online store read failed; answering from the source",
+                    extra={"fields": {"reason": reason, "breaker": self._redis_breaker.state, "forced": forced}})
+        self._unlimited(caller, reason)
+        return [None] * len(ids), reason
 
     def _unlimited(self, caller: Caller | None, reason: str) -> None:
         """The limiter could not be asked: go on unlimited (counted, logged for the alert) or refuse."""

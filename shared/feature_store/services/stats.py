@@ -15,6 +15,7 @@ from collections.abc import Callable
 from feature_store.domain.catalog import FeatureSet
 from feature_store.errors import DependencyUnavailable
 from feature_store.logs import get_logger
+from feature_store.services.blocking import running_inline
 from feature_store.services.reader import HitCounter
 from feature_store.stores.redis_admin import RedisAdmin
 
@@ -35,7 +36,10 @@ class FlushingHitCounter(HitCounter):
     def add(self, fs: FeatureSet, hits: int, misses: int, undecodable: int = 0) -> None:
         super().add(fs, hits, misses, undecodable)
         if self._clock() - self._last >= self.every_s:
-            self.flush()
+            if running_inline():  # an event loop never waits on this round trip
+                threading.Thread(target=self.flush, name="hit-count-flush", daemon=True).start()
+            else:
+                self.flush()
 
     def flush(self) -> None:
         """Add the counts gathered since the last flush to Redis (one thread at a time, never raising)."""

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from feature_store.domain.catalog import CATALOG
 from feature_store.errors import DependencyUnavailable
 from feature_store.logs import get_logger
+from feature_store.services.blocking import may_block
 from feature_store.stores.redis_admin import RedisAdmin
 
 log = get_logger(__name__)
@@ -46,6 +47,7 @@ class ServedVersions:
         if cached is not None and now < cached[0]:
             return cached[1]
         fallback = cached[1] if cached is not None else known[0]
+        may_block()  # on the event loop: the request goes to the serving pool, which reads the pointer
         try:
             raw = self.admin.pointer(feature_set)
         except DependencyUnavailable as exc:

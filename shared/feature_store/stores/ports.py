@@ -77,6 +77,15 @@ class OnlineStore(Protocol):
         ...
 
 
+class AsyncOnlineReads(Protocol):
+    """The online store's reads for a request served on an event loop: ``OnlineStore``'s, awaited."""
+
+    async def get_many(self, user_ids: Sequence[str]) -> list[Cached | None]: ...
+
+    async def get_many_limited(self, user_ids: Sequence[str], client_id: str, rate: Rate,
+                               cost: int) -> tuple[Admission, list[Cached | None]]: ...
+
+
 class Source(Protocol):
     """The source of truth, read as user states."""
 

@@ -22,6 +22,7 @@ or reordered writes can never replace newer data with older.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -72,6 +73,30 @@ end
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
 return {1, 0}
 """
+
+
+RATE_SCRIPT = _RATE
+RATE_SHA = hashlib.sha1(_RATE.encode()).hexdigest()  # what EVALSHA names it by (redis-py's Script.sha)
+
+
+def rate_command(layout: KeyLayout, client_id: str, rate: Rate, cost: int) -> tuple[Any, ...]:
+    """The limiter's EVALSHA charging ``client_id`` ``cost`` units."""
+    return ("EVALSHA", RATE_SHA, 1, layout.rate(client_id), rate.interval_us, rate.burst, cost)
+
+
+def limited_mget_commands(rate_call: tuple[Any, ...], keys: list[str]) -> list[tuple[Any, ...]]:
+    """The limiter's call, then the MGET of ``keys`` (none when there are no keys): one pipeline."""
+    return [rate_call, ("MGET", *keys)] if keys else [rate_call]
+
+
+def admission(verdict: Sequence[Any]) -> Admission:
+    """The limiter script's reply ``{admitted, wait_us}`` as an Admission."""
+    return Admission(int(verdict[0]) == 1, int(verdict[1]) / 1_000_000)
+
+
+def decoded(user_ids: Sequence[str], raws: Sequence[bytes | None]) -> list[Cached | None]:
+    """An MGET's reply as the entries of ``user_ids``, None where nothing is cached."""
+    return [None if raw is None else decode(u, raw) for u, raw in zip(user_ids, raws, strict=True)]
 
 
 def run_script(client: redis.Redis, script: Script,
@@ -187,7 +212,6 @@ class RedisOnlineStore:
         self.tombstone_ttl_ms = tombstone_ttl_s * 1000
         self._put = client.register_script(_PUT_IF_NEWER)
         self._discard = client.register_script(_DISCARD_IF_SAME)
-        self._rate = client.register_script(_RATE)
         self._local = threading.local()
 
     def get_many(self, user_ids: Sequence[str]) -> list[Cached | None]:
@@ -199,7 +223,7 @@ class RedisOnlineStore:
             raws = self._mget(keys)
         except redis.RedisError as exc:
             raise unavailable(exc) from exc
-        return [None if raw is None else decode(u, raw) for u, raw in zip(user_ids, raws, strict=True)]
+        return decoded(user_ids, raws)
 
     def get_many_limited(self, user_ids: Sequence[str], client_id: str, rate: Rate,
                          cost: int) -> tuple[Admission, list[Cached | None]]:
@@ -208,22 +232,19 @@ class RedisOnlineStore:
         The entries are read whatever the limiter answers (the caller discards them when refused).
         """
         keys = [self.layout.user(u) for u in user_ids]
-        rate_call = ("EVALSHA", self._rate.sha, 1, self.layout.rate(client_id), rate.interval_us, rate.burst, cost)
+        rate_call = rate_command(self.layout, client_id, rate, cost)
         try:
             verdict, raws = self._on_connection(lambda conn: self._limited_mget(conn, rate_call, keys))
             if isinstance(verdict, redis.exceptions.NoScriptError):  # Redis restarted or flushed its scripts
-                self.client.script_load(self._rate.script)
+                self.client.script_load(RATE_SCRIPT)
                 verdict = self.client.execute_command(*rate_call)  # type: ignore[no-untyped-call]
         except redis.RedisError as exc:
             raise unavailable(exc) from exc
-        admitted, wait_us = int(verdict[0]), int(verdict[1])
-        entries = [None if raw is None else decode(u, raw) for u, raw in zip(user_ids, raws, strict=True)]
-        return Admission(admitted == 1, wait_us / 1_000_000), entries
+        return admission(verdict), decoded(user_ids, raws)
 
     @staticmethod
     def _limited_mget(conn: Any, rate_call: tuple[Any, ...], keys: list[str]) -> tuple[Any, list[bytes | None]]:
-        commands = [rate_call, ("MGET", *keys)] if keys else [rate_call]
-        conn.send_packed_command(conn.pack_commands(commands))
+        conn.send_packed_command(conn.pack_commands(limited_mget_commands(rate_call, keys)))
         try:
             verdict: Any = conn.read_response()
         except redis.exceptions.NoScriptError as exc:

@@ -16,10 +16,9 @@ import re
 import secrets
 from typing import Annotated, Any, Literal
 
-import flask
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from feature_store.transports.http import Endpoint, body_bytes
+from feature_store.transports.http import Endpoint, Incoming, body_bytes
 from feature_store.transports.requests import invalid_body
 from feature_store.wiring import services
 
@@ -84,7 +83,7 @@ EtlRequest = Annotated[ExportStep | SnapshotStep | RecordStep | TrainingStep, Fi
 _BODY: TypeAdapter[ExportStep | SnapshotStep | RecordStep | TrainingStep] = TypeAdapter(EtlRequest)
 
 
-def run_step(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
+def run_step(request: Incoming, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
     """``POST`` one step; the answer is what the step did (JSON)."""
     try:
         # From the JSON text, strict: a date is an ISO 8601 string, a boolean is true or false.

@@ -8,19 +8,21 @@ the caller's rate limit (429).
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
-import flask
 from pydantic import ValidationError
 
 from feature_store.domain.access import Caller
 from feature_store.domain.audit import iso
 from feature_store.domain.catalog import FeatureSet, get_feature_set
 from feature_store.errors import BatchTooLarge, DependencyUnavailable, UnknownUser
+from feature_store.services.blocking import Offload, WouldBlock, inline
 from feature_store.services.reader import ReadOutcome
 from feature_store.transports.access import authorize
-from feature_store.transports.http import Endpoint, body_bytes
-from feature_store.transports.read_audit import check_audit, read_context, record_read, served_vector
+from feature_store.transports.http import Endpoint, Incoming, body_bytes
+from feature_store.transports.read_audit import ReadContext, check_audit, read_context, record_read, served_vector
 from feature_store.transports.requests import BatchRequest, ReadQuery, check_user_id, invalid_body
 from feature_store.wiring import Services, services
 
@@ -44,30 +46,68 @@ def _envelope(fs: FeatureSet, outcome: ReadOutcome, withheld: list[str]) -> dict
 def scoped_read(svc: Services, caller: Caller, fs: FeatureSet, user_ids: list[str],
                 names: list[str] | None) -> tuple[ReadOutcome, list[str] | None, list[str]]:
     """The caller's scope applied (403s), then the read under its rate limit: outcome, names read, withheld."""
-    caller.scope.check_batch(len(user_ids))
-    caller.scope.check_feature_set(fs)
-    names, withheld = caller.scope.features(fs, names)
+    names, withheld = _scope(caller, fs, len(user_ids), names)
     return svc.reader.read(fs, user_ids, names, caller), names, withheld
 
 
-def read_one(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
-    """``GET /api/v1/features/user/{user_id}``."""
+def _scope(caller: Caller, fs: FeatureSet, users: int, names: list[str] | None) -> tuple[list[str] | None, list[str]]:
+    caller.scope.check_batch(users)
+    caller.scope.check_feature_set(fs)
+    return caller.scope.features(fs, names)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRead:
+    """A read checked, authorized and scoped, not yet read: what both edges do before the reader runs.
+
+    Preparing has no effect outside the instance (the audit and the rate limit come after), so the async
+    edge may start it on the event loop and run it again on its pool when it would block
+    (services/blocking.py).
+    """
+
+    svc: Services
+    ctx: ReadContext
+    caller: Caller
+    fs: FeatureSet
+    user_ids: list[str]
+    names: list[str] | None
+    withheld: list[str]
+
+    def read(self) -> ReadOutcome:
+        return self.svc.reader.read(self.fs, self.user_ids, self.names, self.caller)
+
+    async def read_async(self, offload: Offload) -> ReadOutcome:
+        return await self.svc.reader.read_async(self.fs, self.user_ids, self.names, self.caller, offload)
+
+
+def prepare_one(request: Incoming, match: re.Match[str]) -> PreparedRead:
     svc = services()
     user_id = check_user_id(match.group("user_id"))  # checked before credentials: a malformed id needs no lookup
-    query = ReadQuery.parse(request.args.to_dict())
+    query = ReadQuery.parse(request.query_dict())
     ctx = read_context()
     caller = authorize(svc, request.headers)
     fs = feature_set_for(svc, query.feature_set, query.version)
     check_audit(svc)
-    outcome, names, withheld = scoped_read(svc, caller, fs, [user_id], query.features)
+    names, withheld = _scope(caller, fs, 1, query.features)
+    return PreparedRead(svc, ctx, caller, fs, [user_id], names, withheld)
+
+
+def answer_one(read: PreparedRead, outcome: ReadOutcome) -> tuple[int, dict[str, Any]]:
+    svc, fs = read.svc, read.fs
     result = outcome.results[0]
     served = served_vector(svc, result) if result.status == "ok" else None
-    record_read(svc, ctx, caller, "single", fs, fs.select(names).names, outcome, [served])
+    record_read(svc, read.ctx, read.caller, "single", fs, fs.select(read.names).names, outcome, [served])
     if result.status == "unknown_user":
-        raise UnknownUser(f"no user with id {user_id!r}")
+        raise UnknownUser(f"no user with id {result.user_id!r}")
     if served is None:
         raise DependencyUnavailable("postgres", "the vector is not cached and the source cannot be read")
-    return 200, {"user_id": user_id, **_envelope(fs, outcome, withheld), **served}
+    return 200, {"user_id": result.user_id, **_envelope(fs, outcome, read.withheld), **served}
+
+
+def read_one(request: Incoming, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
+    """``GET /api/v1/features/user/{user_id}``."""
+    read = prepare_one(request, match)
+    return answer_one(read, read.read())
 
 
 def parse_batch(svc: Services, body: bytes) -> BatchRequest:
@@ -86,15 +126,19 @@ def parse_batch(svc: Services, body: bytes) -> BatchRequest:
     return parsed
 
 
-def read_batch(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
-    """``POST /api/v1/features/batch`` with ``{"user_ids": [...], "features": [...]?, ...}``."""
+def prepare_batch(request: Incoming, match: re.Match[str]) -> PreparedRead:
     svc = services()
     body = parse_batch(svc, body_bytes(request))
     ctx = read_context()
     caller = authorize(svc, request.headers)
     fs = feature_set_for(svc, body.feature_set, body.version)
     check_audit(svc)
-    outcome, names, withheld = scoped_read(svc, caller, fs, body.user_ids, body.features)
+    names, withheld = _scope(caller, fs, len(body.user_ids), body.features)
+    return PreparedRead(svc, ctx, caller, fs, body.user_ids, names, withheld)
+
+
+def answer_batch(read: PreparedRead, outcome: ReadOutcome) -> tuple[int, dict[str, Any]]:
+    svc, fs = read.svc, read.fs
     results = []
     served: list[dict[str, Any] | None] = []
     counts = {"ok": 0, "unknown_user": 0, "unavailable": 0}
@@ -106,10 +150,45 @@ def read_batch(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[
             item.update(vector)
         served.append(vector)
         results.append(item)
-    record_read(svc, ctx, caller, "batch", fs, fs.select(names).names, outcome, served)
-    return 200, {**_envelope(fs, outcome, withheld), "results": results, "counts": counts}
+    record_read(svc, read.ctx, read.caller, "batch", fs, fs.select(read.names).names, outcome, served)
+    return 200, {**_envelope(fs, outcome, read.withheld), "results": results, "counts": counts}
+
+
+def read_batch(request: Incoming, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
+    """``POST /api/v1/features/batch`` with ``{"user_ids": [...], "features": [...]?, ...}``."""
+    read = prepare_batch(request, match)
+    return answer_batch(read, read.read())
+
+
+class Prepared(Protocol):
+    """A read ready for the reader (PreparedRead; bench/unguarded's read without the guard)."""
+
+    async def read_async(self, offload: Offload) -> ReadOutcome: ...
+
+
+P = TypeVar("P", bound=Prepared)
+
+
+async def read_async(prepare: Callable[[Incoming, re.Match[str]], P],
+                     answer: Callable[[P, ReadOutcome], tuple[int, dict[str, Any]]],
+                     request: Incoming, match: re.Match[str], offload: Offload) -> tuple[int, dict[str, Any]]:
+    """A read on an event loop: prepared inline (on the pool when it would block), Redis awaited, answered inline."""
+    try:
+        with inline():
+            read = prepare(request, match)
+    except WouldBlock:
+        read = await offload(prepare, request, match)
+    return answer(read, await read.read_async(offload))
+
+
+async def read_one_async(request: Incoming, match: re.Match[str], offload: Offload) -> tuple[int, dict[str, Any]]:
+    return await read_async(prepare_one, answer_one, request, match, offload)
+
+
+async def read_batch_async(request: Incoming, match: re.Match[str], offload: Offload) -> tuple[int, dict[str, Any]]:
+    return await read_async(prepare_batch, answer_batch, request, match, offload)
 
 
 READ_ONE = Endpoint(re.compile(r"/api/v1/features/user/(?P<user_id>[^/]*)"), ("GET",), read_one,
-                    frozenset(ReadQuery.model_fields))
-READ_BATCH = Endpoint(re.compile(r"/api/v1/features/batch"), ("POST",), read_batch)
+                    frozenset(ReadQuery.model_fields), async_handler=read_one_async)
+READ_BATCH = Endpoint(re.compile(r"/api/v1/features/batch"), ("POST",), read_batch, async_handler=read_batch_async)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,14 +29,36 @@ from feature_store.errors import (
     UnsupportedMediaType,
 )
 from feature_store.logs import get_logger, set_trace
+from feature_store.transports.access import Headers
 from feature_store.transports.read_audit import begin
 from feature_store.transports.requests import shown
 
 log = get_logger("feature_store.http")
 
-Handler = Callable[[flask.Request, re.Match[str]], tuple[int, dict[str, Any]]]
+Handler = Callable[["Incoming", re.Match[str]], tuple[int, dict[str, Any]]]
 NO_STORE = {"Cache-Control": "no-store"}
 WWW_AUTHENTICATE = 'Bearer realm="feature-store", ApiKey header="X-API-Key"'  # a 401's challenge
+
+
+@dataclass(slots=True)
+class Incoming:
+    """A request as the edge and the handlers see it, whichever server brought it (gunicorn's WSGI through
+    Flask, or uvicorn's ASGI through Starlette: transports/asgi.py)."""
+
+    method: str
+    path: str  # percent-decoded
+    query: list[tuple[str, str]]  # every (name, value) as sent, repeats kept
+    headers: Headers  # case-insensitive (Flask's and Starlette's both are)
+    content_type: str | None
+    read_body: Callable[[], bytes]  # the body, within the size limit (both edges enforce it before)
+
+    @property
+    def mimetype(self) -> str:
+        """The content type without parameters, lowercased (Flask's ``mimetype``)."""
+        return (self.content_type or "").split(";", 1)[0].strip().lower()
+
+    def query_dict(self) -> dict[str, str]:
+        return dict(self.query)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,13 +67,15 @@ class Endpoint:
 
     A GET endpoint answers HEAD as GET without the body. Any other path is 404 ``route_not_found``,
     another method 405 ``method_not_allowed`` with ``Allow``, an undeclared query parameter 400
-    ``unknown_parameter`` and a parameter given twice 400 ``repeated_parameter``.
+    ``unknown_parameter`` and a parameter given twice 400 ``repeated_parameter``. ``handler`` answers on
+    a thread; an async edge awaits ``async_handler`` when there is one, else runs ``handler`` on its pool.
     """
 
     path: re.Pattern[str]
     methods: tuple[str, ...]
     handler: Handler
     params: frozenset[str] = field(default_factory=frozenset)
+    async_handler: Callable[..., Awaitable[tuple[int, dict[str, Any]]]] | None = None
 
     @property
     def allowed(self) -> tuple[str, ...]:
@@ -72,55 +96,94 @@ def route_not_found(path: str) -> NotFound:
     return NotFound(f"no route {shown(path)} here; see docs/openapi.yaml", code="route_not_found")
 
 
-def _check(request: flask.Request, endpoint: Endpoint) -> re.Match[str]:
+def check_route(request: Incoming, endpoint: Endpoint) -> re.Match[str]:
+    """The path's match: 404, 405 and the query's 400s as the Endpoint describes them."""
     match = endpoint.path.fullmatch(request.path)
     if match is None:
         raise route_not_found(request.path)
     if request.method not in endpoint.allowed:
         raise MethodNotAllowed(f"{shown(request.method)} is not allowed here; use {' or '.join(endpoint.methods)}")
-    for name, values in request.args.lists():
+    seen: dict[str, int] = {}
+    for name, _ in request.query:
+        seen[name] = seen.get(name, 0) + 1
+    for name, count in seen.items():
         if name not in endpoint.params:
             takes = f"takes {', '.join(sorted(endpoint.params))}" if endpoint.params else "takes no query parameters"
             raise InvalidParameter(f"unknown query parameter {shown(name)}; this endpoint {takes}",
                                    code="unknown_parameter")
-        if len(values) > 1:
-            raise InvalidParameter(f"query parameter {name} is given {len(values)} times; give it once",
+        if count > 1:
+            raise InvalidParameter(f"query parameter {name} is given {count} times; give it once",
                                    code="repeated_parameter")
     return match
 
 
-def http_edge(request: flask.Request, endpoint: Endpoint) -> flask.Response:
-    """Run the endpoint's handler and turn its outcome, or its error, into a JSON response."""
+@dataclass(slots=True)
+class Exchange:
+    """One request at the edge: its arrival, its request id, the headers its answer will carry."""
+
+    request: Incoming
+    started: float
+    request_id: str
+    headers: dict[str, str]
+
+
+def open_exchange(request: Incoming) -> Exchange:
+    """Start serving ``request``: its clock, its trace and its request id (transports/read_audit.py: ``begin``)."""
     started = time.perf_counter()
     set_trace(request.headers.get("X-Cloud-Trace-Context"))
     ids = begin("rest", request.headers.get)
-    headers: dict[str, str] = {"X-Request-Id": ids.request_id}
-    try:
-        status, body = endpoint.handler(request, _check(request, endpoint))
-    except FeatureStoreError as exc:
-        status, body = exc.status, {"error": exc.to_dict()}
-        if isinstance(exc, MethodNotAllowed):
-            headers["Allow"] = ", ".join(endpoint.allowed)
-        retry_after = getattr(exc, "retry_after_s", None)
-        if retry_after is not None:  # TransientError (503) and RateLimited (429)
-            headers["Retry-After"] = str(retry_after)
-            body["error"]["retry_after_s"] = retry_after
-        if isinstance(exc, Unauthenticated):
-            headers["WWW-Authenticate"] = WWW_AUTHENTICATE
-    except Exception:
-        log.exception("unhandled error")
-        status, body = 500, error_body("internal", "the server failed to answer; the error is logged")
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    body["request_id"] = ids.request_id
+    return Exchange(request, started, ids.request_id, {"X-Request-Id": ids.request_id})
+
+
+def failed(exchange: Exchange, endpoint: Endpoint, exc: Exception) -> tuple[int, dict[str, Any]]:
+    """The answer to a handler's error: a FeatureStoreError's own status and body, anything else a 500."""
+    if not isinstance(exc, FeatureStoreError):
+        log.error("unhandled error", exc_info=exc)
+        return 500, error_body("internal", "the server failed to answer; the error is logged")
+    body = {"error": exc.to_dict()}
+    if isinstance(exc, MethodNotAllowed):
+        exchange.headers["Allow"] = ", ".join(endpoint.allowed)
+    retry_after = getattr(exc, "retry_after_s", None)
+    if retry_after is not None:  # TransientError (503) and RateLimited (429)
+        exchange.headers["Retry-After"] = str(retry_after)
+        body["error"]["retry_after_s"] = retry_after
+    if isinstance(exc, Unauthenticated):
+        exchange.headers["WWW-Authenticate"] = WWW_AUTHENTICATE
+    return exc.status, body
+
+
+def close_exchange(exchange: Exchange, status: int, body: dict[str, Any]) -> bytes:
+    """The answer's JSON (with its request id and time) and its one access log line."""
+    request = exchange.request
+    elapsed_ms = (time.perf_counter() - exchange.started) * 1000
+    body["request_id"] = exchange.request_id
     body["response_time_ms"] = round(elapsed_ms, 3)
     log.info("request", extra={"fields": {
-        "request_id": ids.request_id,
+        "request_id": exchange.request_id,
         "httpRequest": {"requestMethod": request.method, "requestUrl": logged_path(request.path), "status": status,
                         "latency": f"{elapsed_ms / 1000:.6f}s"},
         **({"error_code": body["error"]["code"]} if "error" in body else {}),
         **({"cache_hit": body["cache_hit"]} if "cache_hit" in body else {}),
     }})
-    return json_response(status, body, headers)
+    exchange.headers.update(NO_STORE)
+    return orjson.dumps(body)
+
+
+def incoming(request: flask.Request) -> Incoming:
+    """A Flask request as the edge sees it."""
+    return Incoming(request.method, request.path, list(request.args.items(multi=True)), request.headers,
+                    request.content_type, lambda: request.get_data(cache=True))
+
+
+def http_edge(request: flask.Request, endpoint: Endpoint) -> flask.Response:
+    """Run the endpoint's handler and turn its outcome, or its error, into a JSON response (threaded servers)."""
+    exchange = open_exchange(incoming(request))
+    try:
+        status, body = endpoint.handler(exchange.request, check_route(exchange.request, endpoint))
+    except Exception as exc:
+        status, body = failed(exchange, endpoint, exc)
+    data = close_exchange(exchange, status, body)
+    return flask.Response(data, status=status, mimetype="application/json", headers=exchange.headers)
 
 
 _USER_SEGMENT = re.compile(r"(/user/)[^/]*")
@@ -131,20 +194,19 @@ def logged_path(path: str) -> str:
     return _USER_SEGMENT.sub(r"\1{user_id}", path[:200])
 
 
-def body_bytes(request: flask.Request) -> bytes:
+def body_bytes(request: Incoming) -> bytes:
     """The raw body: 415 unless it is declared ``application/json``, 400 when it is empty."""
     if request.mimetype != "application/json":
         given = f"Content-Type {shown(request.content_type)}" if request.content_type else "no Content-Type"
         raise UnsupportedMediaType(f"the body must be JSON sent as Content-Type: application/json; got {given}")
-    # get_data, not .data: a form content type would leave .data empty. The size limit was
-    # enforced before the body was read (transports/wsgi.py).
-    data = request.get_data(cache=True)
+    # The size limit was enforced before the body was read (transports/wsgi.py, transports/asgi.py).
+    data = request.read_body()
     if not data:
         raise InvalidBody("the request has no body; send a JSON object")
     return data
 
 
-def json_body(request: flask.Request) -> Any:
+def json_body(request: Incoming) -> Any:
     """The parsed JSON body, or 415/400 as ``body_bytes`` and InvalidBody when it is not JSON."""
     try:
         return orjson.loads(body_bytes(request))

@@ -11,13 +11,12 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-import flask
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from feature_store.errors import Conflict
 from feature_store.migration_wiring import configured, migration_for
 from feature_store.transports.etl_api import RunId
-from feature_store.transports.http import Endpoint, body_bytes
+from feature_store.transports.http import Endpoint, Incoming, body_bytes
 from feature_store.transports.requests import invalid_body
 from feature_store.wiring import services
 
@@ -100,7 +99,7 @@ MigrationRequest = Annotated[Phases, Field(discriminator="phase")]
 _BODY: TypeAdapter[Phases] = TypeAdapter(MigrationRequest)
 
 
-def run_phase(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
+def run_phase(request: Incoming, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
     """``POST`` one phase; the answer is what the phase did (JSON)."""
     try:
         # From the JSON text, strict: a percentage is a number, not "50".

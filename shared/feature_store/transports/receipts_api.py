@@ -5,13 +5,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import flask
-
-from feature_store.transports.http import Endpoint
+from feature_store.transports.http import Endpoint, Incoming
 from feature_store.wiring import services
 
 
-def read_receipt(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
+def read_receipt(request: Incoming, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
     """The read's audit record and each served vector recomputed from the offline store, digests compared."""
     del request
     return 200, services().receipts.receipt(match.group("request_id"))

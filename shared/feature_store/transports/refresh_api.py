@@ -22,11 +22,10 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-import flask
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from feature_store.errors import BatchTooLarge, InvalidBody, InvalidParameter
-from feature_store.transports.http import Endpoint, json_body
+from feature_store.transports.http import Endpoint, Incoming, json_body
 from feature_store.transports.requests import (
     INTEGRAL,
     FeatureSetName,
@@ -144,7 +143,7 @@ def parse(raw: Any) -> _Body:
         raise invalid_body(exc, _USER_FIELDS) from None
 
 
-def refresh(request: flask.Request, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
+def refresh(request: Incoming, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
     """``POST /`` with a mode body; see the module docstring."""
     svc = services()
     body = parse(json_body(request))

@@ -37,10 +37,10 @@ log = get_logger("feature_store.http")
 
 # A batch of 1,000 ids of 64 characters is ~70 KB; a refresh or ETL body is smaller still.
 MAX_BODY_BYTES = 1024 * 1024
-_CODES = {400: "invalid_request", 404: "route_not_found", 405: "method_not_allowed", 408: "request_timeout",
+CODES = {400: "invalid_request", 404: "route_not_found", 405: "method_not_allowed", 408: "request_timeout",
           413: "body_too_large", 414: "uri_too_long", 415: "unsupported_media_type", 417: "expectation_failed",
           431: "headers_too_large", 501: "not_implemented"}
-_SERVER_MESSAGES = {
+SERVER_MESSAGES = {
     400: "the request is not valid HTTP/1.1",
     403: "the request is forbidden",
     414: "the request line is too long",
@@ -69,7 +69,7 @@ def _framework_error(exc: HTTPException) -> flask.Response:
         error = route_not_found(flask.request.path)
         return json_response(404, error_body(error.code, error.message))
     message = exc.description or exc.name
-    return json_response(status, error_body(_CODES.get(status, "invalid_request" if status < 500 else "internal"),
+    return json_response(status, error_body(CODES.get(status, "invalid_request" if status < 500 else "internal"),
                                             message))
 
 
@@ -126,8 +126,8 @@ def _json_server_errors() -> None:
         return
 
     def write_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
-        code = _CODES.get(status_int, "invalid_request" if status_int < 500 else "internal")
-        sentence = _SERVER_MESSAGES.get(status_int, "the server could not answer the request")
+        code = CODES.get(status_int, "invalid_request" if status_int < 500 else "internal")
+        sentence = SERVER_MESSAGES.get(status_int, "the server could not answer the request")
         detail = f" ({mesg[:120]})" if mesg and status_int < 500 and status_int != 431 else ""
         body = orjson.dumps(error_body(code, sentence + detail))
         head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
