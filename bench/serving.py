@@ -61,7 +61,7 @@ PREFIX = "bench"
 SCENARIOS = ("hit", "miss", "batch_hit", "batch_cold", "hit_unguarded", "batch_hit_unguarded")
 GUARDED = {"hit": "hit_unguarded", "batch_hit": "batch_hit_unguarded"}  # guarded scenario -> its floor
 COLD = ("miss", "batch_cold")  # scenarios that need never-cached ids
-LABELS = {"floor": "floor (no-op)", "hit": "single, hit", "miss": "single, miss",
+LABELS = {"floor": "floor, threaded", "floor_async": "floor, async", "hit": "single, hit", "miss": "single, miss",
           "batch_hit": "batch 100, hit", "batch_cold": "batch 100, cold", "hit_unguarded": "single, hit, no guard",
           "batch_hit_unguarded": "batch 100, hit, ng"}
 
@@ -233,6 +233,9 @@ def main() -> int:
     parser.add_argument("--audit-sink", choices=("pubsub", "disabled"), default="pubsub",
                         help="the guarded functions' audit sink: pubsub (production, to the local stand-in) or "
                              "disabled, to tell the audit's cost from the rest of the guard's")
+    parser.add_argument("--mode", choices=("async", "threaded"), default="async",
+                        help="FS_SERVING_MODE of the read functions (async: production's default); both no-op "
+                             "floors are measured, the ratios are against the floor of this mode")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -242,7 +245,7 @@ def main() -> int:
     scenarios = [s for s in args.scenarios.split(",") if s != "floor"]
     if unknown := set(scenarios) - set(SCENARIOS):
         raise SystemExit(f"unknown scenarios {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
-    env = env_for(args)
+    env = {**env_for(args), "FS_SERVING_MODE": args.mode}
     users = ensure_data(env, args.database, args.users)
     subprocess.run([str(Path(sys.executable)), "-m", "feature_store.cli.migrate"], env=env, check=True,
                    capture_output=True)  # a data set seeded before 0006_api_clients gets its tables
@@ -259,14 +262,16 @@ def main() -> int:
     bare_env = {**env, "FS_AUDIT_SINK": "disabled"}
     try:
         noop, noop_url = serve("noop", ROOT / "bench" / "noop" / "main.py", env)
+        noop_async, noop_async_url = serve("noop_async", ROOT / "bench" / "noop" / "main.py", env)
         single, single_url = serve("read_features", ROOT / "functions" / "read_features" / "main.py", audited)
         batch, batch_url = serve("read_features_batch", ROOT / "functions" / "read_features_batch" / "main.py", audited)
         bare, bare_url = serve("read_features_unguarded", ROOT / "bench" / "unguarded" / "main.py", bare_env)
         bare_batch, bare_batch_url = serve("read_features_batch_unguarded", ROOT / "bench" / "unguarded" / "main.py",
                                            bare_env)
-        procs = [noop, single, batch, bare, bare_batch]
-        servers = {noop_url: noop.pid, single_url: single.pid, batch_url: batch.pid, bare_url: bare.pid,
-                   bare_batch_url: bare_batch.pid}  # start_new_session: each pid leads its process group
+        # start_new_session: each pid leads its process group
+        procs = [noop, noop_async, single, batch, bare, bare_batch]
+        servers = {noop_url: noop.pid, noop_async_url: noop_async.pid, single_url: single.pid, batch_url: batch.pid,
+                   bare_url: bare.pid, bare_batch_url: bare_batch.pid}
         warm(batch_url, warm_users, key)
         for urls, headers in (((single_url, batch_url), {"X-API-Key": key}), ((bare_url, bare_batch_url), {})):
             prime(*urls, headers)
@@ -274,6 +279,7 @@ def main() -> int:
         for c in levels:
             plan = {
                 "floor": (noop_url, {}),
+                "floor_async": (noop_async_url, {}),
                 "hit": (single_url, cached),
                 "batch_hit": (batch_url, {**cached, "BATCH": "100"}),
                 "miss": (single_url, {"IDS_FROM": str(regions.get(("miss", c), 0)), "IDS_SPAN": str(cold_span),
@@ -283,7 +289,7 @@ def main() -> int:
                 "hit_unguarded": (bare_url, cached),
                 "batch_hit_unguarded": (bare_batch_url, {**cached, "BATCH": "100"}),
             }
-            for name in ["floor", *scenarios]:
+            for name in ["floor", "floor_async", *scenarios]:
                 url, extra = plan[name]
                 results.setdefault(name, {})[str(c)] = wrk(url, name, c, args.duration, extra, servers[url])
                 print(f"  measured {LABELS[name]} at concurrency {c}", file=sys.stderr, flush=True)
@@ -309,17 +315,18 @@ def report(results: dict[str, dict[str, dict[str, Any]]], args: argparse.Namespa
     print(f"\nserving benchmark: {size_line(args.database, rows)}")
     print(f"  {warm_users:,} users cached for the hit scenarios; "
           + (f"never-cached regions of {cold_span:,} users per cold scenario and level; " if cold_span else "")
-          + f"WORKERS={args.workers} THREADS={args.threads}, {args.duration} s per run, wrk on the same machine "
+          + f"read functions {args.mode} (FS_SERVING_MODE; ratios against the {args.mode} floor), "
+          f"WORKERS={args.workers} THREADS={args.threads}, {args.duration} s per run, wrk on the same machine "
           f"({os.cpu_count()} cores), load average {load[0][0]:.2f} before, {load[1][0]:.2f} after")
     print("  2xx/s: 2xx answers per second (the only throughput); non-2xx and socket errors apart; wrong: vectors "
           "that were not what the scenario claims (hits in a miss scenario, misses in a hit scenario)")
     print(f"{'scenario':<17}{'conc':>5}{'2xx/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'non-2xx':>9}"
           f"{'sock err':>9}{'degr.':>7}{'wrong':>15}{'p95/floor':>11}{'2xx/s/floor':>13}{'CPU ms/2xx':>12}")
-    floor = results.get("floor", {})
+    floor = results.get("floor_async" if args.mode == "async" else "floor", {})
     for name, by_level in results.items():
         for c, r in by_level.items():
             f = floor[c]
-            wrong = f"{r['wrong']:,}/{r['vectors']:,}" if name != "floor" else "-"
+            wrong = f"{r['wrong']:,}/{r['vectors']:,}" if not name.startswith("floor") else "-"
             ratio_p95 = f"{r['p95_ms'] / f['p95_ms']:.2f}x" if f["p95_ms"] else "-"
             ratio_rps = f"{r['rps'] / f['rps']:.2f}x" if f["rps"] else "-"
             print(f"{LABELS[name]:<17}{c:>5}{r['rps']:>9.0f}{r['p50_ms']:>9.2f}{r['p95_ms']:>9.2f}{r['p99_ms']:>9.2f}"
@@ -341,7 +348,7 @@ def report(results: dict[str, dict[str, dict[str, Any]]], args: argparse.Namespa
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"database": args.database, "users": users, "rows": rows,
                                          "warm_users": warm_users, "cold_span": cold_span, "workers": args.workers,
-                                         "threads": args.threads, "duration_s": args.duration,
+                                         "mode": args.mode, "threads": args.threads, "duration_s": args.duration,
                                          "load_average": load, "results": results}, indent=2))
         print(f"json: {args.json}")
 

@@ -110,7 +110,7 @@ function request()
   if scenario == "push" then
     counter = counter % #pushes + 1
     return pushes[counter]
-  elseif scenario == "floor" then
+  elseif scenario == "floor" or scenario == "floor_async" then
     return wrk.format("GET", "/")
   elseif scenario == "hit" or scenario == "hit_unguarded" then
     return wrk.format("GET", "/api/v1/features/user/" .. uid(any_cached()))

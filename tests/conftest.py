@@ -218,11 +218,15 @@ def break_postgres() -> None:
 
 
 def function_client(name: str) -> Any:
-    """The function's own Flask app, as functions-framework serves it (never ``import main``)."""
+    """The function's own app as functions-framework serves it (never ``import main``), with a test client:
+    Flask's for a threaded function, tests/asgi_client.py's (the same API) for one served on an event loop."""
+    import flask
+    from asgi_client import AsgiClient
     from functions_framework import create_app
 
     source = ROOT / "functions" / name / "main.py"
     kind = "cloudevent" if "cloud_event" in source.read_text() else "http"
-    client = create_app(target=name, source=str(source), signature_type=kind).test_client()
+    app = create_app(target=name, source=str(source), signature_type=kind)
+    client = app.test_client() if isinstance(app, flask.Flask) else AsgiClient(app)
     client.environ_base["HTTP_X_API_KEY"] = TEST_KEY  # the read functions need credentials; others ignore them
     return client

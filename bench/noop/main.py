@@ -2,11 +2,21 @@
 
 import flask
 import functions_framework
+import functions_framework.aio
+from starlette.requests import Request
+from starlette.responses import Response
 
 
 @functions_framework.http
 def noop(request: flask.Request) -> flask.Response:
+    """The threaded floor: gunicorn's threads, Flask."""
     return flask.Response('{"ok":true}', status=200, mimetype="application/json")
+
+
+@functions_framework.aio.http
+async def noop_async(request: Request) -> Response:
+    """The async floor: uvicorn workers, Starlette (how the read functions are served by default)."""
+    return Response(b'{"ok":true}', 200, {"Cache-Control": "no-store"}, "application/json")
 
 
 @functions_framework.cloud_event

@@ -18,6 +18,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +34,17 @@ from .conftest import audit_env, wait_for
 pytestmark = pytest.mark.slow
 
 
-def call(url: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+def call(url: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any], Message]:
+    """(status, JSON body, headers: case-insensitive, as HTTP's names are; uvicorn sends them lowercase)."""
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method="GET" if body is None else "POST",
                                      headers={"Content-Type": "application/json", "X-Purpose": "load test",
                                               **AUTH_HEADERS})
     try:
         with urllib.request.urlopen(request, timeout=30) as answer:
-            return answer.status, json.loads(answer.read()), dict(answer.headers)
+            return answer.status, json.loads(answer.read()), answer.headers
     except urllib.error.HTTPError as failed:
-        return failed.code, json.loads(failed.read()), dict(failed.headers)
+        return failed.code, json.loads(failed.read()), failed.headers
 
 
 class Fleet:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import redis
@@ -15,8 +18,9 @@ from feature_store.domain.access import Rate
 from feature_store.domain.state import UserState
 from feature_store.errors import DependencyTimeout, DependencyUnavailable
 from feature_store.stores.memory import MemoryOnlineStore
-from feature_store.stores.ports import OnlineStore, Tombstone, Undecodable
+from feature_store.stores.ports import Admission, Cached, OnlineStore, Tombstone, Undecodable
 from feature_store.stores.redis_online import KeyLayout, RedisOnlineStore
+from feature_store.stores.redis_online_async import AsyncRedisReads
 
 GARBAGE = b"ffffffffffffffffffffffff[not a state"
 
@@ -66,7 +70,25 @@ def _failing_twin(error: Exception) -> MemoryOnlineStore:
     return twin
 
 
-@pytest.fixture(params=["redis", "memory"])
+class AwaitedReads:
+    """A RedisOnlineStore whose reads go through the async serving path's store (AsyncRedisReads), each on an
+    event loop of its own; writes stay the threaded store's, as they do in the async read functions."""
+
+    def __init__(self, store: RedisOnlineStore, reads: AsyncRedisReads) -> None:
+        self.store, self.reads = store, reads
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def get_many(self, user_ids: Sequence[str]) -> list[Cached | None]:
+        return asyncio.run(self.reads.get_many(user_ids))
+
+    def get_many_limited(self, user_ids: Sequence[str], client_id: str, rate: Rate,
+                         cost: int) -> tuple[Admission, list[Cached | None]]:
+        return asyncio.run(self.reads.get_many_limited(user_ids, client_id, rate, cost))
+
+
+@pytest.fixture(params=["redis", "redis_async", "memory"])
 def backend(request: pytest.FixtureRequest, redis_prefix: str, redis_client: redis.Redis,
             silent_server: int) -> Backend:
     if request.param == "memory":
@@ -78,7 +100,10 @@ def backend(request: pytest.FixtureRequest, redis_prefix: str, redis_client: red
 
     def store_at(url: str) -> OnlineStore:
         client = redis.Redis.from_url(url, socket_timeout=0.05, socket_connect_timeout=0.2)
-        return RedisOnlineStore(client, layout, 3600, 600)
+        store = RedisOnlineStore(client, layout, 3600, 600)
+        if request.param == "redis_async":
+            return AwaitedReads(store, AsyncRedisReads(url, layout, 0.05, 0.2, 8))  # type: ignore[return-value]
+        return store
 
     return Backend(store_at(REDIS_URL), lambda uid, raw: redis_client.set(layout.user(uid), raw),
                    lambda: store_at(f"redis://127.0.0.1:{closed_port()}/0"),
@@ -164,3 +189,36 @@ def test_the_limiter_admits_its_burst_refuses_a_straddling_batch_whole_and_reads
 def test_the_limiter_fails_like_the_reads(backend: Backend) -> None:
     with pytest.raises(DependencyUnavailable):
         backend.unreachable().get_many_limited(["a"], "client-1", Rate(1.0, 1), 1)
+
+
+def test_an_async_read_answered_while_its_loop_was_busy_is_not_a_timeout(redis_prefix: str) -> None:
+    """The deadline is Redis's silence, as the threaded store's socket timeout: a loop blocked past it by other
+    work (here 100 ms against a 10 ms deadline) finds the reply received and returns it."""
+    layout = KeyLayout(redis_prefix)
+    RedisOnlineStore(redis.Redis.from_url(REDIS_URL), layout, 3600, 600).put_if_newer([state("a", 7)])
+    reads = AsyncRedisReads(REDIS_URL, layout, 0.01, 0.2, 8)
+
+    async def busy_loop_read() -> list[Cached | None]:
+        await reads.get_many(["a"])  # connected before the measured read
+        read = asyncio.ensure_future(reads.get_many(["a"]))
+        await asyncio.sleep(0)  # the read sends its MGET...
+        time.sleep(0.1)  # ...and the loop is busy well past the deadline while Redis answers
+        return await read
+
+    assert asyncio.run(busy_loop_read()) == [state("a", 7)]
+
+
+def test_an_async_read_that_times_out_leaves_no_reply_for_the_next_one(silent_server: int, redis_prefix: str) -> None:
+    """A timed-out connection is closed, never reused: the next read on the same loop opens a fresh one."""
+    reads = AsyncRedisReads(f"redis://127.0.0.1:{silent_server}/0", KeyLayout(redis_prefix), 0.02, 0.2, 8)
+
+    async def twice() -> list[type[BaseException]]:
+        kinds = []
+        for _ in range(2):
+            try:
+                await reads.get_many(["a"])
+            except DependencyUnavailable as exc:
+                kinds.append(type(exc))
+        return kinds
+
+    assert asyncio.run(twice()) == [DependencyTimeout, DependencyTimeout]

@@ -2,7 +2,8 @@
 
 What the server decides before the function runs (HTTP it cannot parse, oversized headers and
 bodies) is probed on the functions served by functions-framework as production serves them
-(gunicorn), over raw sockets where a client library would refuse to send the request; the rest
+(uvicorn, FS_SERVING_MODE=async) and threaded (gunicorn), over raw sockets where a client library
+would refuse to send the request; the rest
 through the framework's own app. Every answer is checked against docs/openapi.yaml's Error schema.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from jsonschema import Draft202012Validator
+from werkzeug.datastructures import Headers
 
 from conftest import AUTH_HEADERS, ROOT, function_client
 from feature_store.domain.synthetic import user_id
@@ -38,14 +40,16 @@ def error_of(status: int, headers: Any, body: bytes) -> tuple[int, str, str]:
     return status, document["error"]["code"], document["error"]["message"]
 
 
-@pytest.fixture(scope="module")
-def served(databases: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Served]]:
+@pytest.fixture(scope="module", params=["async", "threaded"])
+def served(request: pytest.FixtureRequest, databases: Any,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Served]]:
+    """The read functions served by uvicorn (FS_SERVING_MODE=async, the default) and by gunicorn (threaded)."""
     import os
 
     from conftest import base_env
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("FS_")} | base_env(databases.create()) | {
-        "WORKERS": "1", "THREADS": "2"}
+        "WORKERS": "1", "THREADS": "2", "FS_SERVING_MODE": request.param}
     logs: Path = tmp_path_factory.mktemp("contract")
     functions = {name: Served(name, env, logs / f"{name}.log") for name in ("read_features", "read_features_batch")}
     try:
@@ -66,7 +70,7 @@ def raw(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
             chunks.append(chunk)
     head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.split(": ", 1) for line in lines[1:])
+    headers = Headers([tuple(line.split(": ", 1)) for line in lines[1:]])  # case-insensitive, as HTTP's names are
     return int(lines[0].split()[1]), headers, body
 
 
@@ -121,7 +125,8 @@ def test_a_body_over_the_limit_is_413_before_it_is_read(served: dict[str, Served
             received += chunk
     head, _, body = received.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
-    status, code, message = error_of(int(lines[0].split()[1]), dict(x.split(": ", 1) for x in lines[1:]), body)
+    status, code, message = error_of(int(lines[0].split()[1]), Headers([tuple(x.split(": ", 1)) for x in lines[1:]]),
+                                     body)
     assert (status, code) == (413, "body_too_large") and "1,048,576" in message
 
 

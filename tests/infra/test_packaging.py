@@ -172,7 +172,7 @@ def test_pinned_requirements_install_into_a_fresh_venv_and_load_the_function(tmp
             str(python),
             "-c",
             "import sys, functions_framework; app = functions_framework.create_app(sys.argv[1], 'main.py'); "
-            "print(sorted(app.view_functions))",
+            "print(sorted(app.view_functions) if hasattr(app, 'view_functions') else [r.path for r in app.routes])",
             name,
         ],
         cwd=folder,

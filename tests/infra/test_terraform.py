@@ -73,11 +73,24 @@ def function_folders() -> dict[str, Path]:
     return {p.parent.name: p for p in sorted(FUNCTIONS.glob("*/main.py"))}
 
 
+# Helpers of transports/functions.py that register an HTTP function under the name they are given.
+REGISTRARS = {"read_function": "http", "threaded_function": "http"}
+
+
 def top_level_functions(main_py: Path) -> dict[str, list[str]]:
-    """Functions defined at the top of a main.py (parsed, never imported) => decorator names."""
+    """Functions defined at the top of a main.py (parsed, never imported) => decorator names.
+
+    ``name = read_function("name", ...)`` counts as a function ``name`` registered as HTTP when the name it
+    registers (its first argument) is the one it is bound to.
+    """
     tree = ast.parse(main_py.read_text(), filename=str(main_py))
     out: dict[str, list[str]] = {}
     for node in tree.body:
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+                and isinstance(node.value.func, ast.Name) and node.value.func.id in REGISTRARS
+                and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) and node.value.args
+                and isinstance(node.value.args[0], ast.Constant) and node.value.args[0].value == node.targets[0].id):
+            out[node.targets[0].id] = [REGISTRARS[node.value.func.id]]
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             names = []
             for deco in node.decorator_list:
