@@ -1,7 +1,7 @@
 """A test client for the functions served on an event loop, with the API of Flask's test client.
 
 functions-framework's ``create_app`` returns a Starlette app for a function registered with
-``functions_framework.aio`` (the read functions in their default FS_SERVING_MODE=async). The tests
+``functions_framework.aio`` (the read functions with FS_SERVING_MODE=async). The tests
 drive every function through the same calls (``client.get(path, headers=...)``, ``.post(json=...)``,
 ``response.get_json()``, ``client.environ_base``), so this client speaks ASGI to the app with that API.
 One event loop, in a thread of its own, serves every such client of the session: the app's Redis

@@ -91,9 +91,10 @@ class ServingSettings(_Section):
     # ...failing for at least this long with no success in between: a burst is not an outage.
     breaker_min_failing_s: float = Field(1.0, ge=0)
     breaker_reset_s: float = Field(5.0, gt=0)
-    # async: the read functions answer on an event loop (functions-framework's ASGI mode; docs/serving.md,
-    # "Async serving"); threaded: on gunicorn's threads, as every other function. Read when the function loads.
-    mode: Literal["async", "threaded"] = "async"
+    # threaded: the read functions answer on gunicorn's threads, as every other function; async: on an event
+    # loop (functions-framework's ASGI mode; docs/serving.md, "Async serving": not the default while a SIGTERM
+    # under load can still lose audit records there). Read when the function loads.
+    mode: Literal["async", "threaded"] = "threaded"
     # The async path's pool: what cannot run on the event loop (misses, write-backs, uncached credentials).
     pool_threads: int = Field(8, ge=1, le=64)
 
@@ -349,7 +350,7 @@ class Settings(BaseModel):
 
 
 def serving_mode(environ: Mapping[str, str] | None = None) -> str:
-    """FS_SERVING_MODE alone, checked: what a read function is registered as when it loads (async or threaded)."""
+    """FS_SERVING_MODE alone, checked: what a read function is registered as when it loads (threaded or async)."""
     var = env_var("serving", "mode")
     raw = (os.environ if environ is None else environ).get(var) or ServingSettings().mode
     try:
