@@ -284,8 +284,9 @@ def close_at_exit(recorder: AuditRecorder) -> None:
     """Flush ``recorder`` when the process exits; make SIGTERM an exit where nothing else handles it."""
     atexit.register(recorder.close)
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        signal.signal(signal.SIGTERM, exit_on_sigterm)
 
 
-def _exit_on_sigterm(signum: int, frame: Any) -> None:
+def exit_on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM as a normal exit (SystemExit): atexit hooks, the audit's flush among them, run."""
     raise SystemExit(128 + signum)

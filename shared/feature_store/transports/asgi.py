@@ -149,6 +149,33 @@ def json_asgi() -> None:
 
     ExceptionMiddleware.http_exception = http_exception  # type: ignore[method-assign]
     _json_parse_errors()
+    _exit_normally_on_sigterm()
+
+
+def _exit_normally_on_sigterm() -> None:
+    """Let a uvicorn worker that was sent SIGTERM exit normally, so the audit recorder's atexit flush runs.
+
+    gunicorn's UvicornWorker resets SIGTERM to its default action; uvicorn captures it, shuts down
+    gracefully, then raises it again with that original handler, which kills the process before any
+    atexit hook: answered reads whose audit rows were still queued lost them (about one SIGTERM in three
+    under load in tests/audit/test_audit_load.py). With SIGTERM as SystemExit instead, the re-raised
+    signal ends the worker like the threaded one ends.
+    """
+    try:
+        from uvicorn_worker import UvicornWorker
+    except ImportError:  # served by something else: nothing to change
+        return
+    import signal
+
+    from feature_store.services.audit import exit_on_sigterm
+
+    init_signals = UvicornWorker.init_signals
+
+    def init_signals_then_exit_normally(self: Any) -> None:
+        init_signals(self)
+        signal.signal(signal.SIGTERM, exit_on_sigterm)
+
+    UvicornWorker.init_signals = init_signals_then_exit_normally
 
 
 def _json(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
