@@ -183,12 +183,3 @@ class AsyncRedisReads:
             await conn.disconnect(nowait=True)
         finally:
             await pool.client.connection_pool.release(conn)
-
-    async def aclose(self) -> None:
-        """Close this loop's connections (the others close with their loops)."""
-        pool = self._loops.pop(asyncio.get_running_loop(), None)
-        if pool is not None:
-            for conn in pool.idle:
-                await pool.client.connection_pool.release(conn)
-            await pool.client.aclose()
-
