@@ -36,7 +36,7 @@ migrate: install  ## run workflows/migration.yaml against the `make up` stack (A
 
 test: install services wrk  ## the whole suite against real PostgreSQL, Redis and the emulators, then the fault suite
 	$(PY) -m pytest -q -m "not faults" --durations=15 --cov --cov-report=term --cov-fail-under=90
-	FS_SERVING_MODE=async $(PY) -m pytest -q tests/functions/test_read_features.py tests/functions/test_access.py \
+	FS_SERVING_MODE=threaded $(PY) -m pytest -q tests/functions/test_read_features.py tests/functions/test_access.py \
 		tests/functions/test_read_undecodable.py tests/audit/test_audited_reads.py
 	$(PY) -m pytest -q -m faults --durations=10 tests/faults
 

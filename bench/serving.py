@@ -233,8 +233,8 @@ def main() -> int:
     parser.add_argument("--audit-sink", choices=("pubsub", "disabled"), default="pubsub",
                         help="the guarded functions' audit sink: pubsub (production, to the local stand-in) or "
                              "disabled, to tell the audit's cost from the rest of the guard's")
-    parser.add_argument("--mode", choices=("async", "threaded"), default="threaded",
-                        help="FS_SERVING_MODE of the read functions (threaded: production's default); both no-op "
+    parser.add_argument("--mode", choices=("async", "threaded"), default="async",
+                        help="FS_SERVING_MODE of the read functions (async: production's default); both no-op "
                              "floors are measured, the ratios are against the floor of this mode")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()

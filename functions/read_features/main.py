@@ -1,6 +1,6 @@
 """Cloud Function read_features: GET /api/v1/features/user/{user_id} -> the credit_decision vector.
 
-Served threaded (gunicorn), or on an event loop with FS_SERVING_MODE=async (functions-framework's ASGI mode).
+Served on an event loop (functions-framework's ASGI mode), or threaded (gunicorn) with FS_SERVING_MODE=threaded.
 """
 
 from feature_store.transports.access import refuse_to_start_without_pepper

@@ -91,10 +91,9 @@ class ServingSettings(_Section):
     # ...failing for at least this long with no success in between: a burst is not an outage.
     breaker_min_failing_s: float = Field(1.0, ge=0)
     breaker_reset_s: float = Field(5.0, gt=0)
-    # threaded: the read functions answer on gunicorn's threads, as every other function; async: on an event
-    # loop (functions-framework's ASGI mode; docs/serving.md, "Async serving": not the default while a SIGTERM
-    # under load can still lose audit records there). Read when the function loads.
-    mode: Literal["async", "threaded"] = "threaded"
+    # async: the read functions answer on an event loop (functions-framework's ASGI mode; docs/serving.md,
+    # "Async serving"); threaded: on gunicorn's threads, as every other function. Read when the function loads.
+    mode: Literal["async", "threaded"] = "async"
     # The async path's pool: what cannot run on the event loop (misses, write-backs, uncached credentials).
     pool_threads: int = Field(8, ge=1, le=64)
 

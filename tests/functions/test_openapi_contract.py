@@ -1,10 +1,10 @@
 """The HTTP contract's edges, probed by hand: each finding of issue 13's "The API contract is exact".
 
 What the server decides before the function runs (HTTP it cannot parse, oversized headers and
-bodies) is probed on the functions served by functions-framework as production serves them
-(gunicorn, threaded) and on an event loop (uvicorn, FS_SERVING_MODE=async), over raw sockets where a client library
-would refuse to send the request; the rest
-through the framework's own app. Every answer is checked against docs/openapi.yaml's Error schema.
+bodies) is probed on the functions served by functions-framework as production serves them, on an
+event loop (uvicorn, the default) and threaded (gunicorn, FS_SERVING_MODE=threaded), over raw sockets
+where a client library would refuse to send the request; the rest through the framework's own app.
+Every answer is checked against docs/openapi.yaml's Error schema.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def error_of(status: int, headers: Any, body: bytes) -> tuple[int, str, str]:
 @pytest.fixture(scope="module", params=["async", "threaded"])
 def served(request: pytest.FixtureRequest, databases: Any,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Served]]:
-    """The read functions served by gunicorn (threaded, the default) and by uvicorn (FS_SERVING_MODE=async)."""
+    """The read functions served by uvicorn (async, the default) and by gunicorn (FS_SERVING_MODE=threaded)."""
     import os
 
     from conftest import base_env

@@ -107,10 +107,10 @@ def test_the_changelog_sink_and_topic_are_checked() -> None:
     assert "FS_CDC_CHANGELOG_TOPIC" in problem
 
 
-def test_the_serving_mode_is_threaded_unless_async_is_asked_and_anything_else_is_refused() -> None:
+def test_the_serving_mode_is_async_unless_threaded_is_asked_and_anything_else_is_refused() -> None:
     from feature_store.settings import serving_mode
 
-    assert serving_mode({}) == "threaded" and serving_mode({"FS_SERVING_MODE": ""}) == "threaded"
-    assert serving_mode({"FS_SERVING_MODE": "async"}) == "async"
+    assert serving_mode({}) == "async" and serving_mode({"FS_SERVING_MODE": ""}) == "async"
+    assert serving_mode({"FS_SERVING_MODE": "threaded"}) == "threaded"
     with pytest.raises(SettingsError, match="FS_SERVING_MODE: must be async or threaded"):
         serving_mode({"FS_SERVING_MODE": "gevent"})

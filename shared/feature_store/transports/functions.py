@@ -1,9 +1,9 @@
 """The one way a function module turns an Endpoint into the function functions-framework serves.
 
 ``threaded_function``: a Flask view on gunicorn's threads (transports/http.py, transports/wsgi.py).
-``read_function``: the read endpoints, threaded by default, or on an event loop with ``FS_SERVING_MODE=async``
-(``functions_framework.aio``: functions-framework then serves the module with uvicorn workers;
-transports/asgi.py). Both answer the same requests with the same JSON.
+``read_function``: the read endpoints, on an event loop by default (``functions_framework.aio``:
+functions-framework then serves the module with uvicorn workers; transports/asgi.py), or threaded with
+``FS_SERVING_MODE=threaded``. Both answer the same requests with the same JSON.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def threaded_function(name: str, endpoint: Endpoint) -> Callable[..., Any]:
 
 
 def read_function(name: str, endpoint: Endpoint) -> Callable[..., Any]:
-    """``name`` served as FS_SERVING_MODE says: threaded (the default) or async."""
+    """``name`` served as FS_SERVING_MODE says: async (the default) or threaded."""
     if serving_mode() == "threaded":
         return threaded_function(name, endpoint)
     import functions_framework.aio
