@@ -56,6 +56,9 @@ class RedisSettings(_Section):
     url: str = Field(pattern=r"^(redis|rediss|unix)://")
     # Reads slower than this fall back to PostgreSQL and are marked degraded.
     socket_timeout_ms: int = Field(10, ge=1)
+    # ...but when the source cannot answer either, the reader's last read of Redis waits this long for it:
+    # with no other answer left, a slow reply (a saturated machine, Redis starved of CPU) beats a 503.
+    last_resort_timeout_ms: int = Field(100, ge=1)
     connect_timeout_ms: int = Field(200, ge=1)
     max_connections: int = Field(64, ge=1)
     ttl_seconds: int = Field(7 * 24 * 3600, ge=60)

@@ -181,7 +181,8 @@ class Services:
                                      serving.breaker_min_failing_s),
                       counter=FlushingHitCounter(RedisAdmin(self.redis, self.layout),
                                                  self.settings.refresh.stats_flush_s),
-                      rate_fail_open=self.settings.auth.rate_limit_fail_open, online_async=self.online_async)
+                      rate_fail_open=self.settings.auth.rate_limit_fail_open, online_async=self.online_async,
+                      last_resort_wait_s=self.settings.require_redis().last_resort_timeout_ms / 1000)
 
     @once
     def access(self) -> AccessControl:

@@ -80,7 +80,9 @@ class AwaitedReads:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
 
-    def get_many(self, user_ids: Sequence[str]) -> list[Cached | None]:
+    def get_many(self, user_ids: Sequence[str], wait_s: float | None = None) -> list[Cached | None]:
+        if wait_s is not None:  # the last resort is the threaded store's (the reader runs it on its pool)
+            return self.store.get_many(user_ids, wait_s)
         return asyncio.run(self.reads.get_many(user_ids))
 
     def get_many_limited(self, user_ids: Sequence[str], client_id: str, rate: Rate,

@@ -281,6 +281,54 @@ def test_redis_breaker_open_and_source_down_reads_redis_anyway(cached_store: Red
     assert breaker.state == "closed"  # Redis answered: the forced read closed its breaker
 
 
+BUSY_SCRIPT = """local t = redis.call('TIME'); local start = t[1] * 1000000 + t[2]
+while true do t = redis.call('TIME'); if t[1] * 1000000 + t[2] - start > tonumber(ARGV[1]) then return 1 end end"""
+
+
+def redis_busy_for(seconds: float) -> threading.Thread:
+    """Redis made to answer nothing for ``seconds`` (a Lua busy loop sent from another connection): a server
+    starved of CPU, as on a saturated machine. The thread is started and its script sent when this returns."""
+    sent = threading.Event()
+    client = redis.Redis.from_url(REDIS_URL)
+
+    def busy() -> None:
+        conn = client.connection_pool.get_connection()
+        conn.send_command("EVAL", BUSY_SCRIPT, 0, int(seconds * 1_000_000))
+        sent.set()
+        conn.read_response(timeout=seconds + 5)
+        client.connection_pool.release(conn)
+
+    thread = threading.Thread(target=busy, daemon=True)
+    thread.start()
+    assert sent.wait(5)
+    time.sleep(0.03)  # the script's bytes reach Redis before the read's
+    return thread
+
+
+@pytest.mark.parametrize("last_resort_wait_s", [1.0, None])
+def test_with_the_source_down_the_last_read_of_redis_waits_past_its_deadline(
+        redis_prefix: str, last_resort_wait_s: float | None) -> None:
+    """A reply later than the 10 ms read deadline degrades a read to the source; when the source cannot
+    answer either, the reader's last read of Redis waits FS_REDIS_LAST_RESORT_TIMEOUT_MS for it instead
+    of answering 503 (None: the store's deadline, the 503 this guards against)."""
+    store = RedisOnlineStore(redis.Redis.from_url(REDIS_URL, socket_timeout=0.05), KeyLayout(redis_prefix), 3600, 600)
+    store.put_if_newer([UserState(user_id="cached", computed_at=time.time(), watermark=7, age=33)])
+    source = SourceStore(pool_on(closed_port()), POSTGRESQL)
+    reader = Reader(store, source, CircuitBreaker("redis", 5, 60), CircuitBreaker("postgres", 1, 60),
+                    last_resort_wait_s=last_resort_wait_s)
+
+    busy = redis_busy_for(0.3)  # both reads (the first one, then the last resort) find Redis busy
+    outcome = reader.read(CREDIT_DECISION_V1, ["cached"])
+    busy.join()
+
+    result = outcome.results[0]
+    if last_resort_wait_s is None:
+        assert result.status == "unavailable" and outcome.degraded_reason == "redis_timeout"
+    else:
+        assert (result.status, result.cache_hit, outcome.degraded) == ("ok", True, False)
+        assert result.features["demographics"]["age"] == 33
+
+
 def test_cached_users_are_served_while_the_source_breaker_is_open(cached_store: RedisOnlineStore) -> None:
     redis_breaker = CircuitBreaker("redis", failures=1, reset_s=60)
     reader = reader_with(cached_store, redis_breaker)

@@ -116,7 +116,8 @@ class Reader:
     def __init__(self, online: OnlineStore, source: Source,
                  redis_breaker: CircuitBreaker, source_breaker: CircuitBreaker,
                  counter: HitCounter | None = None, clock: Callable[[], float] = time.time,
-                 rate_fail_open: bool = True, online_async: AsyncOnlineReads | None = None) -> None:
+                 rate_fail_open: bool = True, online_async: AsyncOnlineReads | None = None,
+                 last_resort_wait_s: float | None = None) -> None:
         self._online = online
         self._online_async = online_async or InlineReads(online)
         self._source = source
@@ -125,6 +126,7 @@ class Reader:
         self.counter = counter or HitCounter()
         self._clock = clock
         self.rate_fail_open = rate_fail_open
+        self.last_resort_wait_s = last_resort_wait_s  # the forced read's patience (None: the store's deadline)
         self.unlimited = 0  # requests served without asking the limiter (fail open), since start
 
     def read(self, feature_set: FeatureSet, user_ids: Sequence[str],
@@ -184,14 +186,17 @@ class Reader:
         """What Redis holds for ``ids``, or all None and the reason it was not read.
 
         ``forced`` is the second chance when the source cannot answer either: it reads even when
-        the breaker is open; its success closes the breaker, its failure counts nothing more.
+        the breaker is open and waits ``last_resort_wait_s`` for the reply, not the store's short deadline
+        (a slow answer beats none); its success closes the breaker, its failure counts nothing more.
         With a ``caller`` the limiter is charged in the same round trip; a refusal raises RateLimited.
         """
         if not forced and not self._redis_breaker.allow():
             return self._skipped(ids, caller)
         started = time.perf_counter()
         try:
-            if caller is None:
+            if forced:
+                entries = self._online.get_many(ids, self.last_resort_wait_s)
+            elif caller is None:
                 entries = self._online.get_many(ids)
             else:
                 entries = self._admitted(caller, ids, *self._online.get_many_limited(

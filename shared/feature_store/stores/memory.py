@@ -43,7 +43,7 @@ class MemoryOnlineStore:
         self.rates: dict[str, float] = {}  # client -> GCRA theoretical arrival time (microseconds)
         self._lock = threading.Lock()
 
-    def get_many(self, user_ids: Sequence[str]) -> list[Cached | None]:
+    def get_many(self, user_ids: Sequence[str], wait_s: float | None = None) -> list[Cached | None]:
         self.fault("get_many")
         with self._lock:
             raws = [self.values.get(u) for u in user_ids]

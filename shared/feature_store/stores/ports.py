@@ -55,8 +55,12 @@ class Admission:
 class OnlineStore(Protocol):
     """The cached states of one layout, written compare-and-set on the source watermark."""
 
-    def get_many(self, user_ids: Sequence[str]) -> list[Cached | None]:
-        """What is cached for each id, in the order asked; None where nothing is (one round trip)."""
+    def get_many(self, user_ids: Sequence[str], wait_s: float | None = None) -> list[Cached | None]:
+        """What is cached for each id, in the order asked; None where nothing is (one round trip).
+
+        ``wait_s``: how long to wait for the reply, instead of the store's read deadline (the reader's
+        last resort, when the source cannot answer either).
+        """
         ...
 
     def get_many_limited(self, user_ids: Sequence[str], client_id: str, rate: Rate,

@@ -213,14 +213,16 @@ class RedisOnlineStore:
         self._put = client.register_script(_PUT_IF_NEWER)
         self._discard = client.register_script(_DISCARD_IF_SAME)
         self._local = threading.local()
+        self._patient_clients: dict[float, redis.Redis] = {}
 
-    def get_many(self, user_ids: Sequence[str]) -> list[Cached | None]:
-        """Entries in the order asked, ``None`` where nothing is cached (one MGET)."""
+    def get_many(self, user_ids: Sequence[str], wait_s: float | None = None) -> list[Cached | None]:
+        """Entries in the order asked, ``None`` where nothing is cached (one MGET); the reply waited for
+        ``wait_s`` instead of the socket timeout when given."""
         if not user_ids:
             return []
         keys = [self.layout.user(u) for u in user_ids]
         try:
-            raws = self._mget(keys)
+            raws = self._mget(keys, wait_s)
         except redis.RedisError as exc:
             raise unavailable(exc) from exc
         return decoded(user_ids, raws)
@@ -251,8 +253,22 @@ class RedisOnlineStore:
             verdict = exc  # the MGET's reply still follows: read it before the connection is reused
         return verdict, (conn.read_response() if keys else [])
 
-    def _mget(self, keys: list[str]) -> list[bytes | None]:
-        return self._on_connection(lambda conn: conn.send_command("MGET", *keys) or conn.read_response())
+    def _mget(self, keys: list[str], wait_s: float | None) -> list[bytes | None]:
+        if wait_s is None:
+            return self._on_connection(lambda conn: conn.send_command("MGET", *keys) or conn.read_response())
+        return self._patient(wait_s).mget(keys)  # type: ignore[return-value]  # decode_responses is off: bytes
+
+    def _patient(self, wait_s: float) -> redis.Redis:
+        """A client like this store's whose every read (the connection's handshake included) waits ``wait_s``:
+        the reader's rare last resort, not worth a connection held per thread."""
+        client = self._patient_clients.get(wait_s)
+        if client is None:
+            pool = self.client.connection_pool
+            client = redis.Redis(connection_pool=type(pool)(
+                connection_class=pool.connection_class, max_connections=pool.max_connections,
+                **{**pool.connection_kwargs, "socket_timeout": wait_s}))
+            self._patient_clients[wait_s] = client
+        return client
 
     def _on_connection(self, call: Callable[[Any], T]) -> T:
         """``call(connection)`` on this thread's own connection from the client's pool (the read path's MGET).
