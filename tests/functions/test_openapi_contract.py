@@ -104,6 +104,40 @@ def test_a_request_line_that_is_not_http_is_json_400(served: dict[str, Served], 
     assert (status, code) == (400, "invalid_request") and len(message) < 250
 
 
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+def test_both_of_uvicorns_parsers_answer_what_they_cannot_parse_with_json_400(parser: str) -> None:
+    """The served functions parse with httptools (installed with the package); uvicorn falls back to h11
+    without it: json_asgi() makes both parsers' own 400 JSON."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from feature_store.transports.asgi import json_asgi
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:  # never reached: the parser refuses first
+        raise AssertionError(scope)
+
+    json_asgi()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=parser, lifespan="off",
+                                           log_level="critical"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for line in (b"G\x00T / HTTP/1.1", b"GET /a b c HTTP/1.1"):  # (HTTP/9.9 passes h11: the edge refuses it)
+            status, code, message = error_of(*raw(port, line + b"\r\nHost: x\r\n\r\n"))
+            assert (status, code) == (400, "invalid_request") and len(message) < 250
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
 @pytest.mark.parametrize("path", ["/api/v1/features/user/ab%0Acd", "/robots.txt", "/favicon.ico",
                                   "/api/v1/features/user/a/b", "/" + "x" * 5000])
 def test_paths_the_framework_or_the_edge_does_not_route_are_json_404(served: dict[str, Served], path: str) -> None:

@@ -185,20 +185,40 @@ def _json(status: int, code: str, message: str, headers: dict[str, str] | None =
                     "application/json")
 
 
+def _parse_error_body(msg: str) -> bytes:
+    return orjson.dumps(error_body("invalid_request", f"{SERVER_MESSAGES[400]} ({msg[:120]})"))
+
+
 def _json_parse_errors() -> None:
-    """uvicorn answers a request it cannot parse with a text/plain 400 of its own: the same, as JSON."""
+    """uvicorn answers a request it cannot parse with a text/plain 400 of its own: the same, as JSON, from
+    either of its HTTP parsers (httptools when installed, as it is with this package; else h11)."""
     try:
         from uvicorn.protocols.http import h11_impl
     except ImportError:  # served by something else: nothing to replace
         return
     import h11
 
-    def send_400_response(self: Any, msg: str) -> None:
-        body = orjson.dumps(error_body("invalid_request", f"{SERVER_MESSAGES[400]} ({msg[:120]})"))
-        headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store"), (b"connection", b"close")]
-        for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"), h11.Data(data=body),
-                      h11.EndOfMessage()):
+    headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store"), (b"connection", b"close")]
+
+    def h11_400_response(self: Any, msg: str) -> None:
+        for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                      h11.Data(data=_parse_error_body(msg)), h11.EndOfMessage()):
             self.transport.write(self.conn.send(event))
         self.transport.close()
 
-    h11_impl.H11Protocol.send_400_response = send_400_response  # type: ignore[method-assign]
+    h11_impl.H11Protocol.send_400_response = h11_400_response  # type: ignore[method-assign]
+    try:
+        from uvicorn.protocols.http import httptools_impl
+    except ImportError:  # httptools not installed: uvicorn parses with h11
+        return
+
+    def httptools_400_response(self: Any, msg: str) -> None:
+        body = _parse_error_body(msg)
+        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+        head += [name + b": " + value + b"\r\n" for name, value in headers]
+        head.append(b"content-length: %d\r\n\r\n" % len(body))
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
+
+    httptools_impl.HttpToolsProtocol.send_400_response = httptools_400_response  # type: ignore[method-assign]
