@@ -6,12 +6,13 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import redis
+import redis.asyncio
 
 from conftest import REDIS_URL, closed_port
 from feature_store.domain.access import Rate
@@ -21,6 +22,8 @@ from feature_store.stores.memory import MemoryOnlineStore
 from feature_store.stores.ports import Admission, Cached, OnlineStore, Tombstone, Undecodable
 from feature_store.stores.redis_online import KeyLayout, RedisOnlineStore
 from feature_store.stores.redis_online_async import AsyncRedisReads
+
+T = TypeVar("T")
 
 GARBAGE = b"ffffffffffffffffffffffff[not a state"
 
@@ -193,9 +196,22 @@ def test_the_limiter_fails_like_the_reads(backend: Backend) -> None:
         backend.unreachable().get_many_limited(["a"], "client-1", Rate(1.0, 1), 1)
 
 
-def test_an_async_read_answered_while_its_loop_was_busy_is_not_a_timeout(redis_prefix: str) -> None:
+def run_on(loop: str, main: Coroutine[Any, Any, T]) -> T:
+    """``main`` run to its end on a new event loop of asyncio's, or of uvloop's (the served functions' loop)."""
+    factory = None
+    if loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_an_async_read_answered_while_its_loop_was_busy_is_not_a_timeout(redis_prefix: str, loop: str) -> None:
     """The deadline is Redis's silence, as the threaded store's socket timeout: a loop blocked past it by other
-    work (here 100 ms against a 10 ms deadline) finds the reply received and returns it."""
+    work (here 100 ms against a 10 ms deadline) finds the reply received and returns it, on either loop
+    (uvloop runs due timers before it reads the sockets: the reply is then still in the kernel)."""
     layout = KeyLayout(redis_prefix)
     RedisOnlineStore(redis.Redis.from_url(REDIS_URL), layout, 3600, 600).put_if_newer([state("a", 7)])
     reads = AsyncRedisReads(REDIS_URL, layout, 0.01, 0.2, 8)
@@ -207,7 +223,46 @@ def test_an_async_read_answered_while_its_loop_was_busy_is_not_a_timeout(redis_p
         time.sleep(0.1)  # ...and the loop is busy well past the deadline while Redis answers
         return await read
 
-    assert asyncio.run(busy_loop_read()) == [state("a", 7)]
+    assert run_on(loop, busy_loop_read()) == [state("a", 7)]
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_new_async_connection_made_while_its_loop_is_busy_is_not_a_timeout(redis_prefix: str, loop: str) -> None:
+    """A read that must connect first, on a loop then blocked 100 ms by other work: the connection's deadline
+    is the connect timeout (200 ms) plus one read deadline (10 ms), not a read deadline's multiple."""
+    layout = KeyLayout(redis_prefix)
+    RedisOnlineStore(redis.Redis.from_url(REDIS_URL), layout, 3600, 600).put_if_newer([state("a", 7)])
+    reads = AsyncRedisReads(REDIS_URL, layout, 0.01, 0.2, 8)
+
+    async def first_read_on_a_busy_loop() -> list[Cached | None]:
+        read = asyncio.ensure_future(reads.get_many(["a"]))
+        await asyncio.sleep(0)  # the read starts connecting...
+        time.sleep(0.1)  # ...and the loop is busy past two read deadlines
+        return await read
+
+    assert run_on(loop, first_read_on_a_busy_loop()) == [state("a", 7)]
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_reply_still_in_the_kernel_counts_as_received(loop: str) -> None:
+    """What the deadline asks when it expires: a reply the loop has not read yet (still in the socket) is
+    received; a connection with nothing to read is not."""
+    from feature_store.stores.redis_online_async import _reply_waiting
+
+    async def check() -> tuple[bool, bool, bool]:
+        client = redis.asyncio.Redis.from_url(REDIS_URL)
+        conn = await client.connection_pool.get_connection()
+        idle = _reply_waiting(conn)
+        await conn.send_command("PING", check_health=False)
+        time.sleep(0.05)  # Redis answers; the loop does not run, so the reply stays in the kernel
+        waiting = _reply_waiting(conn)
+        assert await conn.read_response() in (b"PONG", "PONG")
+        after = _reply_waiting(conn)
+        await client.connection_pool.release(conn)
+        await client.aclose()
+        return idle, waiting, after
+
+    assert run_on(loop, check()) == (False, True, False)
 
 
 def test_an_async_read_that_times_out_leaves_no_reply_for_the_next_one(silent_server: int, redis_prefix: str) -> None:
