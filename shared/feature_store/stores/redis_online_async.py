@@ -147,21 +147,31 @@ class AsyncRedisReads:
         raise AssertionError("unreachable")
 
     async def _connect(self, pool: _LoopConnections) -> Connection:
-        """A new connection within the connect timeout plus one read deadline: the TCP connect and redis-py's
-        handshake (the threaded store's budgets for the two). This deadline is the loop's own (asyncio's),
-        which a busy loop notices late: with two read deadlines (20 ms), at 50 requests in flight per loop
-        nearly every new connection timed out, each timeout dropped a connection and made another one, and the
-        breaker opened (2,800 of 3,300 cached reads degraded in 8 s, measured). Connections are kept, so a
-        loop pays this once per connection, not per read."""
-        deadline = self._connect_timeout_s + self.timeout_s
-        try:
-            async with asyncio.timeout(deadline):
-                return await pool.client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
-        except TimeoutError:
-            raise redis.TimeoutError(f"no connection to Redis within {deadline * 1000:g} ms") from None
+        """A new connection: the TCP connect within the connect timeout (redis-py's own, as the threaded
+        store's), then redis-py's handshake within one read deadline of Redis's silence, as any read.
 
-    async def _within_deadline(self, conn: Connection, call: Callable[[Connection], Awaitable[T]]) -> T:
-        """``call(conn)``, cancelled with a redis TimeoutError once ``timeout_s`` passed with no byte of a reply."""
+        Both are timed as ``_within_deadline`` times a read, never by the loop's clock alone: with a plain
+        asyncio deadline of two read deadlines (20 ms), at 50 requests in flight per loop nearly every new
+        connection timed out, each timeout dropped a connection and made another one, and the breaker
+        opened (2,800 of 3,300 cached reads degraded in 8 s, measured); and a longer plain deadline hid a
+        Redis that accepts connections but never answers from the breaker (a timeout that overran its
+        deadline twice counts as our own starvation). Connections are kept: a loop pays this once per
+        connection, not per read.
+        """
+        connections = pool.client.connection_pool
+        conn = connections.get_available_connection()  # type: ignore[no-untyped-call]
+        try:
+            await self._within_deadline(conn, connections.ensure_connection,
+                                        connecting_until=asyncio.get_running_loop().time() + self._connect_timeout_s)
+        except BaseException:
+            await self._drop(pool, conn)
+            raise
+        return conn
+
+    async def _within_deadline(self, conn: Connection, call: Callable[[Connection], Awaitable[T]],
+                               connecting_until: float | None = None) -> T:
+        """``call(conn)``, cancelled with a redis TimeoutError once ``timeout_s`` passed with no byte of a reply
+        (and, for a new connection, its TCP connect over: redis-py bounds that by ``connecting_until``)."""
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
@@ -170,8 +180,10 @@ class AsyncRedisReads:
 
         def expire() -> None:
             nonlocal handle, expired
-            if _reply_waiting(conn):  # answered; the loop is what is late
-                handle = loop.call_later(self.timeout_s, expire)
+            connecting = (connecting_until is not None and getattr(conn, "_writer", None) is None
+                          and loop.time() < connecting_until)
+            if connecting or _reply_waiting(conn):
+                handle = loop.call_later(self.timeout_s, expire)  # answered, or still connecting: not silence
                 return
             expired = True
             task.cancel()
