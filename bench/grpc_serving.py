@@ -4,9 +4,10 @@
                                    [--concurrency 1,10,50] [--workers 2] [--threads 4] [--grpc-threads 8]
 
 Serves read_features, read_features_batch and the no-op floor with functions-framework as production does
-(gunicorn gthread, WORKERS/THREADS) and fs-grpc with the same number of processes, caches the users read,
-then drives every scenario with h2load at every level, REST over HTTP/1.1 (--h1) and gRPC over HTTP/2
-(POST, content-type application/grpc, te: trailers, a body file of the 5-byte prefix and the message).
+(async by default, gunicorn gthread with FS_SERVING_MODE=threaded; WORKERS/THREADS) and fs-grpc with the
+same number of processes, caches the users read, then drives every scenario with h2load at every level,
+REST over HTTP/1.1 (--h1) and gRPC over HTTP/2 (POST, content-type application/grpc, te: trailers, a body
+file of the 5-byte prefix and the message).
 The same tool drives both, with the same fixed request (h2load sends one body): the same user for single
 reads, the same 100 users for batches. Floors measured in the same run: the no-op function for REST, the
 health check (grpc.health.v1.Health/Check, a no-op served by the same server) for gRPC.
@@ -39,6 +40,7 @@ from dataset import describe, ensure_data, size_line
 from serving import ROOT, audited_env, bench_client, clear_cache, env_for, free_port, serve, warm
 
 sys.path.insert(0, str(ROOT / "shared"))
+from feature_store.settings import serving_mode
 from feature_store_client import FeatureStoreClient
 from feature_store_client.v1 import feature_store_pb2 as pb
 
@@ -161,7 +163,9 @@ def main() -> int:
         grpc_log = tmp / "grpc.log"
         try:
             urls = []
-            for name, source in (("noop", ROOT / "bench" / "noop" / "main.py"),
+            # The REST floor is served as the read functions are (FS_SERVING_MODE: async by default).
+            noop = "noop_async" if serving_mode(env) == "async" else "noop"
+            for name, source in ((noop, ROOT / "bench" / "noop" / "main.py"),
                                  ("read_features", ROOT / "functions" / "read_features" / "main.py"),
                                  ("read_features_batch", ROOT / "functions" / "read_features_batch" / "main.py")):
                 proc, url = serve(name, source, env)
