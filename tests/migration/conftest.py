@@ -92,10 +92,10 @@ def migration(pair: dict[str, Any]) -> Iterator[Any]:
     base.close()
 
 
-def rows(database: str, sql: str) -> list[list[Any]]:
+def rows(database: str, sql: str, **params: Any) -> list[list[Any]]:
     conn = admin_connection(database)
     try:
-        return conn.run(sql)
+        return conn.run(sql, **params)
     finally:
         conn.close()
 

@@ -139,6 +139,41 @@ def test_a_chunk_that_differs_while_a_write_is_in_flight_is_rechecked_and_settle
     assert_same(pair)
 
 
+def test_a_recheck_waits_out_the_lag_the_replication_measured_lately(pair: dict[str, Any], migration: Any) -> None:
+    phases = migration.phases
+    phases.prepare()
+    backfill_all(phases)
+    progress = ("INSERT INTO fs_replication_progress (direction, last_applied_at, last_lag_ms) "
+                "VALUES ('forward', now() - CAST(:idle AS INTERVAL), :lag) ON CONFLICT (direction) DO UPDATE "
+                "SET last_applied_at = EXCLUDED.last_applied_at, last_lag_ms = EXCLUDED.last_lag_ms")
+    rows(pair["target"], progress, idle="1 second", lag=1500.0)  # catching up: 1.5 s behind
+    rows(pair["source"], "UPDATE users SET age = age + 1 WHERE user_id = 'u000000003'")
+    changed = rows(pair["source"], "SELECT * FROM users WHERE user_id = 'u000000003'")[0]
+    columns = [r[0] for r in rows(pair["source"], "SELECT column_name FROM information_schema.columns "
+                                                  "WHERE table_name = 'users' ORDER BY ordinal_position")]
+    waits: list[float] = []
+
+    def replication_lands_late(seconds: float) -> None:  # 1 s after the snapshot: within the lag-following wait
+        if not waits:
+            migration.replicator._stores["forward"].apply(
+                [Image("users", ("u000000003",), 10**12, dict(zip(columns, changed, strict=True)))])
+        waits.append(seconds)
+
+    phases._sleep = replication_lands_late
+
+    checked = verify_all(phases, "run-lag")
+
+    assert checked["ok"] and checked["settled"] == 1 and not checked["repaired"]
+    assert waits[0] == 3.0  # twice the measured lag, not FS_MIGRATION_RECHECK_DELAY_S (0.2 here)
+    assert_same(pair)
+    delay = phases.config.recheck_delay_s
+    rows(pair["target"], progress, idle="2 minutes", lag=1500.0)  # idle: the old lag says nothing
+    assert phases._verifier(strict=False).recheck_wait_s() == delay
+    rows(pair["target"], progress, idle="0 seconds", lag=600_000.0)
+    assert phases._verifier(strict=False).recheck_wait_s() == 30.0  # capped
+    assert phases._verifier(strict=True).recheck_wait_s() == delay  # the cutover's check: the source is quiet
+
+
 def test_what_still_differs_after_the_rechecks_is_repaired_from_the_source(pair: dict[str, Any],
                                                                            migration: Any) -> None:
     phases = migration.phases

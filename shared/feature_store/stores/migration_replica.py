@@ -107,6 +107,16 @@ class ReplicaStore:
                 raise
         return Applied(applied, len(images) - applied)
 
+    def recent_lag_s(self, direction: str, within_s: float = 60.0) -> float:
+        """The lag (commit to apply) of the last batch ``direction`` applied, in seconds, if it applied one in
+        the last ``within_s``; 0 when it has been idle longer or never ran (its lag says nothing now)."""
+        with self.pool.connection() as conn:
+            rows = conn.run("SELECT extract(epoch FROM clock_timestamp() - last_applied_at), last_lag_ms "
+                            "FROM fs_replication_progress WHERE direction = :d", d=direction)
+        if not rows or rows[0][0] is None or rows[0][1] is None or float(rows[0][0]) > within_s:
+            return 0.0
+        return max(0.0, float(rows[0][1]) / 1000)
+
     def apply_table(self, conn: Connection, spec: TableSpec, images: Sequence[Image]) -> int:
         """Apply one table's images (one per key, in key order) in the caller's transaction."""
         won = self._claim(conn, spec, images)

@@ -88,7 +88,8 @@ class Phases:
         sender, receiver = (self.target, self.source) if backwards else (self.source, self.target)
         return Verifier(sender, receiver, self.reverse if backwards else self.forward, self.state,
                         self.config.chunk_rows, self.config.recheck_attempts, self.config.recheck_delay_s,
-                        strict=strict, workers=self.config.verify_workers, sleep=self._sleep)
+                        strict=strict, workers=self.config.verify_workers,
+                        direction="reverse" if backwards else "forward", sleep=self._sleep)
 
     # --- prepare, backfill, verify ------------------------------------------------------------
 

@@ -9,7 +9,10 @@ time budget resumes at the next chunk.
 A chunk that differs may only be catching up: rows written while it was read reach the receiving side
 within the replication lag. It is compared again, row by row, up to ``recheck_attempts`` times: the
 sending side's rows from a snapshot tagged with its position ``w`` (stores/migration_chunks.snapshot_rows),
-then, ``recheck_delay_s`` later, the receiving side's rows with their replica positions.
+then, ``recheck_delay_s`` later, the receiving side's rows with their replica positions. When the replication
+has measured a longer lag lately (the last batch it applied, fs_replication_progress), the wait follows it:
+twice that lag, at most ``LAG_WAIT_CAP_S`` (a replication catching up after an outage is seconds behind, and a
+fixed short wait made every recheck find its backlog missing, then the repair, then the verdict "different").
 A row whose replica position is above ``w`` changed after that snapshot and is left to the replication,
 except in ``strict`` mode (the cutover's final verification, with the source quiet), where every
 difference counts. A chunk with no differing row left is ``settled``.
@@ -50,6 +53,8 @@ from feature_store.stores.postgres import PostgresPool
 
 log = get_logger(__name__)
 
+LAG_WAIT_CAP_S = 30.0  # the longest a recheck waits for a lagging replication
+
 
 @dataclass(frozen=True)
 class Side:
@@ -82,6 +87,7 @@ class Verifier:
 
     def __init__(self, sender: Side, receiver: Side, replica: ReplicaStore, state: StateStore, chunk_rows: int,
                  recheck_attempts: int, recheck_delay_s: float, strict: bool = False, workers: int = 2,
+                 direction: str | None = None,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         self.sender, self.receiver = sender, receiver
         self.replica = replica
@@ -91,6 +97,7 @@ class Verifier:
         self.recheck_delay_s = recheck_delay_s
         self.strict = strict  # rows changed after the snapshot count as different (the cutover's check)
         self.workers = workers  # chunks of pass 1 in flight: 2 keep both databases' cores busy between statements
+        self.direction = direction  # the replication feeding the receiver, whose lag the rechecks wait out
         self._clock, self._sleep = clock, sleep
         self._specs: dict[str, TableSpec] = {}
 
@@ -183,7 +190,7 @@ class Verifier:
         assert taken is not None  # not exact: never refused
         position, rows = taken
         mine = {k: v[0] for k, v in keyed(rows, width).items()}
-        self._sleep(self.recheck_delay_s)
+        self._sleep(self.recheck_wait_s())
         theirs_rows = keyed(fetch(self.receiver.pool, row_hashes_sql(spec, self.receiver.dialect.name, after, last,
                                                                      with_position=True)), width)
         newer = {k for k, (_, pos) in theirs_rows.items() if pos is not None and int(pos) > position}
@@ -191,6 +198,13 @@ class Verifier:
         theirs = {k: v[0] for k, v in theirs_rows.items()}
         keys = {k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k)}
         return RowDiff(position, keys if self.strict else keys - newer, len(newer))
+
+    def recheck_wait_s(self) -> float:
+        """How long a recheck gives the replication: ``recheck_delay_s``, or twice its recent lag when longer
+        (not in ``strict`` mode: the cutover verifies only once the replication has been quiet)."""
+        follow = self.direction is not None and not self.strict
+        lag = self.replica.recent_lag_s(self.direction) if follow and self.direction else 0.0
+        return max(self.recheck_delay_s, min(LAG_WAIT_CAP_S, 2 * lag))
 
     def _settle(self, job: str, check: dict[str, Any]) -> None:
         spec = self.spec(check["table"])
