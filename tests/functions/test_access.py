@@ -267,7 +267,10 @@ def test_a_batch_costs_one_unit_per_distinct_user(access_env: dict[str, str], fs
 
 @pytest.fixture
 def two_instances(access_env: dict[str, str], tmp_path: Path) -> Iterator[list[str]]:
-    served = [Served("read_features", access_env, tmp_path / f"instance{n}.log") for n in (1, 2)]
+    # A Redis read timing out (10 ms, a loaded machine) would serve from the source, unlimited (fail open):
+    # this test is about the limit being shared, so Redis gets time to answer.
+    patient = {**access_env, "FS_REDIS_SOCKET_TIMEOUT_MS": "1000"}
+    served = [Served("read_features", patient, tmp_path / f"instance{n}.log") for n in (1, 2)]
     try:
         for s in served:
             s.wait()

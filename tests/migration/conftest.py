@@ -61,7 +61,10 @@ def migration_env(source: str, target: str, prefix: str, **extra: str) -> dict[s
             "FS_MIGRATION_TARGET_PORT": target_env["FS_POSTGRES_PORT"], "FS_MIGRATION_TARGET_DATABASE": target,
             "FS_MIGRATION_TARGET_USER": target_env["FS_POSTGRES_USER"], "FS_MIGRATION_TARGET_DIALECT": "postgresql",
             "FS_MIGRATION_CHUNK_ROWS": "1000", "FS_MIGRATION_RECHECK_DELAY_S": "0.2",
-            "FS_MIGRATION_ROUTING_CACHE_S": "0.1", "FS_MIGRATION_CUTOVER_QUIET_S": "0.5", **extra}
+            "FS_MIGRATION_ROUTING_CACHE_S": "0.1", "FS_MIGRATION_CUTOVER_QUIET_S": "0.5",
+            # Redis's 10 ms read deadline is its own subject (tests/integration/test_outages.py); here a loaded
+            # machine's starvation made a routing pointer "unreadable" and a read went to the wrong database.
+            "FS_REDIS_SOCKET_TIMEOUT_MS": "1000", **extra}
 
 
 @pytest.fixture(scope="module")
