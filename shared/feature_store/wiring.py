@@ -160,6 +160,13 @@ class Services:
         return pool
 
     @once
+    def ingest_pool(self) -> ThreadPoolExecutor:
+        """ingest_changes' threads when served async: each applies one message (Ingestor.handle) and waits for it."""
+        pool = ThreadPoolExecutor(self.settings.cdc.pool_threads, thread_name_prefix="ingest")
+        self._closers.append(lambda: pool.shutdown(wait=False, cancel_futures=True))
+        return pool
+
+    @once
     def source(self) -> Source:
         from feature_store.migration_wiring import routed_source  # split by the migration's pointer, if any
 
