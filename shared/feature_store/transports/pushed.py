@@ -105,7 +105,7 @@ async def ingest_pushed(request: Request) -> Response:
     body = await request.body()
     try:
         data, event_id = pushed_event({k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers.raw},
-                                      body, request.url.path)
+                                      body, request.scope["path"])
     except HTTPException as exc:
         return Response(exc.description, exc.code or 400, media_type="text/plain")
     await run_on(services().ingest_pool, ingest_body, data, event_id)
