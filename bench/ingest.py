@@ -2,23 +2,27 @@
 
     .venv/bin/python bench/ingest.py [--users 2000] [--events 20000] [--duration 10] [--concurrency 16,64]
                                      [--workers 2] [--threads 32] [--set FS_X=Y] [--lag-samples 100]
-                                     [--no-bigquery] [--json out.json]
+                                     [--no-bigquery] [--mode threaded,async] [--shape binary|raw]
+                                     [--json out.json]
 
 Builds a throw-away database (migrated, seeded with --users users; its size is printed), then:
 
-1. throughput: serves ingest_changes with functions-framework as production does (gunicorn gthread,
-   WORKERS/THREADS; two workers: one per core of a 2-vCPU instance), and wrk (bench/wrk_report.lua)
-   posts pre-built Pub/Sub push requests (Debezium transaction inserts for random users, CloudEvent
-   binary mode) over keep-alive connections for --duration seconds, at every --concurrency level.
-   Rows, each at every level: the floor (a no-op CloudEvent function served the same way: HTTP,
-   gunicorn and CloudEvent parsing), then the changelog on as deployed (FS_CDC_CHANGELOG_SINK=pubsub:
+1. throughput: serves ingest_changes with functions-framework in every --mode (FS_CDC_SERVING_MODE:
+   threaded, production's default, is gunicorn gthread with WORKERS/THREADS; async is uvicorn workers,
+   WORKERS of them, the messages applied on FS_CDC_POOL_THREADS threads each; two workers: one per core
+   of a 2-vCPU instance), and wrk (bench/wrk_report.lua) posts pre-built Pub/Sub push requests
+   (Debezium transaction inserts for random users; --shape binary: binary-mode CloudEvents, as Eventarc
+   sends them; raw: the raw push body, as our push subscription sends it) over keep-alive connections
+   for --duration seconds, at every --concurrency level. Rows, each at every level and in every mode:
+   the floor (a no-op function served the same way: HTTP, the server, and threaded the CloudEvent
+   conversion), then the changelog on as deployed (FS_CDC_CHANGELOG_SINK=pubsub:
    Redis, and one Publish per batch to a stand-in of Pub/Sub's Publisher in this script, whose BigQuery
    subscriptions write the tables with no code of ours), then the changelog streamed into the BigQuery
    emulator (the local stack's sink), then, labelled as such, the changelog off. Events/s counts
    acknowledged (2xx) pushes only; the others, which Pub/Sub would redeliver, are counted apart.
    Beside each row, the CPU per acknowledged event of the function's processes and of the BigQuery
    emulator (when this script started it), from /proc: they share the machine's cores;
-2. lag: runs the relay on a fresh slot, ingest_changes as deployed and read_features;
+2. lag (in every --mode): runs the relay on a fresh slot, ingest_changes as deployed and read_features;
    commits a completed order for a user and polls read_features until it serves the new
    total_orders; p50/p95/max of commit -> servable, first on an idle instance, then while wrk
    pushes the throughput load into the same instance (its events/s during the samples printed).
@@ -59,7 +63,9 @@ READ_HEADERS: dict[str, str] = {}  # the read function's credentials, set once t
 PRODUCTION = "changelog on, as deployed (SINK=pubsub): Redis + Publish"
 STREAMED = "changelog streamed (SINK=bigquery): Redis + BigQuery emulator"
 CHANGELOG_OFF = "changelog off (FS_CDC_CHANGELOG_ENABLED=false): Redis only"
-FLOOR = "floor: a no-op CloudEvent function"
+FLOOR = "floor: a no-op function"
+MODES = ("threaded", "async")
+FLOORS = {"threaded": "noop_event", "async": "noop_event_async"}
 
 
 def free_port() -> int:
@@ -102,8 +108,8 @@ class Child:
 
 
 def serve(name: str, port: int, env: dict[str, str], logs: Path) -> Child:
-    kind = "cloudevent" if name in ("ingest_changes", "noop_event") else "http"
-    source = ROOT / ("bench/noop" if name == "noop_event" else f"functions/{name}") / "main.py"
+    kind = "cloudevent" if name in ("ingest_changes", "noop_event") else "http"  # a decorator's type comes first
+    source = ROOT / ("bench/noop" if name.startswith("noop_") else f"functions/{name}") / "main.py"
     child = Child([str(BIN / "functions-framework"), "--target", name, "--source", str(source),
                    "--signature-type", kind, "--host", "127.0.0.1", "--port", str(port)],
                   env, logs / f"{name}-{port}.log")
@@ -146,7 +152,11 @@ def wrk_argv(port: int, concurrency: int, seconds: int) -> list[str]:
 
 
 def wrk_env(pushes: Path) -> dict[str, str]:
-    return {**os.environ, "SCENARIO": "push", "PUSH_FILE": str(pushes), "WRK_THREADS": str(WRK_THREADS)}
+    return {**os.environ, "SCENARIO": "push", "PUSH_FILE": str(pushes), "WRK_THREADS": str(WRK_THREADS),
+            "PUSH_SHAPE": SHAPE[0]}
+
+
+SHAPE = ["binary"]  # --shape, set once in main()
 
 
 def figures(out: str) -> dict[str, Any]:
@@ -180,7 +190,7 @@ def published_env() -> tuple[Any, dict[str, str]]:
     return standin, {"FS_CDC_CHANGELOG_ENABLED": "true", "FS_CDC_CHANGELOG_SINK": "pubsub", **pubsub}
 
 
-def throughput(label: str, port: int, pushes: Path, concurrency: int, duration: int, function: int,
+def throughput(label: str, mode: str, port: int, pushes: Path, concurrency: int, duration: int, function: int,
                emulator: int | None) -> dict[str, Any]:
     """wrk posting the pushes in turn (binary-mode CloudEvents, keep-alive) for ``duration`` seconds.
 
@@ -198,24 +208,24 @@ def throughput(label: str, port: int, pushes: Path, concurrency: int, duration: 
     cpu = {"function_cpu_ms_per_event": round((group_cpu(function) - before[0]) * 1000 / events, 2),
            "emulator_cpu_ms_per_event": round((group_cpu(emulator) - before[1]) * 1000 / events, 2)
            if emulator is not None else None}
-    return {"scenario": label, "concurrency": concurrency, **out, **cpu}
+    return {"scenario": label, "mode": mode, "concurrency": concurrency, **out, **cpu}
 
 
 def print_throughput(rows: list[dict[str, Any]]) -> None:
     print("\nthroughput: events/s = acknowledged (2xx) pushes per second; non-2xx (Pub/Sub would redeliver) "
           "and socket errors apart; request latency over every answer")
-    print(f"  {'scenario':<62}{'conc':>5}{'events/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'non-2xx':>9}{'sock err':>9}"
-          f"{'vs floor':>10}{'fn CPU ms/ev':>14}{'BQ emu CPU ms/ev':>18}")
-    floors = {r["concurrency"]: r for r in rows if r["scenario"] == FLOOR}
+    print(f"  {'scenario':<62}{'mode':>9}{'conc':>5}{'events/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'non-2xx':>9}"
+          f"{'sock err':>9}{'vs floor':>10}{'fn CPU ms/ev':>14}{'BQ emu CPU ms/ev':>18}")
+    floors = {(r["mode"], r["concurrency"]): r for r in rows if r["scenario"] == FLOOR}
     for r in rows:
-        floor = floors.get(r["concurrency"])
+        floor = floors.get((r["mode"], r["concurrency"]))
         ratio = f"{r['events_per_s'] / floor['events_per_s']:.2f}x" if floor and floor["events_per_s"] else "-"
         emulator = r["emulator_cpu_ms_per_event"]
-        print(f"  {r['scenario']:<62}{r['concurrency']:>5}{r['events_per_s']:>10,}{r['p50_ms']:>9}{r['p95_ms']:>9}"
-              f"{r['non_2xx']:>9}{r['errors_socket']:>9}{ratio:>10}{r['function_cpu_ms_per_event']:>14}"
+        print(f"  {r['scenario']:<62}{r['mode']:>9}{r['concurrency']:>5}{r['events_per_s']:>10,}{r['p50_ms']:>9}"
+              f"{r['p95_ms']:>9}{r['non_2xx']:>9}{r['errors_socket']:>9}{ratio:>10}{r['function_cpu_ms_per_event']:>14}"
               f"{'-' if emulator is None else emulator:>18}")
         if r["statuses"]:
-            print(f"  {'':<62}non-2xx by status: {r['statuses']}")
+            print(f"  {'':<76}non-2xx by status: {r['statuses']}")
 
 
 # --- lag ------------------------------------------------------------------------------------------
@@ -346,9 +356,17 @@ def main() -> int:
                         help="use the stack's emulator on 9050 when it listens (its CPU is then not measured)")
     parser.add_argument("--set", action="append", default=[], metavar="FS_SECTION_FIELD=VALUE",
                         help="a setting for the functions, e.g. FS_CDC_MAX_INFLIGHT=1 (repeatable)")
+    parser.add_argument("--mode", default="threaded,async",
+                        help="FS_CDC_SERVING_MODE of ingest_changes, one or both (each measured beside its own floor)")
+    parser.add_argument("--shape", choices=("binary", "raw"), default="binary",
+                        help="the pushes: binary-mode CloudEvents (Eventarc), or raw push bodies (our subscription)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
+    modes = args.mode.split(",")
+    if not set(modes) <= set(MODES):
+        parser.error(f"--mode: one or more of {', '.join(MODES)}")
+    SHAPE[0] = args.shape
 
     import pg8000.native
     import redis
@@ -371,7 +389,7 @@ def main() -> int:
     children: list[Child] = []
     standin, published = published_env()
     results: dict[str, Any] = {"users": args.users, "workers": args.workers, "threads": args.threads,
-                               "concurrency": levels, "throughput": []}
+                               "concurrency": levels, "modes": modes, "shape": args.shape, "throughput": []}
     try:
         subprocess.run([str(BIN / "python"), "-m", "feature_store.cli.migrate"], env=env, check=True,
                        stdout=subprocess.DEVNULL)
@@ -379,24 +397,29 @@ def main() -> int:
                         "--seed", "42"], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         results["rows"] = describe(env, database)
         emulator = None if args.no_bigquery else start_bigquery(env, dataset, logs, children, args.shared_bigquery)
-        print(f"ingest_changes: one instance, WORKERS={args.workers} THREADS={args.threads}; "
+        print(f"ingest_changes: one instance, WORKERS={args.workers} THREADS={args.threads} (async: "
+              f"FS_CDC_POOL_THREADS={env.get('FS_CDC_POOL_THREADS', 'default')}); {args.shape} pushes; "
               f"{size_line(database, results['rows'])}; concurrency {', '.join(map(str, levels))}", flush=True)
-        scenarios = [(FLOOR, "noop_event", {}), (PRODUCTION, "ingest_changes", published)]
+        scenarios = [(PRODUCTION, "ingest_changes", published)]
         if not args.no_bigquery:
             scenarios.append((STREAMED, "ingest_changes", {"FS_CDC_CHANGELOG_ENABLED": "true",
                                                            "FS_CDC_CHANGELOG_SINK": "bigquery"}))
         scenarios.append((CHANGELOG_OFF, "ingest_changes", {"FS_CDC_CHANGELOG_ENABLED": "false"}))
         pushes = logs / "pushes.tsv"
         pushes.write_text("\n".join(push_requests(args.users, args.events)) + "\n")
-        for label, target, extra in scenarios:
-            port = free_port()
-            fn = serve(target, port, {**env, **extra}, logs)
-            children.append(fn)
-            for c in levels:
-                results["throughput"].append(throughput(label, port, pushes, c, args.duration, fn.proc.pid,
-                                                        emulator))
-                print(f"  measured {label} at concurrency {c}", file=sys.stderr, flush=True)
-            fn.stop()
+        # Scenario by scenario, each mode in turn: the modes' rows of one scenario are measured a minute apart
+        # at most, so a machine shared with other work weighs on both alike.
+        for label, target, extra in [(FLOOR, "", {}), *scenarios]:
+            for mode in modes:
+                port = free_port()
+                fn = serve(FLOORS[mode] if label == FLOOR else target, port,
+                           {**env, **extra, "FS_CDC_SERVING_MODE": mode}, logs)
+                children.append(fn)
+                for c in levels:
+                    results["throughput"].append(throughput(label, mode, port, pushes, c, args.duration, fn.proc.pid,
+                                                            emulator))
+                    print(f"  measured {label} ({mode}) at concurrency {c}", file=sys.stderr, flush=True)
+                fn.stop()
         print_throughput(results["throughput"])
         if args.no_bigquery:
             print(f"  ({STREAMED}: not measured, --no-bigquery)")
@@ -407,31 +430,41 @@ def main() -> int:
         from serving import bench_client
 
         READ_HEADERS["X-API-Key"] = bench_client(lag_env)  # read_features needs credentials (docs/security.md)
-        ingest_port, read_port = free_port(), free_port()
-        children.append(serve("ingest_changes", ingest_port, lag_env, logs))
+        read_port = free_port()
         # read_features is the lag's instrument here, polled every 2 ms: its audit trail is off (it measures
         # ingestion, not reads; its audit rows would add to the load of the one machine).
         children.append(serve("read_features", read_port, {**lag_env, "FS_AUDIT_SINK": "disabled"}, logs))
-        children.append(Child([str(BIN / "python"), str(ROOT / "emulators" / "cdc_relay.py"), "--target-url",
-                               f"http://127.0.0.1:{ingest_port}/"],
-                              # FS_PUBSUB_PROJECT would make the relay publish to cdc-changes, not push
-                              {k: v for k, v in lag_env.items() if not k.startswith("FS_PUBSUB_")},
-                              logs / "relay.log"))
-        # Changes are decoded from the moment the slot is consistent: its creation waits for older transactions.
-        deadline = time.monotonic() + 120
-        while not admin.run("SELECT 1 FROM pg_replication_slots WHERE slot_name = :s AND confirmed_flush_lsn "
-                            "IS NOT NULL", s=slot):
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the relay's slot {slot} was not ready within 120 s (see {logs / 'relay.log'})")
-            time.sleep(0.2)
-        print(f"\ncommit -> servable lag through the relay, ingest_changes ({PRODUCTION}) and read_features:",
-              flush=True)
-        results["lag_idle"] = lag(lag_env, read_port, args.users, args.lag_samples, seed=11)
-        print_lag("idle", results["lag_idle"])
-        results["lag_under_load"] = lag_under_load(lag_env, ingest_port, read_port, pushes, max(levels), args.users,
-                                                   args.lag_samples)
-        print_lag(f"under the throughput load (wrk, concurrency {max(levels)}, into the same instance)",
-                  results["lag_under_load"])
+        for mode in modes:
+            ingest_port = free_port()
+            ingest = serve("ingest_changes", ingest_port, {**lag_env, "FS_CDC_SERVING_MODE": mode}, logs)
+            children.append(ingest)
+            mode_slot = f"{slot}_{mode[0]}"
+            relay = Child([str(BIN / "python"), str(ROOT / "emulators" / "cdc_relay.py"), "--target-url",
+                           f"http://127.0.0.1:{ingest_port}/"],
+                          # FS_PUBSUB_PROJECT would make the relay publish to cdc-changes, not push
+                          {**{k: v for k, v in lag_env.items() if not k.startswith("FS_PUBSUB_")},
+                           "FS_CDC_SLOT": mode_slot}, logs / "relay.log")
+            children.append(relay)
+            # Changes are decoded from the moment the slot is consistent: its creation waits for older transactions.
+            deadline = time.monotonic() + 120
+            while not admin.run("SELECT 1 FROM pg_replication_slots WHERE slot_name = :s AND confirmed_flush_lsn "
+                                "IS NOT NULL", s=mode_slot):
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"the relay's slot {mode_slot} was not ready within 120 s "
+                                     f"(see {logs / 'relay.log'})")
+                time.sleep(0.2)
+            print(f"\ncommit -> servable lag through the relay, ingest_changes {mode} ({PRODUCTION}) and "
+                  "read_features:", flush=True)
+            results[f"lag_idle_{mode}"] = lag(lag_env, read_port, args.users, args.lag_samples, seed=11)
+            print_lag("idle", results[f"lag_idle_{mode}"])
+            results[f"lag_under_load_{mode}"] = lag_under_load(lag_env, ingest_port, read_port, pushes, max(levels),
+                                                               args.users, args.lag_samples)
+            print_lag(f"under the throughput load (wrk, concurrency {max(levels)}, into the same instance)",
+                      results[f"lag_under_load_{mode}"])
+            relay.stop()
+            ingest.stop()
+            admin.run("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = :s",
+                      s=mode_slot)
     finally:
         if not args.no_bigquery:  # the emulator may be the stack's (--shared-bigquery): leave it as it was
             try:
@@ -441,7 +474,8 @@ def main() -> int:
         for child in reversed(children):
             child.stop()
         standin.stop()
-        admin.run("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = :s", s=slot)
+        admin.run("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE :s",
+                  s=f"{slot}%")
         admin.run("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d", d=database)
         admin.run(f'DROP DATABASE IF EXISTS "{database}"')
         admin.close()

@@ -13,7 +13,8 @@
 --   miss, batch_cold    the span split between the threads, each thread's part in a random order
 --                       without repeats (never adjacent ids, which would read adjacent pages); past
 --                       its end a thread starts a new random order, and those repeats show as hits
---   push                PUSH_FILE: one Pub/Sub push per line, "<ce-id>\t<JSON body>", sent in turn
+--   push                PUSH_FILE: one Pub/Sub push per line, "<ce-id>\t<JSON body>", sent in turn, as a
+--                       binary-mode CloudEvent (Eventarc), or with PUSH_SHAPE=raw as the raw push body alone
 --   feast, feast_batch  Feast's feature server (bench/feast/compare.py): POST /get-online-features of the
 --                       features FEAST_FEATURES names (comma-separated "view:feature") for one id, or BATCH
 --                       ids, drawn as in hit; a value whose status is PRESENT counts as a hit, NOT_FOUND a miss
@@ -64,10 +65,13 @@ function init(args)
   if scenario == "push" then
     for line in io.lines(os.getenv("PUSH_FILE")) do
       local id, payload = line:match("^([^\t]+)\t(.*)$")
-      pushes[#pushes + 1] = wrk.format("POST", "/", {
-        ["Content-Type"] = "application/json", ["ce-id"] = id, ["ce-specversion"] = "1.0",
-        ["ce-type"] = "google.cloud.pubsub.topic.v1.messagePublished",
-        ["ce-source"] = "//pubsub.googleapis.com/projects/local-project/topics/bench"}, payload)
+      local headers = {["Content-Type"] = "application/json"}
+      if os.getenv("PUSH_SHAPE") ~= "raw" then
+        headers = {["Content-Type"] = "application/json", ["ce-id"] = id, ["ce-specversion"] = "1.0",
+                   ["ce-type"] = "google.cloud.pubsub.topic.v1.messagePublished",
+                   ["ce-source"] = "//pubsub.googleapis.com/projects/local-project/topics/bench"}
+      end
+      pushes[#pushes + 1] = wrk.format("POST", "/", headers, payload)
     end
     counter = math.floor(#pushes * index / wrk_threads)
   elseif scenario == "miss" or scenario == "batch_cold" then

@@ -25,6 +25,9 @@ PG_USER = os.environ.get("FS_POSTGRES_USER", "postgres")
 REDIS_URL = os.environ.get("FS_REDIS_URL", "redis://127.0.0.1:6379/0")
 SEED_USERS = 3000
 CHILD_PASSTHROUGH = ("PYTHONPATH", "COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
+# How the suite serves the functions (a second pass of `make test` sets them): handed to children like the
+# above, and kept by use_env, which replaces the rest of the FS_* environment.
+MODE_PASSTHROUGH = ("FS_SERVING_MODE", "FS_CDC_SERVING_MODE")
 # Every migrated test database has the client "test-suite" (all scopes, no practical limit) with this key,
 # stored under this pepper as production stores keys (tests/functions/test_access.py tests the rest).
 TEST_PEPPER = "test-pepper-0123456789abcdef0123456789abcdef"
@@ -53,7 +56,7 @@ def base_env(database: str, prefix: str | None = None) -> dict[str, str]:
         env["FS_REDIS_KEY_PREFIX"] = prefix
     # A child process started with this environment loads the package this process loaded and, under
     # `make test`, is measured like it (coverage hands its configuration over in COVERAGE_PROCESS_CONFIG).
-    env.update({k: v for k, v in os.environ.items() if k in CHILD_PASSTHROUGH})
+    env.update({k: v for k, v in os.environ.items() if k in CHILD_PASSTHROUGH + MODE_PASSTHROUGH})
     return env
 
 
@@ -185,7 +188,7 @@ def use_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[dict[str, str
     from feature_store import wiring
 
     def apply(env: dict[str, str]) -> None:
-        for key in [k for k in os.environ if k.startswith("FS_")]:
+        for key in [k for k in os.environ if k.startswith("FS_") and k not in MODE_PASSTHROUGH]:
             monkeypatch.delenv(key)
         for key, value in env.items():
             monkeypatch.setenv(key, value)

@@ -22,3 +22,10 @@ async def noop_async(request: Request) -> Response:
 @functions_framework.cloud_event
 def noop_event(cloud_event: object) -> None:
     """The floor of the ingest benchmark: accepts a Pub/Sub push CloudEvent and does nothing."""
+
+
+@functions_framework.aio.http
+async def noop_event_async(request: Request) -> Response:
+    """The floor of the ingest benchmark served async (FS_CDC_SERVING_MODE=async): reads the push, does nothing."""
+    await request.body()
+    return Response(b"OK", 200, media_type="text/plain")

@@ -176,6 +176,13 @@ class CdcSettings(_Section):
     max_changes: int = Field(2000, ge=1)
     concurrency: int = Field(16, ge=1, le=256)
     include_schema: bool = False  # the JSON converter's schemas.enable
+    # threaded: ingest_changes on gunicorn's threads, the CloudEvent made by functions-framework (Flask);
+    # async: on an event loop (functions-framework's ASGI mode), the push parsed by transports/pushed.py and
+    # each message applied on the instance's ingest pool. Read when the function loads (docs/cdc.md).
+    serving_mode: Literal["async", "threaded"] = "threaded"
+    # The async mode's pool: each message waits on one of its threads until its batch (and changelog) is
+    # done, so this bounds the messages a worker has in flight, as gunicorn's THREADS does threaded.
+    pool_threads: int = Field(32, ge=1, le=256)
 
 
 class EtlSettings(_Section):
@@ -353,12 +360,19 @@ class Settings(BaseModel):
 
 def serving_mode(environ: Mapping[str, str] | None = None) -> str:
     """FS_SERVING_MODE alone, checked: what a read function is registered as when it loads (threaded or async)."""
-    var = env_var("serving", "mode")
-    raw = (os.environ if environ is None else environ).get(var) or ServingSettings().mode
-    try:
-        return ServingSettings(mode=raw).mode
-    except ValidationError:
-        raise SettingsError([f"{var}: must be async or threaded, not {raw[:40]!r}"]) from None
+    return _mode(env_var("serving", "mode"), ServingSettings().mode, environ)
+
+
+def cdc_serving_mode(environ: Mapping[str, str] | None = None) -> str:
+    """FS_CDC_SERVING_MODE alone, checked: what ingest_changes is registered as when it loads."""
+    return _mode(env_var("cdc", "serving_mode"), CdcSettings().serving_mode, environ)
+
+
+def _mode(var: str, default: str, environ: Mapping[str, str] | None) -> str:
+    raw = (os.environ if environ is None else environ).get(var) or default
+    if raw not in ("async", "threaded"):
+        raise SettingsError([f"{var}: must be async or threaded, not {raw[:40]!r}"])
+    return raw
 
 
 def deployed(environ: Mapping[str, str] | None = None) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import redis
@@ -156,6 +156,15 @@ class Services:
     def serving_pool(self) -> ThreadPoolExecutor:
         """The async read functions' threads for what blocks: the source, write-backs, uncached credentials."""
         pool = ThreadPoolExecutor(self.settings.serving.pool_threads, thread_name_prefix="serving")
+        self._closers.append(lambda: pool.shutdown(wait=False, cancel_futures=True))
+        return pool
+
+    @once
+    def ingest_pool(self) -> Executor:
+        """ingest_changes' threads when served async: each applies one message (Ingestor.handle) and waits for it."""
+        from feature_store.thread_pool import FixedThreadPool
+
+        pool = FixedThreadPool(self.settings.cdc.pool_threads, "ingest")
         self._closers.append(lambda: pool.shutdown(wait=False, cancel_futures=True))
         return pool
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TEST_PEPPER, provision_test_client
+from conftest import MODE_PASSTHROUGH, TEST_PEPPER, provision_test_client
 from feature_store.settings import Settings
 from feature_store.stores.postgres import PostgresPool
 
@@ -74,7 +74,7 @@ def stack() -> Iterator[Stack]:
     pg, redis_server = PrivatePostgres(), PrivateRedis(workdir / "redis")
     pg.create()
     redis_server.start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FS_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FS_") or k in MODE_PASSTHROUGH}
     env.update({"FS_POSTGRES_HOST": "127.0.0.1", "FS_POSTGRES_PORT": str(pg.port), "FS_POSTGRES_USER": "postgres",
                 "FS_POSTGRES_DATABASE": DATABASE, "FS_REDIS_URL": redis_server.url, "FS_REDIS_KEY_PREFIX": "faults",
                 "FS_LOG_LEVEL": "WARNING", "FS_CDC_SLOT": SLOT, "FS_CDC_CHANGELOG_ENABLED": "false",

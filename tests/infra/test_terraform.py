@@ -74,7 +74,7 @@ def function_folders() -> dict[str, Path]:
 
 
 # Helpers of transports/functions.py that register an HTTP function under the name they are given.
-REGISTRARS = {"read_function": "http", "threaded_function": "http"}
+REGISTRARS = {"read_function": "http", "threaded_function": "http", "ingest_function": "cloud_event"}
 
 
 def top_level_functions(main_py: Path) -> dict[str, list[str]]:

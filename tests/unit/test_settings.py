@@ -114,3 +114,13 @@ def test_the_serving_mode_is_async_unless_threaded_is_asked_and_anything_else_is
     assert serving_mode({"FS_SERVING_MODE": "threaded"}) == "threaded"
     with pytest.raises(SettingsError, match="FS_SERVING_MODE: must be async or threaded"):
         serving_mode({"FS_SERVING_MODE": "gevent"})
+
+
+def test_the_cdc_serving_mode_is_threaded_unless_async_is_asked_and_anything_else_is_refused() -> None:
+    from feature_store.settings import cdc_serving_mode
+
+    assert cdc_serving_mode({}) == "threaded" and cdc_serving_mode({"FS_CDC_SERVING_MODE": ""}) == "threaded"
+    assert cdc_serving_mode({"FS_CDC_SERVING_MODE": "async"}) == "async"
+    assert cdc_serving_mode({"FS_SERVING_MODE": "async"}) == "threaded"  # the read functions' setting is theirs
+    with pytest.raises(SettingsError, match="FS_CDC_SERVING_MODE: must be async or threaded"):
+        cdc_serving_mode({"FS_CDC_SERVING_MODE": "gevent"})

@@ -22,6 +22,7 @@ import contextvars
 import functools
 import logging
 from collections.abc import Callable, MutableMapping
+from concurrent.futures import Executor
 from typing import Any, TypeVar
 
 import orjson
@@ -61,8 +62,13 @@ class HeadersTooLarge(FeatureStoreError):
 
 async def offload(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """``fn(*args)`` on the instance's serving pool, in this request's context (its request id, its trace)."""
+    return await run_on(services().serving_pool, fn, *args, **kwargs)
+
+
+async def run_on(pool: Executor, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """``fn(*args)`` on ``pool``, in this request's context, awaited."""
     call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
-    return await asyncio.get_running_loop().run_in_executor(services().serving_pool, call)
+    return await asyncio.get_running_loop().run_in_executor(pool, call)
 
 
 def _no_body() -> bytes:

@@ -120,7 +120,8 @@ def pubsub_edge(body: Any, event_id: str | None, handle: Callable[[PubSubMessage
             "message_id": message_id, "outcome": outcome, "latency": f"{time.perf_counter() - started:.6f}s"}})
 
 
-def _ingest(body: Any, event_id: str | None) -> None:
+def ingest_body(body: Any, event_id: str | None) -> None:
+    """One push body (a CloudEvent's data, or the raw body) applied by the instance's ingestor, as above."""
     ingestor = services().ingestor
     pubsub_edge(body, event_id, lambda m: ingestor.handle(m.data, m.message_id, m.attributes, m.published_ms),
                 lambda code: ingestor.stats.add(f"poison:{code}"))
@@ -128,7 +129,7 @@ def _ingest(body: Any, event_id: str | None) -> None:
 
 def ingest_changes(event: Any) -> None:
     """The ingest_changes function: one change-stream message (Debezium or CockroachDB) per push."""
-    _ingest(getattr(event, "data", None), event_id(event))
+    ingest_body(getattr(event, "data", None), event_id(event))
 
 
 def ingest_rejected_push(error: HTTPException) -> tuple[str, int]:
@@ -138,5 +139,5 @@ def ingest_rejected_push(error: HTTPException) -> tuple[str, int]:
     raised from here (chained to the 400) logs no message content.
     """
     error.description = "a raw push body functions-framework could not convert"
-    _ingest(flask.request.get_data(), None)
+    ingest_body(flask.request.get_data(), None)
     return "OK", 200

@@ -4,6 +4,9 @@
 ``read_function``: the read endpoints, on an event loop by default (``functions_framework.aio``:
 functions-framework then serves the module with uvicorn workers; transports/asgi.py), or threaded with
 ``FS_SERVING_MODE=threaded``. Both answer the same requests with the same JSON.
+``ingest_function``: ingest_changes, a CloudEvent function on gunicorn's threads (transports/cloudevents.py),
+or on an event loop with ``FS_CDC_SERVING_MODE=async`` (transports/pushed.py). Both acknowledge, redeliver
+and log the same deliveries the same way.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import flask
 import functions_framework
 from functions_framework import _function_registry
 
-from feature_store.settings import serving_mode
+from feature_store.settings import cdc_serving_mode, serving_mode
 from feature_store.transports.http import Endpoint, http_edge
 from feature_store.transports.wsgi import json_app
 
@@ -51,3 +54,33 @@ def read_function(name: str, endpoint: Endpoint) -> Callable[..., Any]:
 
     function.__name__ = function.__qualname__ = name
     return functions_framework.aio.http(function)
+
+
+def ingest_function(name: str) -> Callable[..., Any]:
+    """``name`` served as FS_CDC_SERVING_MODE says: threaded (the default) or async."""
+    if cdc_serving_mode() == "threaded":
+        from cloudevents.http import CloudEvent
+        from werkzeug.exceptions import BadRequest
+
+        from feature_store.transports.cloudevents import ingest_changes, ingest_rejected_push
+
+        _function_registry.ASGI_FUNCTIONS.discard(name)
+        # A raw push body the framework cannot convert (a message with attributes and no data) is ours to apply.
+        functions_framework.errorhandler(BadRequest)(ingest_rejected_push)
+
+        def threaded(cloud_event: CloudEvent) -> None:
+            ingest_changes(cloud_event)
+
+        threaded.__name__ = threaded.__qualname__ = name
+        return functions_framework.cloud_event(threaded)
+    from functions_framework import aio
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from feature_store.transports.pushed import ingest_pushed
+
+    async def function(request: Request) -> Response:
+        return await ingest_pushed(request)
+
+    function.__name__ = function.__qualname__ = name
+    return aio.http(function)
