@@ -20,7 +20,7 @@ from feature_store.domain.catalog import FeatureSet, get_feature_set
 from feature_store.errors import BatchTooLarge, DependencyUnavailable, UnknownUser
 from feature_store.services.blocking import Offload, WouldBlock, inline
 from feature_store.services.reader import ReadOutcome
-from feature_store.transports.access import authorize
+from feature_store.transports.access import Headers, authorize
 from feature_store.transports.http import Endpoint, Incoming, body_bytes
 from feature_store.transports.read_audit import ReadContext, check_audit, read_context, record_read, served_vector
 from feature_store.transports.requests import BatchRequest, ReadQuery, check_user_id, invalid_body
@@ -80,16 +80,26 @@ class PreparedRead:
         return await self.svc.reader.read_async(self.fs, self.user_ids, self.names, self.caller, offload)
 
 
+def prepare_read(svc: Services, headers: Headers, user_ids: list[str], feature_set: str | None,
+                 version: int | None, features: list[str] | None) -> PreparedRead:
+    """A read whose input was checked (400s), authorized (401s), its audit checked (503) and scoped (403s).
+
+    Both transports prepare here (REST: ``prepare_one``, ``prepare_batch``; gRPC: transports/grpc_api.py),
+    so they refuse in the same order with the same errors.
+    """
+    ctx = read_context()
+    caller = authorize(svc, headers)
+    fs = feature_set_for(svc, feature_set, version)
+    check_audit(svc)
+    names, withheld = _scope(caller, fs, len(user_ids), features)
+    return PreparedRead(svc, ctx, caller, fs, user_ids, names, withheld)
+
+
 def prepare_one(request: Incoming, match: re.Match[str]) -> PreparedRead:
     svc = services()
     user_id = check_user_id(match.group("user_id"))  # checked before credentials: a malformed id needs no lookup
     query = ReadQuery.parse(request.query_dict())
-    ctx = read_context()
-    caller = authorize(svc, request.headers)
-    fs = feature_set_for(svc, query.feature_set, query.version)
-    check_audit(svc)
-    names, withheld = _scope(caller, fs, 1, query.features)
-    return PreparedRead(svc, ctx, caller, fs, [user_id], names, withheld)
+    return prepare_read(svc, request.headers, [user_id], query.feature_set, query.version, query.features)
 
 
 def answer_one(read: PreparedRead, outcome: ReadOutcome) -> tuple[int, dict[str, Any]]:
@@ -129,12 +139,7 @@ def parse_batch(svc: Services, body: bytes) -> BatchRequest:
 def prepare_batch(request: Incoming, match: re.Match[str]) -> PreparedRead:
     svc = services()
     body = parse_batch(svc, body_bytes(request))
-    ctx = read_context()
-    caller = authorize(svc, request.headers)
-    fs = feature_set_for(svc, body.feature_set, body.version)
-    check_audit(svc)
-    names, withheld = _scope(caller, fs, len(body.user_ids), body.features)
-    return PreparedRead(svc, ctx, caller, fs, body.user_ids, names, withheld)
+    return prepare_read(svc, request.headers, body.user_ids, body.feature_set, body.version, body.features)
 
 
 def answer_batch(read: PreparedRead, outcome: ReadOutcome) -> tuple[int, dict[str, Any]]:

@@ -1,9 +1,10 @@
 """The gRPC edge of the online reads (featurestore.v1): parse, call the reader, answer; errors to statuses.
 
 The same reader and served-version pointer as the REST functions (``services().reader``,
-``services().versions``), the same validation (transports/requests.py) and the same errors, so the
-two transports answer the same users with the same vectors and the same stable codes
-(tests/grpc/test_grpc_parity.py). Errors become gRPC statuses here and only here:
+``services().versions``), the same validation (transports/requests.py), the same preparation
+(features_api.prepare_read: credentials, audit check, scope, in REST's order) and the same errors, so
+the two transports answer the same users with the same vectors and the same stable codes
+(tests/grpc_serving/test_grpc_parity.py). Errors become gRPC statuses here and only here:
 
 - ``GRPC_CODE_BY_HTTP`` maps a FeatureStoreError's HTTP status to its gRPC code: one table, so an
   error class added with a new status (401, 403, 429 of the security issue) maps without code here;
@@ -40,9 +41,8 @@ from feature_store.logs import get_logger, set_trace
 from feature_store.services.reader import VectorResult
 from feature_store.stores.dialect import format_watermark
 from feature_store.transports import grpc_wire
-from feature_store.transports.access import authorize
-from feature_store.transports.features_api import feature_set_for, parse_batch, scoped_read
-from feature_store.transports.read_audit import audited_vector, begin, check_audit, read_context, record_read
+from feature_store.transports.features_api import PreparedRead, parse_batch, prepare_read
+from feature_store.transports.read_audit import audited_vector, begin, record_read
 from feature_store.transports.requests import ReadQuery, check_user_id
 from feature_store.wiring import Services, services
 from feature_store_client.v1 import ERROR_DOMAIN, METHODS, SERVICE_NAME, feature_store_pb2
@@ -96,9 +96,8 @@ def _watermark(svc: Services, result: VectorResult) -> str | None:
     return None if result.watermark is None else format_watermark(svc.dialect, result.watermark)
 
 
-def get_user_features(request: Any, metadata: Mapping[str, str]) -> bytes:
-    """GetUserFeatures: the rules of ``GET /api/v1/features/user/{user_id}``."""
-    started = time.perf_counter()
+def prepare_get(request: Any, metadata: Mapping[str, str]) -> PreparedRead:
+    """GetUserFeatures checked, authorized and scoped: the rules of ``GET /api/v1/features/user/{user_id}``."""
     svc = services()
     user_id = check_user_id(request.user_id)  # as REST: input checked before credentials are looked up
     # The query string REST would receive, parsed by REST's own model: the same refusals, word for word.
@@ -108,17 +107,22 @@ def get_user_features(request: Any, metadata: Mapping[str, str]) -> bytes:
     if request.HasField("version"):
         args["version"] = str(request.version)
     query = ReadQuery.parse(args)
-    ctx = read_context()
-    caller = authorize(svc, metadata)
-    fs = feature_set_for(svc, query.feature_set, query.version)
-    check_audit(svc)
-    outcome, names, _ = scoped_read(svc, caller, fs, [user_id], query.features)
+    return prepare_read(svc, metadata, [user_id], query.feature_set, query.version, query.features)
+
+
+def get_user_features(request: Any, metadata: Mapping[str, str]) -> bytes:
+    """GetUserFeatures: the rules of ``GET /api/v1/features/user/{user_id}``."""
+    started = time.perf_counter()
+    read = prepare_get(request, metadata)
+    outcome = read.read()
+    svc, fs = read.svc, read.fs
     result = outcome.results[0]
-    selection = fs.select(names)
+    selection = fs.select(read.names)
     watermark = _watermark(svc, result)
-    record_read(svc, ctx, caller, "single", fs, selection.names, outcome, [audited_vector(result, watermark)])
+    record_read(svc, read.ctx, read.caller, "single", fs, selection.names, outcome,
+                [audited_vector(result, watermark)])
     if result.status == "unknown_user":
-        raise UnknownUser(f"no user with id {user_id!r}")
+        raise UnknownUser(f"no user with id {result.user_id!r}")
     if result.status == "unavailable":
         raise DependencyUnavailable("postgres", "the vector is not cached and the source cannot be read")
     head = grpc_wire.envelope(fs, outcome, selection)
@@ -126,9 +130,8 @@ def get_user_features(request: Any, metadata: Mapping[str, str]) -> bytes:
     return grpc_wire.single_response(head, vector, round((time.perf_counter() - started) * 1000, 3))
 
 
-def batch_get_user_features(request: Any, metadata: Mapping[str, str]) -> bytes:
-    """BatchGetUserFeatures: the rules of ``POST /api/v1/features/batch``, the body made from the message."""
-    started = time.perf_counter()
+def prepare_batch_get(request: Any, metadata: Mapping[str, str]) -> PreparedRead:
+    """BatchGetUserFeatures checked, authorized and scoped: the rules of ``POST /api/v1/features/batch``."""
     svc = services()
     raw: dict[str, Any] = {"user_ids": list(request.user_ids)}
     if request.features:
@@ -139,12 +142,16 @@ def batch_get_user_features(request: Any, metadata: Mapping[str, str]) -> bytes:
         raw["version"] = request.version
     # The body REST would receive, parsed by REST's own code: the same refusals, word for word.
     body = parse_batch(svc, orjson.dumps(raw))
-    ctx = read_context()
-    caller = authorize(svc, metadata)
-    fs = feature_set_for(svc, body.feature_set, body.version)
-    check_audit(svc)
-    outcome, names, _ = scoped_read(svc, caller, fs, body.user_ids, body.features)
-    selection = fs.select(names)
+    return prepare_read(svc, metadata, body.user_ids, body.feature_set, body.version, body.features)
+
+
+def batch_get_user_features(request: Any, metadata: Mapping[str, str]) -> bytes:
+    """BatchGetUserFeatures: the rules of ``POST /api/v1/features/batch``, the body made from the message."""
+    started = time.perf_counter()
+    read = prepare_batch_get(request, metadata)
+    outcome = read.read()
+    svc, fs = read.svc, read.fs
+    selection = fs.select(read.names)
     counts = {"ok": 0, "unknown_user": 0, "unavailable": 0}
     vectors, served = [], []
     for r in outcome.results:
@@ -152,7 +159,7 @@ def batch_get_user_features(request: Any, metadata: Mapping[str, str]) -> bytes:
         watermark = _watermark(svc, r)
         vectors.append(grpc_wire.user_vector(r, watermark))
         served.append(audited_vector(r, watermark))
-    record_read(svc, ctx, caller, "batch", fs, selection.names, outcome, served)
+    record_read(svc, read.ctx, read.caller, "batch", fs, selection.names, outcome, served)
     head = grpc_wire.envelope(fs, outcome, selection)
     return grpc_wire.batch_response(head, vectors, counts, round((time.perf_counter() - started) * 1000, 3))
 
