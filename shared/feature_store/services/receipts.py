@@ -33,6 +33,14 @@ from feature_store.domain.state import UserState
 from feature_store.errors import InvalidParameter, NotFound
 
 
+def checked_request_id(text: str) -> str:
+    """``text`` when it is a request id this server could have made; 400 ``invalid_request_id`` otherwise."""
+    if not is_request_id(text):
+        raise InvalidParameter("a request id is the 26-character ULID a read answered in X-Request-Id",
+                               code="invalid_request_id")
+    return text
+
+
 class AuditTrailPort(Protocol):
     def rows(self, request_id: str) -> list[dict[str, Any]]: ...
 
@@ -48,10 +56,7 @@ class Receipts:
         self.trail = trail
 
     def receipt(self, request_id: str) -> dict[str, Any]:
-        if not is_request_id(request_id):
-            raise InvalidParameter("a request id is the 26-character ULID a read answered in X-Request-Id",
-                                   code="invalid_request_id")
-        rows = self.trail.rows(request_id)
+        rows = self.trail.rows(checked_request_id(request_id))
         if not rows:
             raise NotFound("no audit record of this request id (yet: records land within seconds of the read)",
                            code="receipt_not_found")
