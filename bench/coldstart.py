@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from dataset import ensure_data
-from serving import bench_client, free_port
+from serving import audited_env, bench_client, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "emulators"))
@@ -159,6 +159,16 @@ def main() -> int:
     # run_migration's status answers 409 migration_not_prepared), each after its wiring's round trips.
     env["FS_MIGRATION_TARGET_DATABASE"] = args.database
     env["FS_REDIS_URL"] = args.redis_url or env["FS_REDIS_URL"]
+    # Reads audited as production audits them (FS_AUDIT_SINK=pubsub, terraform/environments/prod), through the
+    # Publish stand-in: the stack's own setting (its BigQuery emulator) made each first read import BigQuery.
+    standin, env = audited_env(env)
+    try:
+        return prepare_and_measure(args, env)
+    finally:
+        standin.stop()
+
+
+def prepare_and_measure(args: argparse.Namespace, env: dict[str, str]) -> int:
     ensure_data(env, args.database, args.users)
     key = bench_client(env)  # the read functions need credentials (docs/security.md)
     check_every_function_has_a_request()
