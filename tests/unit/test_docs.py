@@ -32,9 +32,9 @@ def test_openapi_operations_are_exactly_what_each_function_serves() -> None:
 
     served = {"read_features": READ_ONE, "read_features_batch": READ_BATCH, "refresh_cache": REFRESH,
               "run_etl": RUN_STEP, "run_migration": RUN_PHASE, "read_receipt": READ_RECEIPT}
-    http_functions = {p.parent.name for p in (ROOT / "functions").glob("*/main.py")
-                      if "cloud_event" not in p.read_text()}
-    assert http_functions <= set(served), f"HTTP functions missing from this test: {http_functions - set(served)}"
+    pushed = {"ingest_changes", "replicate_changes"}  # Pub/Sub push targets: no OpenAPI operation
+    functions = {p.parent.name for p in (ROOT / "functions").glob("*/main.py")}
+    assert functions == set(served) | pushed, f"functions this test does not place: {functions - set(served) - pushed}"
     document = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())
     documented = {}
     for path, item in document["paths"].items():
