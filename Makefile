@@ -38,7 +38,7 @@ test: install services wrk  ## the whole suite against real PostgreSQL, Redis an
 	$(PY) -m pytest -q -m "not faults" --durations=15 --cov --cov-report=term --cov-fail-under=90
 	FS_SERVING_MODE=threaded $(PY) -m pytest -q tests/functions/test_read_features.py tests/functions/test_access.py \
 		tests/functions/test_read_undecodable.py tests/audit/test_audited_reads.py
-	FS_CDC_SERVING_MODE=async $(PY) -m pytest -q tests/functions/test_ingest_changes.py tests/e2e/test_cdc_e2e.py
+	FS_CDC_SERVING_MODE=threaded $(PY) -m pytest -q tests/functions/test_ingest_changes.py tests/e2e/test_cdc_e2e.py
 	$(PY) -m pytest -q -m faults --durations=10 tests/faults
 
 test-fast:

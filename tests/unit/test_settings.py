@@ -116,11 +116,11 @@ def test_the_serving_mode_is_async_unless_threaded_is_asked_and_anything_else_is
         serving_mode({"FS_SERVING_MODE": "gevent"})
 
 
-def test_the_cdc_serving_mode_is_threaded_unless_async_is_asked_and_anything_else_is_refused() -> None:
+def test_the_cdc_serving_mode_is_async_unless_threaded_is_asked_and_anything_else_is_refused() -> None:
     from feature_store.settings import cdc_serving_mode
 
-    assert cdc_serving_mode({}) == "threaded" and cdc_serving_mode({"FS_CDC_SERVING_MODE": ""}) == "threaded"
-    assert cdc_serving_mode({"FS_CDC_SERVING_MODE": "async"}) == "async"
-    assert cdc_serving_mode({"FS_SERVING_MODE": "async"}) == "threaded"  # the read functions' setting is theirs
+    assert cdc_serving_mode({}) == "async" and cdc_serving_mode({"FS_CDC_SERVING_MODE": ""}) == "async"
+    assert cdc_serving_mode({"FS_CDC_SERVING_MODE": "threaded"}) == "threaded"
+    assert cdc_serving_mode({"FS_SERVING_MODE": "threaded"}) == "async"  # the read functions' setting is theirs
     with pytest.raises(SettingsError, match="FS_CDC_SERVING_MODE: must be async or threaded"):
         cdc_serving_mode({"FS_CDC_SERVING_MODE": "gevent"})

@@ -4,9 +4,9 @@
 ``read_function``: the read endpoints, on an event loop by default (``functions_framework.aio``:
 functions-framework then serves the module with uvicorn workers; transports/asgi.py), or threaded with
 ``FS_SERVING_MODE=threaded``. Both answer the same requests with the same JSON.
-``ingest_function``: ingest_changes, a CloudEvent function on gunicorn's threads (transports/cloudevents.py),
-or on an event loop with ``FS_CDC_SERVING_MODE=async`` (transports/pushed.py). Both acknowledge, redeliver
-and log the same deliveries the same way.
+``ingest_function``: ingest_changes, on an event loop by default (transports/pushed.py), or a CloudEvent
+function on gunicorn's threads with ``FS_CDC_SERVING_MODE=threaded`` (transports/cloudevents.py). Both
+acknowledge, redeliver and log the same deliveries the same way.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def read_function(name: str, endpoint: Endpoint) -> Callable[..., Any]:
 
 
 def ingest_function(name: str) -> Callable[..., Any]:
-    """``name`` served as FS_CDC_SERVING_MODE says: threaded (the default) or async."""
+    """``name`` served as FS_CDC_SERVING_MODE says: async (the default) or threaded."""
     if cdc_serving_mode() == "threaded":
         from cloudevents.http import CloudEvent
         from werkzeug.exceptions import BadRequest
