@@ -202,9 +202,9 @@ class Verifier:
     def recheck_wait_s(self) -> float:
         """How long a recheck gives the replication: ``recheck_delay_s``, or twice its recent lag when longer
         (not in ``strict`` mode: the cutover verifies only once the replication has been quiet)."""
-        follow = self.direction is not None and not self.strict
-        lag = self.replica.recent_lag_s(self.direction) if follow and self.direction else 0.0
-        return max(self.recheck_delay_s, min(LAG_WAIT_CAP_S, 2 * lag))
+        if self.direction is None or self.strict:
+            return self.recheck_delay_s
+        return max(self.recheck_delay_s, min(LAG_WAIT_CAP_S, 2 * self.replica.recent_lag_s(self.direction)))
 
     def _settle(self, job: str, check: dict[str, Any]) -> None:
         spec = self.spec(check["table"])
