@@ -51,7 +51,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from dataset import describe, ensure_data, size_line
+from dataset import describe, ensure_data, prewarm_source, size_line
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "emulators"))
@@ -236,6 +236,9 @@ def main() -> int:
     parser.add_argument("--mode", choices=("async", "threaded"), default="async",
                         help="FS_SERVING_MODE of the read functions (async: production's default); both no-op "
                              "floors are measured, the ratios are against the floor of this mode")
+    parser.add_argument("--cold-source", action="store_true",
+                        help="leave the source's pages where they are (by default the relations a miss reads are "
+                             "prewarmed into shared_buffers, as a source that has served a while holds them)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -251,6 +254,13 @@ def main() -> int:
                    capture_output=True)  # a data set seeded before 0006_api_clients gets its tables
     key = bench_client(env)
     rows = describe(env, args.database)
+    if not any(name in COLD for name in scenarios):
+        source_line = "source: not read by these scenarios"
+    elif args.cold_source:
+        source_line = "source: not prewarmed (--cold-source: a miss reads its pages from the OS cache)"
+    else:
+        source_line = prewarm_source(env, args.database)
+        print(f"  {source_line}", file=sys.stderr, flush=True)
     warm_users = min(args.warm, users // 2)
     regions, cold_span = cold_regions(users, warm_users, levels, scenarios)
     load_before = os.getloadavg()
@@ -301,7 +311,7 @@ def main() -> int:
         print(f"  audit stand-in received {standin.received:,} rows", file=sys.stderr, flush=True)
         standin.stop()
         clear_cache(env["FS_REDIS_URL"], args.prefix)  # the shared Redis gets its memory back (7-day TTLs)
-    report(results, args, users, rows, warm_users, cold_span, (load_before, os.getloadavg()))
+    report(results, args, users, rows, warm_users, cold_span, (load_before, os.getloadavg()), source_line)
     return 0
 
 
@@ -311,8 +321,9 @@ def cpu_text(r: dict[str, Any]) -> str:
 
 def report(results: dict[str, dict[str, dict[str, Any]]], args: argparse.Namespace, users: int,
            rows: dict[str, int], warm_users: int, cold_span: int,
-           load: tuple[tuple[float, ...], tuple[float, ...]]) -> None:
+           load: tuple[tuple[float, ...], tuple[float, ...]], source_line: str) -> None:
     print(f"\nserving benchmark: {size_line(args.database, rows)}")
+    print(f"  {source_line}")
     print(f"  {warm_users:,} users cached for the hit scenarios; "
           + (f"never-cached regions of {cold_span:,} users per cold scenario and level; " if cold_span else "")
           + f"read functions {args.mode} (FS_SERVING_MODE; ratios against the {args.mode} floor), "
@@ -349,7 +360,7 @@ def report(results: dict[str, dict[str, dict[str, Any]]], args: argparse.Namespa
         args.json.write_text(json.dumps({"database": args.database, "users": users, "rows": rows,
                                          "warm_users": warm_users, "cold_span": cold_span, "workers": args.workers,
                                          "mode": args.mode, "threads": args.threads, "duration_s": args.duration,
-                                         "load_average": load, "results": results}, indent=2))
+                                         "load_average": load, "source": source_line, "results": results}, indent=2))
         print(f"json: {args.json}")
 
 
