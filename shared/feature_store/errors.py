@@ -23,7 +23,7 @@
     │   │   └── UnknownUser            unknown_user
     │   ├── Conflict (409)             conflict
     │   ├── PoisonMessage              poison_message: logged, counted, acknowledged
-    │   ├── SettingsError              invalid_settings
+    │   ├── SettingsError (500)        invalid_settings: the instance's FS_* variables; names them, never their values
     │   ├── MigrationError (409)       migration_*
     │   └── OfflineQueryFailed         offline_query_failed: BigQuery rejected a statement
     ├── RateLimited (429)              rate_limited: over the client's rate; retry after retry_after_s (Retry-After)
@@ -35,8 +35,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
+
+_VARIABLE = re.compile(r"\b(?:FS_[A-Z0-9_]*[A-Z0-9]|PUBSUB_EMULATOR_HOST)\b")  # what settings.py reads
 
 
 class FeatureStoreError(Exception):
@@ -185,13 +188,24 @@ class PoisonMessage(PermanentError):
 
 
 class SettingsError(PermanentError):
-    """One or more environment variables are missing or wrong; each problem names its variable."""
+    """One or more environment variables are missing or wrong; each problem names its variables, most as
+    ``"<VARIABLE>: <what is wrong>"``.
+
+    The server's fault, never the caller's or a message's (transports/misconfiguration.py). A problem never
+    quotes a variable's value: one could hold a secret.
+    """
 
     code = "invalid_settings"
+    status = 500
 
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems = list(problems)
         super().__init__("invalid settings: " + "; ".join(self.problems))
+
+    @property
+    def variables(self) -> list[str]:
+        """The variables the problems name, in order, once each."""
+        return list(dict.fromkeys(_VARIABLE.findall(" ".join(self.problems))))
 
 
 class MigrationError(PermanentError):

@@ -60,6 +60,12 @@ def configure(level: str = "INFO") -> None:
     _configured = True
 
 
+def configure_default() -> None:
+    """JSON lines at INFO unless ``configure`` ran already: for what is logged before settings could be read."""
+    if not _configured:
+        configure()
+
+
 def set_trace(header: str | None, project: str | None = None) -> None:
     """Remember the trace of the current request (from ``X-Cloud-Trace-Context``)."""
     if not header:

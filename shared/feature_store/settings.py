@@ -372,7 +372,7 @@ def cdc_serving_mode(environ: Mapping[str, str] | None = None) -> str:
 def _mode(var: str, default: str, environ: Mapping[str, str] | None) -> str:
     raw = (os.environ if environ is None else environ).get(var) or default
     if raw not in ("async", "threaded"):
-        raise SettingsError([f"{var}: must be async or threaded, not {raw[:40]!r}"])
+        raise SettingsError([f"{var}: must be async or threaded"])  # not the value: a problem never quotes one
     return raw
 
 
@@ -406,6 +406,9 @@ def _sections() -> dict[str, type[_Section]]:
 
 def _describe(err: Mapping[str, Any]) -> str:
     loc = [str(part) for part in err.get("loc", ())]
+    message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    if len(loc) == 1 and loc[0] in _sections():  # a section's own check, whose message names its variables
+        return message
     if len(loc) >= 2:
         var = env_var(loc[0], loc[1])
     elif len(loc) == 1 and loc[0] == "log_level":
@@ -414,7 +417,6 @@ def _describe(err: Mapping[str, Any]) -> str:
         var = f"{PREFIX}{loc[0].upper()}"
     else:
         var = "settings"
-    message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
     if err.get("type") == "missing":
         message = "required but not set"
     return f"{var}: {message}"

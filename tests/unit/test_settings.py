@@ -124,3 +124,27 @@ def test_the_cdc_serving_mode_is_async_unless_threaded_is_asked_and_anything_els
     assert cdc_serving_mode({"FS_SERVING_MODE": "threaded"}) == "async"  # the read functions' setting is theirs
     with pytest.raises(SettingsError, match="FS_CDC_SERVING_MODE: must be async or threaded"):
         cdc_serving_mode({"FS_CDC_SERVING_MODE": "gevent"})
+
+
+def test_a_problem_names_its_variables_and_never_quotes_a_value() -> None:
+    from feature_store.settings import cdc_serving_mode, serving_mode
+
+    secret = "hunter2-not-a-setting"
+    errors = []
+    for refuse in (lambda: Settings.from_env({**GOOD, "FS_REDIS_URL": f"http://user:{secret}@cache:6379",
+                                              "FS_POSTGRES_PORT": secret, "FS_SERVING_MODE": secret}),
+                   lambda: serving_mode({"FS_SERVING_MODE": secret}),
+                   lambda: cdc_serving_mode({"FS_CDC_SERVING_MODE": secret})):
+        with pytest.raises(SettingsError) as caught:
+            refuse()
+        errors.append(caught.value)
+
+    assert [e.variables for e in errors] == [["FS_POSTGRES_PORT", "FS_REDIS_URL", "FS_SERVING_MODE"],
+                                             ["FS_SERVING_MODE"], ["FS_CDC_SERVING_MODE"]]
+    assert all(secret not in e.message and e.status == 500 and e.code == "invalid_settings" for e in errors)
+
+
+def test_a_missing_connection_is_named_by_its_two_variables_only() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({})
+    assert caught.value.variables == ["FS_POSTGRES_HOST", "FS_POSTGRES_INSTANCE_CONNECTION_NAME"]

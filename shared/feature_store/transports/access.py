@@ -12,8 +12,9 @@ from typing import Protocol
 
 from feature_store.domain.access import Caller
 from feature_store.domain.api_keys import looks_like_key
-from feature_store.errors import InvalidCredentials, Unauthenticated
+from feature_store.errors import InvalidCredentials, SettingsError, Unauthenticated
 from feature_store.settings import Settings, deployed
+from feature_store.transports.misconfiguration import refuse_to_start
 from feature_store.wiring import Services
 
 API_KEY_HEADER = "X-API-Key"
@@ -28,11 +29,15 @@ class Headers(Protocol):
 def refuse_to_start_without_pepper() -> None:
     """At import of a serving entry point: a deployed instance without FS_AUTH_KEY_PEPPER does not start.
 
+    Nor with any other invalid setting: it exits with one CRITICAL log line (transports/misconfiguration.py).
     Locally nothing is checked here (the local stack and tests set their own pepper or development mode;
     a read without either is 500 ``invalid_settings``).
     """
     if deployed():
-        Settings.from_env().key_pepper()
+        try:
+            Settings.from_env().key_pepper()
+        except SettingsError as exc:
+            refuse_to_start(exc)
 
 
 def authorize(svc: Services, headers: Headers) -> Caller:

@@ -18,6 +18,10 @@ Outcome mapping, here and only here:
 - poison (PermanentError from the message itself): one WARNING line with the message id and code,
   no traceback, no content; counted; acknowledged, so it is delivered once instead of looping until
   the dead-letter topic (an acknowledged message never reaches that topic: the log line is its trail);
+- settings missing or invalid (SettingsError, the instance's fault): 500 ``invalid_settings`` in the
+  error envelope and one ERROR line without a traceback (transports/misconfiguration.py); not
+  acknowledged, so Pub/Sub redelivers until the settings are fixed (or, past the subscription's
+  delivery attempts, keeps it in the dead-letter topic);
 - anything else raises: functions-framework answers 500 and Pub/Sub redelivers. Only a dependency
   of ours failing can get here: the parser turns every content problem into poison.
 """
@@ -37,11 +41,14 @@ from typing import Any
 import flask
 from werkzeug.exceptions import HTTPException
 
-from feature_store.errors import PoisonMessage, TransientError
+from feature_store.errors import PoisonMessage, SettingsError, TransientError
 from feature_store.logs import get_logger
+from feature_store.transports.http import json_response
+from feature_store.transports.misconfiguration import answer
 from feature_store.wiring import services
 
 log = get_logger("feature_store.cloudevents")
+BodyApplier = Callable[[Any, str | None], None]  # a push body (a CloudEvent's data, or the raw body), its event id
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +118,8 @@ def pubsub_edge(body: Any, event_id: str | None, handle: Callable[[PubSubMessage
         log.warning("transient failure; the message will be redelivered", extra={"fields": {
             "message_id": message_id, "error_code": exc.code, "reason": exc.message}})
         raise
+    except SettingsError:  # the instance's fault, not the message's: its edge answers and logs it
+        raise
     except Exception:
         log.exception("unexpected failure; the message will be redelivered",
                       extra={"fields": {"message_id": message_id}})
@@ -129,15 +138,39 @@ def ingest_body(body: Any, event_id: str | None) -> None:
 
 def ingest_changes(event: Any) -> None:
     """The ingest_changes function: one change-stream message (Debezium or CockroachDB) per push."""
-    ingest_body(getattr(event, "data", None), event_id(event))
+    cloud_event_edge(ingest_body, event)
 
 
-def ingest_rejected_push(error: HTTPException) -> tuple[str, int]:
+def ingest_rejected_push(error: HTTPException) -> flask.Response | tuple[str, int]:
+    """functions-framework's handler of the 400 it gives a raw push body ingest_changes cannot be handed."""
+    return rejected_push_edge(ingest_body, error)
+
+
+def cloud_event_edge(apply: BodyApplier, event: Any) -> None:
+    """A CloudEvent function's delivery applied; 500 ``invalid_settings`` when the settings refuse it.
+
+    That answer is raised as an HTTPException without a code, which Flask sends as it is and does not
+    log: any other exception would be answered 500 too, with Flask's traceback in the log.
+    """
+    refused = _refused(apply, getattr(event, "data", None), event_id(event))
+    if refused is not None:
+        flask.abort(refused)
+
+
+def rejected_push_edge(apply: BodyApplier, error: HTTPException) -> flask.Response | tuple[str, int]:
     """functions-framework's handler of the 400 it gives a raw push body it cannot convert (see above).
 
     The framework's description of that 400 quotes the whole body; it is replaced, so that a failure
     raised from here (chained to the 400) logs no message content.
     """
     error.description = "a raw push body functions-framework could not convert"
-    ingest_body(flask.request.get_data(), None)
-    return "OK", 200
+    return _refused(apply, flask.request.get_data(), None) or ("OK", 200)
+
+
+def _refused(apply: BodyApplier, body: Any, event_id: str | None) -> flask.Response | None:
+    """None once ``apply`` returned; the answer to a SettingsError it raised (not acknowledged)."""
+    try:
+        apply(body, event_id)
+    except SettingsError as exc:
+        return json_response(*answer(exc, message_id=event_id))
+    return None

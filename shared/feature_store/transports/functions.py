@@ -7,6 +7,10 @@ functions-framework then serves the module with uvicorn workers; transports/asgi
 ``ingest_function``: ingest_changes, on an event loop by default (transports/pushed.py), or a CloudEvent
 function on gunicorn's threads with ``FS_CDC_SERVING_MODE=threaded`` (transports/cloudevents.py). Both
 acknowledge, redeliver and log the same deliveries the same way.
+
+A mode that is neither async nor threaded does not stop the function loading: it is served threaded,
+and ``Settings.from_env`` refuses the same variable when the first request builds the services, so every
+request is answered 500 ``invalid_settings`` (a push: not acknowledged) instead of the instance crashing.
 """
 
 from __future__ import annotations
@@ -18,9 +22,18 @@ import flask
 import functions_framework
 from functions_framework import _function_registry
 
+from feature_store.errors import SettingsError
 from feature_store.settings import cdc_serving_mode, serving_mode
 from feature_store.transports.http import Endpoint, http_edge
 from feature_store.transports.wsgi import json_app
+
+
+def _mode(read: Callable[[], str]) -> str:
+    """The serving mode ``read`` gives, or threaded when it is invalid (see above)."""
+    try:
+        return read()
+    except SettingsError:
+        return "threaded"
 
 
 def threaded_function(name: str, endpoint: Endpoint) -> Callable[..., Any]:
@@ -39,7 +52,7 @@ def threaded_function(name: str, endpoint: Endpoint) -> Callable[..., Any]:
 
 def read_function(name: str, endpoint: Endpoint) -> Callable[..., Any]:
     """``name`` served as FS_SERVING_MODE says: async (the default) or threaded."""
-    if serving_mode() == "threaded":
+    if _mode(serving_mode) == "threaded":
         return threaded_function(name, endpoint)
     import functions_framework.aio
     from starlette.requests import Request
@@ -58,7 +71,7 @@ def read_function(name: str, endpoint: Endpoint) -> Callable[..., Any]:
 
 def ingest_function(name: str) -> Callable[..., Any]:
     """``name`` served as FS_CDC_SERVING_MODE says: async (the default) or threaded."""
-    if cdc_serving_mode() == "threaded":
+    if _mode(cdc_serving_mode) == "threaded":
         from cloudevents.http import CloudEvent
         from werkzeug.exceptions import BadRequest
 

@@ -1,8 +1,9 @@
 """The HTTP edge: route, method and query check, error mapping, JSON out, one access log line per request.
 
 Errors are mapped to status codes here and only here: a FeatureStoreError becomes its own
-status with ``{"error": {"code", "message"}}``; anything else becomes a 500 with a generic
-sentence (the traceback goes to the log, never to the caller). Every answer is JSON and carries
+status with ``{"error": {"code", "message"}}`` (SettingsError: 500 ``invalid_settings``, logged at
+ERROR by transports/misconfiguration.py); anything else becomes a 500 with a generic sentence (the
+traceback goes to the log, never to the caller). Every answer is JSON and carries
 ``Cache-Control: no-store`` (a vector is true at one instant; an error must not be cached either).
 What the framework answers before the edge runs (unknown paths it routes itself, bodies over the
 size limit, HTTP it cannot parse) is made JSON by transports/wsgi.py in the same shape.
@@ -25,10 +26,12 @@ from feature_store.errors import (
     InvalidParameter,
     MethodNotAllowed,
     NotFound,
+    SettingsError,
     Unauthenticated,
     UnsupportedMediaType,
 )
 from feature_store.logs import get_logger, set_trace
+from feature_store.transports import misconfiguration
 from feature_store.transports.access import Headers
 from feature_store.transports.read_audit import begin
 from feature_store.transports.requests import shown
@@ -140,6 +143,8 @@ def failed(exchange: Exchange, endpoint: Endpoint, exc: Exception) -> tuple[int,
     if not isinstance(exc, FeatureStoreError):
         log.error("unhandled error", exc_info=exc)
         return 500, error_body("internal", "the server failed to answer; the error is logged")
+    if isinstance(exc, SettingsError):  # the server's fault: 500 invalid_settings, logged once at ERROR
+        return misconfiguration.answer(exc, request_id=exchange.request_id)
     body = {"error": exc.to_dict()}
     if isinstance(exc, MethodNotAllowed):
         exchange.headers["Allow"] = ", ".join(endpoint.allowed)

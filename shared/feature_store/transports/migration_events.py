@@ -2,7 +2,8 @@
 
 The same edge as ingest_changes (transports/cloudevents.pubsub_edge): returning acknowledges (applied,
 stale, skipped, a tombstone, heartbeat, transaction boundary or resolved timestamp, or poison, which is
-logged and counted); raising makes Pub/Sub redeliver. A raw push with attributes and no data, which
+logged and counted); raising makes Pub/Sub redeliver, as does the 500 ``invalid_settings`` answered when the
+settings are missing or invalid (no migration target, say). A raw push with attributes and no data, which
 functions-framework answers 400 before the function runs, is applied by ``replicate_rejected_push``.
 """
 
@@ -14,7 +15,7 @@ import flask
 from werkzeug.exceptions import HTTPException
 
 from feature_store.migration_wiring import migration_services
-from feature_store.transports.cloudevents import event_id, pubsub_edge
+from feature_store.transports.cloudevents import cloud_event_edge, pubsub_edge, rejected_push_edge
 
 
 def _replicate(body: Any, event_id: str | None) -> None:
@@ -25,11 +26,9 @@ def _replicate(body: Any, event_id: str | None) -> None:
 
 def replicate_changes(event: Any) -> None:
     """The replicate_changes function: apply one change to the database the migration's direction names."""
-    _replicate(getattr(event, "data", None), event_id(event))
+    cloud_event_edge(_replicate, event)
 
 
-def replicate_rejected_push(error: HTTPException) -> tuple[str, int]:
+def replicate_rejected_push(error: HTTPException) -> flask.Response | tuple[str, int]:
     """functions-framework's handler of the 400 it gives a raw push it cannot convert (see cloudevents.py)."""
-    error.description = "a raw push body functions-framework could not convert"
-    _replicate(flask.request.get_data(), None)
-    return "OK", 200
+    return rejected_push_edge(_replicate, error)

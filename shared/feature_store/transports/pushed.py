@@ -20,7 +20,8 @@ So a delivery gets the outcome it gets threaded (tests/functions/test_pushed.py 
 The message's work (the change's parse, the source statement, Redis, the changelog) runs on the
 ingest pool (``Services.ingest_pool``), whose thread waits for the message's batch as a gunicorn
 thread does; 200 is answered only once ``Ingestor.handle`` has returned, and a failure raises, which
-functions-framework answers with 500: at-least-once delivery holds as threaded.
+functions-framework answers with 500: at-least-once delivery holds as threaded. Settings missing or
+invalid are answered 500 ``invalid_settings`` as threaded, the message not acknowledged.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from cloudevents.conversion import _json_or_string
 from cloudevents.exceptions import InvalidRequiredFields, MissingRequiredFields
 from cloudevents.http import from_http
@@ -38,8 +40,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from werkzeug.exceptions import BadRequest, HTTPException
 
+from feature_store.errors import SettingsError
 from feature_store.transports.asgi import run_on
 from feature_store.transports.cloudevents import ingest_body
+from feature_store.transports.http import NO_STORE
+from feature_store.transports.misconfiguration import answer
 from feature_store.wiring import services
 
 STRUCTURED = "application/cloudevents+json"  # the CloudEvents SDK reads any such body as structured mode
@@ -108,5 +113,9 @@ async def ingest_pushed(request: Request) -> Response:
                                       body, request.scope["path"])
     except HTTPException as exc:
         return Response(exc.description, exc.code or 400, media_type="text/plain")
-    await run_on(services().ingest_pool, ingest_body, data, event_id)
+    try:
+        await run_on(services().ingest_pool, ingest_body, data, event_id)
+    except SettingsError as exc:  # not acknowledged, as threaded (transports/cloudevents.py)
+        status, answer_body = answer(exc, message_id=event_id)
+        return Response(orjson.dumps(answer_body), status, NO_STORE, "application/json")
     return Response("OK", 200, media_type="text/plain")
