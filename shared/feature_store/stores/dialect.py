@@ -20,7 +20,10 @@ class Dialect:
     # A statement giving the source position to tag the next snapshot with: every commit at or
     # below it is visible to a snapshot taken after it (stores/source.py reads it first).
     watermark_sql: str
-    # Whether watermark and snapshot must share one explicit transaction (CockroachDB: exact).
+    # Whether watermark and snapshot must share one explicit transaction (CockroachDB: exact, every later
+    # commit is above it). PostgreSQL's is not exact for a stream whose positions are per-change LSNs: a
+    # writer open at the watermark can commit a change below it later; stores/migration_chunks.settled_rows
+    # waits such writers out with PostgreSQL-only catalogs (pg_locks), and only when this is False.
     watermark_in_transaction: bool
     # Declarative monthly partitions of transactions (PostgreSQL) or one range-split table.
     partitions_transactions: bool

@@ -11,11 +11,15 @@ instead), then either COPYs straight into an empty key range and removes the row
 deleted (its tombstones), or, when the replication already wrote into the range, COPYs into a staging
 table and inserts only the rows the replication has not touched. The caller's checkpoint is written
 in the same transaction, so a chunk lands exactly once however often the copy is interrupted.
+
+The verification reads the sending side *settled* (``settled_rows``): complete to the position it is tagged
+with, which its rechecks and repair need (services/migration/verify.py says why).
 """
 
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -132,40 +136,71 @@ def bound(pool: PostgresPool, spec: TableSpec, after: KeyValue | None, rows: int
     return key_value(found[0]) if found else None
 
 
-# Writing transactions of THIS database open when the snapshot was taken: a change such a transaction
-# made before the watermark was read would commit after the snapshot with a position below it. xids of
-# sessions known to be in other databases are left out; one we cannot place counts as ours.
-_OPEN_WRITERS = """
-SELECT count(*) FROM pg_snapshot_xip(pg_current_snapshot()) AS x(xid)
-WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname IS DISTINCT FROM current_database()
-                  AND a.backend_xid IS NOT NULL
-                  AND CAST(CAST(a.backend_xid AS TEXT) AS BIGINT) = CAST(CAST(x.xid AS TEXT) AS BIGINT) % 4294967296)
+# Transactions of THIS database holding an xid (every writer has one before its first change): each holds
+# the lock on its own xid until its end is visible to new snapshots (PostgreSQL releases it after
+# ProcArrayEndTransaction), so a lock found gone means its commit is in any snapshot taken afterwards.
+# Sessions known to be in other databases are left out; one we cannot place (a prepared transaction) counts
+# as ours. Not pg_snapshot_xip(pg_current_snapshot()): a snapshot lists only running xids below its xmax (the
+# newest completed xid + 1), so a writer whose xid came after the last commit is not listed (tested).
+_WRITERS = """
+SELECT DISTINCT CAST(l.transactionid AS TEXT) FROM pg_locks l
+WHERE l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock' AND l.granted
+  AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                  WHERE a.pid = l.pid AND a.datname IS DISTINCT FROM current_database())
 """
+_STILL_OPEN = _WRITERS + " AND CAST(l.transactionid AS TEXT) = ANY(CAST(:xids AS TEXT[]))"
 
 
-def snapshot_rows(pool: PostgresPool, dialect: Dialect, sql: str,
-                  exact: bool = False) -> tuple[int, list[list[Any]]] | None:
-    """The sending database's position and the rows of ``sql`` from one snapshot that contains every commit
-    at or below it (the watermark is read before the snapshot, as stores/source.py does).
+@dataclass(frozen=True)
+class Snapshot:
+    """Rows of the sending database and the position they are complete to: when ``settled``, every change of
+    the replicated stream at or below ``position`` is in ``rows``; otherwise some below it may be missing."""
 
-    ``exact``: also promise that no change below the position commits after the snapshot (no writer of
-    this database was open when it was taken, PostgreSQL); None when one was, so the caller tries again.
-    CockroachDB's transaction timestamp is exact by itself.
+    position: int
+    rows: list[list[Any]]
+    settled: bool
+
+
+def settled_rows(pool: PostgresPool, dialect: Dialect, sql: str, wait_s: float,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> Snapshot:
+    """The rows of ``sql`` with a position every change at or below which they contain (settled), waiting at
+    most ``wait_s`` for the writers open at the watermark; past that, the rows unsettled.
+
+    CockroachDB: the watermark and the rows share one transaction, read exactly at its timestamp (a later
+    commit is above it). PostgreSQL (pg_locks, pg_stat_activity): the WAL flush position ``w`` is read, then
+    the writers open at that moment are listed by their xid locks and waited for, then the rows are read
+    from a snapshot taken after the last of them ended, at position ``w - 1``. A change below ``w`` was
+    written before ``w`` was read, so by a transaction that had committed by then or was listed; a change
+    written after has a position of at least ``w`` (its record starts at or after the flush position), hence
+    ``w - 1``. Writers starting later are never waited for: a stream of short writers delays the read by
+    about one of them.
     """
-    with pool.connection() as conn:
-        if dialect.watermark_in_transaction:
+    if dialect.watermark_in_transaction:
+        with pool.connection() as conn:
             conn.execute("BEGIN")
-            mark = dialect.watermark(conn.run(dialect.watermark_sql)[0][0])
-        else:
-            mark = dialect.watermark(conn.run(dialect.watermark_sql)[0][0])
-            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            try:
+                mark = dialect.watermark(conn.run(dialect.watermark_sql)[0][0])
+                rows = conn.raw.run(sql)
+            finally:
+                conn.execute("COMMIT")
+        return Snapshot(mark, rows, True)
+    deadline = clock() + wait_s
+    pause = 0.005
+    with pool.connection() as conn:
+        mark = dialect.watermark(conn.run(dialect.watermark_sql)[0][0])
+        open_ = [str(r[0]) for r in conn.raw.run(_WRITERS)]
+        while open_ and clock() < deadline:
+            sleep(pause)
+            pause = min(2 * pause, 0.05)
+            open_ = [str(r[0]) for r in conn.run(_STILL_OPEN, xids="{" + ",".join(open_) + "}")]
+        # A new transaction, so its snapshot is taken after the check found the writers gone.
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         try:
-            if exact and not dialect.watermark_in_transaction and int(conn.raw.run(_OPEN_WRITERS)[0][0]):
-                return None
             rows = conn.raw.run(sql)
         finally:
             conn.execute("COMMIT")
-    return mark, rows
+    return Snapshot(mark - 1, rows, not open_)
 
 
 def keyed(rows: Sequence[Sequence[Any]], width: int) -> dict[KeyValue, list[Any]]:

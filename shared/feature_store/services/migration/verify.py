@@ -6,22 +6,51 @@ chunk at a time left each database idle while the other finished and while the n
 results are recorded per chunk in chunk order (fs_migration_checks), so a verification interrupted by its
 time budget resumes at the next chunk.
 
-A chunk that differs may only be catching up: rows written while it was read reach the receiving side
-within the replication lag. It is compared again, row by row, up to ``recheck_attempts`` times: the
-sending side's rows from a snapshot tagged with its position ``w`` (stores/migration_chunks.snapshot_rows),
-then, ``recheck_delay_s`` later, the receiving side's rows with their replica positions. When the replication
-has measured a longer lag lately (the last batch it applied, fs_replication_progress), the wait follows it:
-twice that lag, at most ``LAG_WAIT_CAP_S`` (a replication catching up after an outage is seconds behind, and a
-fixed short wait made every recheck find its backlog missing, then the repair, then the verdict "different").
-A row whose replica position is above ``w`` changed after that snapshot and is left to the replication,
-except in ``strict`` mode (the cutover's final verification, with the source quiet), where every
-difference counts. A chunk with no differing row left is ``settled``.
+A chunk that differs may only be catching up: rows written while it was read reach the receiving side within
+the replication lag. It is compared again, row by row, up to ``recheck_attempts`` times: the sending side's
+rows from a *settled* read tagged with its position ``w`` (below), then, ``recheck_delay_s`` later, the
+receiving side's rows with their replica positions. When the replication has measured a longer lag lately (the
+last batch it applied, fs_replication_progress), the wait follows it: twice that lag, at most
+``LAG_WAIT_CAP_S`` (a replication catching up after an outage is seconds behind, and a fixed short wait made
+every recheck find its backlog missing, then the repair, then the verdict "different"). A row whose replica
+position is above ``w`` changed after that read and is left to the replication, except in ``strict`` mode (the
+cutover's final verification, with the source quiet), where every difference counts. A chunk with no differing
+row left is ``settled``.
 
-What still differs is repaired: the differing rows are re-copied from an exact snapshot of the sending
-side (no writer of its database open, so no older change can still commit) at its position ``w``, through
-the same compare-and-set as the replication (stores/migration_replica.py): a row the replication has
-since written with a newer change keeps it. The chunk is compared once more: ``repaired`` when equal,
-else it stays ``different`` and is listed in the answer.
+What still differs is repaired: the differing rows are re-copied from a settled read of the sending side at
+its position ``w``, through the same compare-and-set as the replication (stores/migration_replica.py): a row
+the replication has since written with a newer change keeps it. The chunk is compared once more:
+``repaired`` when equal, else it stays ``different`` and is listed in the answer.
+
+Why the read must be settled, and how (stores/migration_chunks.settled_rows). A re-copied row lands at
+position ``w`` and refuses every later image at or below ``w``; so every change at or below ``w`` must
+already be in the rows read, or it is lost. What a change's position is decides what can be missing:
+
+- PostgreSQL forward: Debezium's ``source.lsn`` (emulators/cdc_relay.py: wal2json's per-change ``lsn``, or
+  test_decoding's row ``lsn``) is the LSN of the change's own WAL record, not of its commit. A transaction
+  that wrote a row before ``w`` was read and commits after the snapshot carries a position below ``w``
+  that no snapshot taken at ``w`` contains. And a record written after ``w`` was read starts at or
+  after it: its position may equal ``w``. So the PostgreSQL read waits, at most ``settle_wait_s``, for the
+  writers open when ``w`` was read (their xid locks, pg_locks), reads the rows from a snapshot taken after
+  the last of them ended, and tags them ``w - 1``. Every change below ``w`` is then in the rows (its
+  transaction had committed by then or was waited for), and every later one outranks them. Writers that
+  start later are not waited for, so a stream of short writers delays the read by about one transaction;
+  only a writer left open past ``settle_wait_s`` postpones the repair (logged; the chunk stays
+  ``different``). A delete image (the key absent on the sender) is covered the same way: an insert of the
+  key by a writer open at ``w`` is waited for and read.
+- CockroachDB (the reverse direction after the cutover): a changefeed's ``updated`` is the transaction's
+  commit timestamp, and a read at the transaction timestamp fixed by ``cluster_logical_timestamp()`` is
+  exact (later commits get a higher timestamp); nothing is waited for.
+- The rehearsal's reverse direction (emulators/changefeed_relay.py over a PostgreSQL target) uses commit
+  LSNs: a transaction open at the snapshot commits above ``w`` except in the moment between its commit
+  record's flush and its becoming visible, which the wait covers as well.
+
+Rejected: locking the differing rows ``FOR SHARE`` before reading ``w`` (it blocks the application's writes
+and can make it a deadlock victim, needs UPDATE privilege on the source, and cannot lock an absent key,
+which needs the wait anyway); a snapshot with no writer open at all (never happens on a busy source, and
+``pg_snapshot_xip`` does not list writers whose xid came after the newest commit, so it was not exact).
+The rechecks read settled too: a read that missed an open writer's change below ``w`` found the replicated
+change "not newer" and reported its row as different.
 """
 
 from __future__ import annotations
@@ -36,7 +65,15 @@ from typing import Any
 
 from feature_store.logs import get_logger
 from feature_store.stores.dialect import Dialect
-from feature_store.stores.migration_chunks import Checksum, bound, checksum, fetch, keyed, snapshot_rows
+from feature_store.stores.migration_chunks import (
+    Checksum,
+    Snapshot,
+    bound,
+    checksum,
+    fetch,
+    keyed,
+    settled_rows,
+)
 from feature_store.stores.migration_replica import Image, ReplicaStore
 from feature_store.stores.migration_state import StateStore
 from feature_store.stores.migration_tables import (
@@ -54,6 +91,7 @@ from feature_store.stores.postgres import PostgresPool
 log = get_logger(__name__)
 
 LAG_WAIT_CAP_S = 30.0  # the longest a recheck waits for a lagging replication
+SETTLE_WAIT_S = 5.0  # the longest a read of the sender waits for the writers open at its watermark
 
 
 @dataclass(frozen=True)
@@ -87,7 +125,7 @@ class Verifier:
 
     def __init__(self, sender: Side, receiver: Side, replica: ReplicaStore, state: StateStore, chunk_rows: int,
                  recheck_attempts: int, recheck_delay_s: float, strict: bool = False, workers: int = 2,
-                 direction: str | None = None,
+                 direction: str | None = None, settle_wait_s: float = SETTLE_WAIT_S,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         self.sender, self.receiver = sender, receiver
         self.replica = replica
@@ -98,6 +136,7 @@ class Verifier:
         self.strict = strict  # rows changed after the snapshot count as different (the cutover's check)
         self.workers = workers  # chunks of pass 1 in flight: 2 keep both databases' cores busy between statements
         self.direction = direction  # the replication feeding the receiver, whose lag the rechecks wait out
+        self.settle_wait_s = settle_wait_s
         self._clock, self._sleep = clock, sleep
         self._specs: dict[str, TableSpec] = {}
 
@@ -178,17 +217,15 @@ class Verifier:
     def row_diff(self, spec: TableSpec, after: KeyValue | None, last: KeyValue | None) -> RowDiff:
         """Rows that differ between the sides, leaving out rows the receiver changed after the snapshot.
 
-        The receiving side is read ``recheck_delay_s`` after the sending side's snapshot: a change committed
-        before that snapshot has had the replication's lag to arrive, and one committed after it is either
-        absent from both reads or already applied with a position above the snapshot's (left out). So
+        The receiving side is read ``recheck_delay_s`` after the sending side's settled read: a change in that
+        read has had the replication's lag to arrive, and one not in it is either absent from both reads or
+        already applied with a position above the read's (left out). So
         writes that keep arriving in a range do not make it differ; a change still missing after the delay
         does.
         """
         width = len(spec.key)
-        taken = snapshot_rows(self.sender.pool, self.sender.dialect, row_hashes_sql(spec, self.sender.dialect.name,
-                                                                                    after, last))
-        assert taken is not None  # not exact: never refused
-        position, rows = taken
+        taken = self._sender_rows(row_hashes_sql(spec, self.sender.dialect.name, after, last))
+        position, rows = taken.position, taken.rows
         mine = {k: v[0] for k, v in keyed(rows, width).items()}
         self._sleep(self.recheck_wait_s())
         theirs_rows = keyed(fetch(self.receiver.pool, row_hashes_sql(spec, self.receiver.dialect.name, after, last,
@@ -227,19 +264,15 @@ class Verifier:
         self.state.record_check(job, spec.name, check["chunk"], after, last, (mine.rows, mine.md5),
                                 (theirs.rows, theirs.md5), status, attempts + 1)
 
-    def repair(self, spec: TableSpec, after: KeyValue | None, last: KeyValue | None, keys: set[KeyValue],
-               tries: int = 20) -> int:
-        """Re-copy ``keys`` of the range from an exact snapshot of the sender; how many rows were rewritten."""
-        for _ in range(tries):
-            taken = snapshot_rows(self.sender.pool, self.sender.dialect, rows_sql(spec, after, last), exact=True)
-            if taken is not None:
-                break
-            self._sleep(0.05)  # a writer of the sender was open: its changes could still commit below w
-        else:
-            log.warning("repair postponed: the sending database always had a writer open",
-                        extra={"fields": {"table": spec.name}})
+    def repair(self, spec: TableSpec, after: KeyValue | None, last: KeyValue | None, keys: set[KeyValue]) -> int:
+        """Re-copy ``keys`` of the range from a settled read of the sender at its position, through the
+        replication's compare-and-set; how many rows were rewritten (0 when the read could not settle)."""
+        taken = self._sender_rows(rows_sql(spec, after, last))
+        if not taken.settled:
+            log.warning("repair postponed: a writer of the sending database open at its watermark stayed open",
+                        extra={"fields": {"table": spec.name, "waited_s": self.settle_wait_s}})
             return 0
-        position, rows = taken
+        position, rows = taken.position, taken.rows
         at = [spec.names.index(c) for c in spec.key]
         found = {key_value([r[i] for i in at]): r for r in rows}
         images = []
@@ -251,6 +284,9 @@ class Verifier:
                 images.append(Image(spec.name, tuple(row[i] for i in at), position,
                                     dict(zip(spec.names, row, strict=True))))
         return self.replica.apply(images).applied
+
+    def _sender_rows(self, sql: str) -> Snapshot:
+        return settled_rows(self.sender.pool, self.sender.dialect, sql, self.settle_wait_s, self._sleep, self._clock)
 
     @staticmethod
     def _summary(checks: list[dict[str, Any]], tables: tuple[str, ...]) -> dict[str, Any]:
