@@ -39,7 +39,6 @@ import os
 import random
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from dataset import describe, size_line
+from processes import Child, free_port, group_cpu_s, listening, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = str(ROOT / "bench" / "wrk_report.lua")
@@ -66,45 +66,6 @@ CHANGELOG_OFF = "changelog off (FS_CDC_CHANGELOG_ENABLED=false): Redis only"
 FLOOR = "floor: a no-op function"
 MODES = ("threaded", "async")
 FLOORS = {"threaded": "noop_event", "async": "noop_event_async"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
-
-
-def wait_port(port: int, what: str, seconds: float = 90) -> None:
-    deadline = time.monotonic() + seconds
-    while not listening(port):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{what} did not listen on {port}")
-        time.sleep(0.1)
-
-
-class Child:
-    """A process in its own session, stopped by pid."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 def serve(name: str, port: int, env: dict[str, str], logs: Path) -> Child:
@@ -167,21 +128,6 @@ def figures(out: str) -> dict[str, Any]:
             "p50_ms": round(raw["p50_us"] / 1000, 1), "p95_ms": round(raw["p95_us"] / 1000, 1)}
 
 
-def group_cpu(pgid: int | None) -> float:
-    """User + system CPU seconds of the live processes of a process group (a server and its workers)."""
-    if pgid is None:
-        return 0.0
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the process ended meanwhile
-            continue
-        if int(fields[2]) == pgid:
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
 def published_env() -> tuple[Any, dict[str, str]]:
     """A started Publish stand-in (counting only) and the settings publishing the changelog to it, as deployed."""
     from serving import pubsub_standin
@@ -202,11 +148,11 @@ def throughput(label: str, mode: str, port: int, pushes: Path, concurrency: int,
                                       capture_output=True, text=True, check=True).stdout)
 
     run(2)  # warm-up: connections, prepared statements, the first batches
-    before = group_cpu(function), group_cpu(emulator)
+    before = group_cpu_s(function), group_cpu_s(emulator)
     out = run(duration)
     events = max(1, out["ok"])
-    cpu = {"function_cpu_ms_per_event": round((group_cpu(function) - before[0]) * 1000 / events, 2),
-           "emulator_cpu_ms_per_event": round((group_cpu(emulator) - before[1]) * 1000 / events, 2)
+    cpu = {"function_cpu_ms_per_event": round((group_cpu_s(function) - before[0]) * 1000 / events, 2),
+           "emulator_cpu_ms_per_event": round((group_cpu_s(emulator) - before[1]) * 1000 / events, 2)
            if emulator is not None else None}
     return {"scenario": label, "mode": mode, "concurrency": concurrency, **out, **cpu}
 

@@ -38,6 +38,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "emulators"))
 
+from processes import free_port  # noqa: E402
+
 from feature_store.cli.generate import seed  # noqa: E402
 from feature_store.services.etl import Etl  # noqa: E402
 from feature_store.services.migrations import ensure_partitions, load_migrations, migrate, month_start  # noqa: E402
@@ -60,12 +62,6 @@ class ProgressEcho(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         fields = getattr(record, "fields", {})
         say("  " + record.getMessage() + ": " + ", ".join(f"{k} {v}" for k, v in fields.items() if k != "run_id"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_emulator() -> tuple[subprocess.Popen[bytes], str]:

@@ -32,17 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from dataset import describe, ensure_data, size_line
+from processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "emulators"))
 PY = str(Path(sys.executable))
 PREFIX = "bench"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def load() -> str:

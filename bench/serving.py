@@ -42,16 +42,15 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from dataset import describe, ensure_data, prewarm_source, size_line
+from processes import free_port, group_cpu_s, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "emulators"))
@@ -64,12 +63,6 @@ COLD = ("miss", "batch_cold")  # scenarios that need never-cached ids
 LABELS = {"floor": "floor, threaded", "floor_async": "floor, async", "hit": "single, hit", "miss": "single, miss",
           "batch_hit": "batch 100, hit", "batch_cold": "batch 100, cold", "hit_unguarded": "single, hit, no guard",
           "batch_hit_unguarded": "batch 100, hit, ng"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def env_for(args: argparse.Namespace) -> dict[str, str]:
@@ -86,32 +79,8 @@ def serve(name: str, source: Path, env: dict[str, str]) -> tuple[subprocess.Pope
     port = free_port()
     proc = subprocess.Popen([FF, "--target", name, "--source", str(source), "--host", "127.0.0.1", "--port", str(port)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc, url
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"{name} did not start")
-
-
-def group_cpu_s(pgid: int) -> float:
-    """CPU seconds (user + system) used so far by the processes of one served function (its process group)."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if os.getpgid(int(entry)) != pgid:
-                continue
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
+    wait_port(port, name, 30)
+    return proc, f"http://127.0.0.1:{port}"
 
 
 def wrk(url: str, scenario: str, concurrency: int, duration: int, extra: dict[str, str],
